@@ -1,0 +1,71 @@
+# lua-smtp build. `make` builds smtp.core for $(LUA); `make LUA=luajit` (or
+# lua5.1, lua5.2, lua5.3) builds it for another interpreter into its own
+# build/<interpreter>/ directory, so several builds live side by side.
+
+LUA       ?= lua5.4
+LUA_PC    ?= $(LUA)
+LUA_CFLAGS ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
+# The version directory used by install paths (5.4, 5.1, ...).
+LUA_VER   ?= $(shell $(LUA) -e 'io.write((_VERSION:gsub("Lua ", "")))' 2>/dev/null)
+
+CC        ?= cc
+OPT       ?= -O2 -g
+WARN      := -std=c99 -Wall -Wextra -Werror
+CFLAGS    ?=
+MODFLAGS  := -fPIC -fvisibility=hidden
+SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer
+
+BUILD     := build/$(LUA)
+MODULE    := $(BUILD)/smtp/core.so
+
+CORE_SRC  := csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame.c \
+             csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c
+CORE_HDR  := $(wildcard csrc/*.h)
+C_TESTS   := $(patsubst csrc/test/%.c,build/check/%,$(wildcard csrc/test/test_*.c))
+
+PREFIX    ?= /usr/local
+LUA_LIBDIR   ?= $(PREFIX)/lib/lua/$(LUA_VER)
+LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_VER)
+BINDIR    ?= $(PREFIX)/bin
+
+LUA_FILES := $(shell find lua -name '*.lua')
+
+all: $(MODULE)
+
+$(MODULE): $(CORE_SRC) csrc/lsmtp.c $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(OPT) $(CFLAGS) $(MODFLAGS) $(LUA_CFLAGS) -Icsrc -shared \
+		-o $@ $(CORE_SRC) csrc/lsmtp.c $(LDFLAGS)
+
+# C unit tests, always with AddressSanitizer and UBSan.
+build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g $(SANFLAGS) -Icsrc -o $@ $< $(CORE_SRC)
+
+check: $(C_TESTS)
+	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
+
+deps:
+	@sh scripts/deps.sh
+
+test: deps all
+	@bash scripts/run-tests.sh
+
+demo: deps all
+	@bash scripts/demo.sh
+
+lint:
+	luacheck -q lua spec bin examples
+
+install: all
+	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(LUA_SHAREDIR)/smtp/transport $(DESTDIR)$(BINDIR)
+	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/smtp/core.so
+	install -m 644 lua/smtp.lua $(DESTDIR)$(LUA_SHAREDIR)/smtp.lua
+	install -m 644 $(filter lua/smtp/%,$(filter-out lua/smtp/transport/%,$(LUA_FILES))) $(DESTDIR)$(LUA_SHAREDIR)/smtp/
+	install -m 644 $(wildcard lua/smtp/transport/*.lua) $(DESTDIR)$(LUA_SHAREDIR)/smtp/transport/
+	install -m 755 bin/smtp-debug-server $(DESTDIR)$(BINDIR)/smtp-debug-server
+
+clean:
+	rm -rf build
+
+.PHONY: all check deps test demo lint install clean

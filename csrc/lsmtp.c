@@ -1,0 +1,862 @@
+/* smtp.core: the Lua binding of the engine, the framer, the codecs and the
+ * blocking transport. The only file that includes Lua headers.
+ *
+ * Ownership: every C object lives inside a userdata whose __gc frees it, and
+ * the metatable is set only once the object is initialised, so a Lua error
+ * raised at any point (lua_pushlstring can raise) leaks nothing.
+ *
+ * Conventions: misuse (wrong argument types, a call in the wrong state)
+ * raises; failures of the world return nil, "code", "message", with code one
+ * of: argument, size, limit, line, timeout, closed, connect, io, protocol.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lsmtp_compat.h"
+#include "smtp_codec.h"
+#include "smtp_engine.h"
+#include "smtp_error.h"
+#include "smtp_frame.h"
+#include "smtp_net.h"
+
+#if defined(__GNUC__)
+#define LSMTP_EXPORT __attribute__((visibility("default")))
+#else
+#define LSMTP_EXPORT
+#endif
+
+#define ENGINE_MT "smtp.core.engine"
+#define SOCKET_MT "smtp.core.socket"
+#define FRAMER_MT "smtp.core.framer"
+#define SCRATCH_MT "smtp.core.scratch"
+
+#define RECV_SIZE 16384
+
+static const char *code_name(int rc)
+{
+    switch (rc) {
+    case SMTP_E_ARGUMENT: return "argument";
+    case SMTP_E_SIZE: return "size";
+    case SMTP_E_LIMIT: return "limit";
+    case SMTP_E_LINE: return "line";
+    case SMTP_E_TIMEOUT: return "timeout";
+    case SMTP_E_CLOSED: return "closed";
+    case SMTP_E_CONNECT: return "connect";
+    case SMTP_E_PROTOCOL: return "protocol";
+    case SMTP_E_STATE: return "state";
+    case SMTP_E_NOMEM: return "nomem";
+    default: return "io";
+    }
+}
+
+/* true, or nil + code + message; out of memory and state misuse raise. */
+static int push_result(lua_State *L, int rc, const char *msg)
+{
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (rc == SMTP_E_NOMEM)
+        return luaL_error(L, "not enough memory");
+    if (rc == SMTP_E_STATE)
+        return luaL_error(L, "smtp.core: %s", smtp_strerror(rc));
+    lua_pushnil(L);
+    lua_pushstring(L, code_name(rc));
+    lua_pushstring(L, msg ? msg : smtp_strerror(rc));
+    return 3;
+}
+
+/* A string argument that C will treat as NUL-terminated: an embedded NUL
+ * would silently cut it, so it is refused like any other control byte. */
+static const char *check_cstring(lua_State *L, int idx, int *bad)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, idx, &len);
+    *bad = strlen(s) != len;
+    return s;
+}
+
+static const char *opt_cstring(lua_State *L, int idx, int *bad)
+{
+    if (lua_isnoneornil(L, idx)) {
+        *bad = 0;
+        return "";
+    }
+    return check_cstring(L, idx, bad);
+}
+
+/* ---- engine ------------------------------------------------------------- */
+
+typedef struct lsmtp_engine {
+    smtp_engine e;
+    int live;
+} lsmtp_engine;
+
+static smtp_engine *check_engine(lua_State *L)
+{
+    lsmtp_engine *u = lsmtp_checkudata(L, 1, ENGINE_MT);
+    if (!u->live)
+        luaL_error(L, "smtp.core: engine used after free");
+    return &u->e;
+}
+
+static size_t opt_size_field(lua_State *L, int t, const char *name, size_t def)
+{
+    lua_Number v;
+    lua_getfield(L, t, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return def;
+    }
+    v = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (v < 1 || v > 1e12)
+        luaL_error(L, "smtp.core: limit '%s' out of range", name);
+    return (size_t)v;
+}
+
+static int l_engine_new(lua_State *L)
+{
+    smtp_limits lim;
+    lsmtp_engine *u;
+    int rc;
+
+    smtp_limits_default(&lim);
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lim.max_line = opt_size_field(L, 1, "max_line", lim.max_line);
+        lim.max_lines = opt_size_field(L, 1, "max_lines", lim.max_lines);
+        lim.max_output = opt_size_field(L, 1, "max_output", lim.max_output);
+        lim.max_commands = (int)opt_size_field(L, 1, "max_commands", (size_t)lim.max_commands);
+    }
+    u = lua_newuserdata(L, sizeof *u);
+    u->live = 0;
+    rc = smtp_engine_init(&u->e, &lim);
+    if (rc) {
+        smtp_engine_free(&u->e);
+        return luaL_error(L, "smtp.core: invalid engine limits");
+    }
+    u->live = 1;
+    lsmtp_setclass(L, ENGINE_MT);
+    return 1;
+}
+
+static int l_engine_gc(lua_State *L)
+{
+    lsmtp_engine *u = lsmtp_checkudata(L, 1, ENGINE_MT);
+    if (u->live) {
+        u->live = 0;
+        smtp_engine_free(&u->e);
+    }
+    return 0;
+}
+
+static int l_engine_feed(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    return push_result(L, smtp_engine_feed(e, s, len), "reply data exceeds the input limit");
+}
+
+static int l_engine_output(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    const char *p = smtp_engine_output(e, &len);
+    lua_pushlstring(L, p, len);
+    return 1;
+}
+
+static int l_engine_pending(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    smtp_engine_output(e, &len);
+    lua_pushinteger(L, (lua_Integer)len);
+    return 1;
+}
+
+static int l_engine_consumed(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "negative count");
+    smtp_engine_consumed(e, (size_t)n);
+    return 0;
+}
+
+static const char *event_name(smtp_event_kind k)
+{
+    switch (k) {
+    case SMTP_EV_NEED_INPUT: return "need_input";
+    case SMTP_EV_REPLY: return "reply";
+    case SMTP_EV_NEED_BODY: return "need_body";
+    case SMTP_EV_STARTTLS: return "starttls";
+    case SMTP_EV_DONE: return "done";
+    case SMTP_EV_FAILED: return "failed";
+    default: return "idle";
+    }
+}
+
+static const char *fail_name(smtp_fail f)
+{
+    switch (f) {
+    case SMTP_FAIL_GREETING: return "greeting";
+    case SMTP_FAIL_HELLO: return "hello";
+    case SMTP_FAIL_TLS: return "tls";
+    case SMTP_FAIL_SENDER: return "sender";
+    case SMTP_FAIL_RECIPIENTS: return "recipients";
+    case SMTP_FAIL_DATA: return "data";
+    case SMTP_FAIL_COMMAND: return "command";
+    case SMTP_FAIL_CLOSING: return "closing";
+    case SMTP_FAIL_PROTOCOL: return "protocol";
+    default: return NULL;
+    }
+}
+
+/* kind, cmd, index, code, enhanced, text, fail, error: flat values, so the
+ * driver loop allocates no table per event. */
+static int l_engine_next(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    smtp_event ev;
+    const char *fail;
+
+    smtp_engine_next(e, &ev);
+    lua_pushstring(L, event_name(ev.kind));
+    if (ev.kind == SMTP_EV_NEED_INPUT || ev.kind == SMTP_EV_NEED_BODY || ev.kind == SMTP_EV_IDLE)
+        return 1;
+    lua_pushstring(L, smtp_cmd_name(ev.cmd));
+    if (ev.kind == SMTP_EV_REPLY && ev.cmd == SMTP_CMD_RCPT && ev.index >= 0)
+        lua_pushinteger(L, ev.index + 1);
+    else
+        lua_pushnil(L);
+    if (ev.reply.code) {
+        lua_pushinteger(L, ev.reply.code);
+        if (ev.reply.enhanced[0])
+            lua_pushstring(L, ev.reply.enhanced);
+        else
+            lua_pushnil(L);
+        lua_pushlstring(L, ev.reply.text, ev.reply.text_len);
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    fail = fail_name(ev.fail);
+    if (fail)
+        lua_pushstring(L, fail);
+    else
+        lua_pushnil(L);
+    if (ev.error)
+        lua_pushstring(L, smtp_strerror(ev.error));
+    else
+        lua_pushnil(L);
+    return 8;
+}
+
+static int l_engine_hello(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    int bad;
+    const char *name = check_cstring(L, 2, &bad);
+    int lmtp = lua_toboolean(L, 3);
+    if (bad)
+        return push_result(L, SMTP_E_ARGUMENT, "host name contains a NUL byte");
+    return push_result(L, smtp_engine_hello(e, name, lmtp),
+                       "invalid host name for EHLO (control characters or spaces)");
+}
+
+static int l_engine_starttls(lua_State *L)
+{
+    return push_result(L, smtp_engine_starttls(check_engine(L)), NULL);
+}
+
+static int l_engine_tls_done(lua_State *L)
+{
+    return push_result(L, smtp_engine_tls_done(check_engine(L)), NULL);
+}
+
+static int l_engine_mail(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    int bad1, bad2;
+    const char *from = check_cstring(L, 2, &bad1);
+    lua_Number size = luaL_optnumber(L, 3, 0);
+    const char *params = opt_cstring(L, 4, &bad2);
+    int rc;
+    luaL_argcheck(L, size >= 0, 3, "negative size");
+    if (bad1 || bad2)
+        return push_result(L, SMTP_E_ARGUMENT, "sender contains a NUL byte");
+    rc = smtp_engine_mail(e, from, (unsigned long long)size, params);
+    if (rc == SMTP_E_SIZE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "size");
+        lua_pushfstring(L, "message of %f octets exceeds the server's limit of %f",
+                        (double)size, (double)smtp_engine_max_size(e));
+        return 3;
+    }
+    return push_result(L, rc, "invalid sender address (control characters or angle brackets)");
+}
+
+static int l_engine_rcpt(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    int bad1, bad2;
+    const char *to = check_cstring(L, 2, &bad1);
+    const char *params = opt_cstring(L, 3, &bad2);
+    if (bad1 || bad2)
+        return push_result(L, SMTP_E_ARGUMENT, "recipient contains a NUL byte");
+    return push_result(L, smtp_engine_rcpt(e, to, params),
+                       "invalid recipient address (empty, control characters or angle brackets)");
+}
+
+static int l_engine_data(lua_State *L)
+{
+    return push_result(L, smtp_engine_data(check_engine(L)), NULL);
+}
+
+static int l_engine_body(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = smtp_engine_body(e, s, len);
+    if (rc == SMTP_E_LINE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "line");
+        lua_pushfstring(L, "message line %d is longer than 998 octets",
+                        (int)(e->frame.lines + 1));
+        return 3;
+    }
+    return push_result(L, rc, "output buffer full: write smaller chunks");
+}
+
+static int l_engine_body_end(lua_State *L)
+{
+    return push_result(L, smtp_engine_body_end(check_engine(L)), NULL);
+}
+
+static int l_engine_rset(lua_State *L)
+{
+    return push_result(L, smtp_engine_rset(check_engine(L)), NULL);
+}
+
+static int l_engine_noop(lua_State *L)
+{
+    return push_result(L, smtp_engine_noop(check_engine(L)), NULL);
+}
+
+static int l_engine_quit(lua_State *L)
+{
+    return push_result(L, smtp_engine_quit(check_engine(L)), NULL);
+}
+
+static int l_engine_close(lua_State *L)
+{
+    smtp_engine_close(check_engine(L));
+    return 0;
+}
+
+static int l_engine_dead(lua_State *L)
+{
+    lua_pushboolean(L, smtp_engine_dead(check_engine(L)));
+    return 1;
+}
+
+static int l_engine_waiting_for(lua_State *L)
+{
+    lua_pushstring(L, smtp_cmd_name(smtp_engine_waiting_for(check_engine(L))));
+    return 1;
+}
+
+static int l_engine_max_size(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)smtp_engine_max_size(check_engine(L)));
+    return 1;
+}
+
+static int l_engine_set_pipelining(lua_State *L)
+{
+    smtp_engine_set_pipelining(check_engine(L), lua_toboolean(L, 2));
+    return 0;
+}
+
+/* { KEYWORD = "params" or true }, keywords upper-cased; nil after HELO. */
+static int l_engine_capabilities(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    const char *kw, *params;
+    size_t kwlen, plen, j;
+    int i;
+    char upper[64];
+
+    if (!smtp_engine_extended(e)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_newtable(L);
+    for (i = 0; smtp_engine_cap(e, i, &kw, &kwlen, &params, &plen); i++) {
+        if (kwlen == 0 || kwlen >= sizeof upper)
+            continue;
+        for (j = 0; j < kwlen; j++)
+            upper[j] = (kw[j] >= 'a' && kw[j] <= 'z') ? (char)(kw[j] - 32) : kw[j];
+        lua_pushlstring(L, upper, kwlen);
+        if (plen)
+            lua_pushlstring(L, params, plen);
+        else
+            lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    return 1;
+}
+
+static const luaL_Reg engine_methods[] = {
+    {"feed", l_engine_feed},
+    {"output", l_engine_output},
+    {"pending", l_engine_pending},
+    {"consumed", l_engine_consumed},
+    {"next", l_engine_next},
+    {"hello", l_engine_hello},
+    {"starttls", l_engine_starttls},
+    {"tls_done", l_engine_tls_done},
+    {"mail", l_engine_mail},
+    {"rcpt", l_engine_rcpt},
+    {"data", l_engine_data},
+    {"body", l_engine_body},
+    {"body_end", l_engine_body_end},
+    {"rset", l_engine_rset},
+    {"noop", l_engine_noop},
+    {"quit", l_engine_quit},
+    {"close", l_engine_close},
+    {"dead", l_engine_dead},
+    {"waiting_for", l_engine_waiting_for},
+    {"max_size", l_engine_max_size},
+    {"set_pipelining", l_engine_set_pipelining},
+    {"capabilities", l_engine_capabilities},
+    {"__gc", l_engine_gc},
+    {NULL, NULL},
+};
+
+/* ---- framer and line checker -------------------------------------------- */
+
+typedef struct lsmtp_framer {
+    smtp_frame f;
+    smtp_buf out;
+    int live;
+} lsmtp_framer;
+
+static int l_framer_new(lua_State *L)
+{
+    lua_Integer max_line = luaL_optinteger(L, 1, SMTP_MAX_LINE);
+    lsmtp_framer *u = lua_newuserdata(L, sizeof *u);
+    luaL_argcheck(L, max_line >= 0, 1, "negative line limit");
+    smtp_frame_init(&u->f, (size_t)max_line);
+    smtp_buf_init(&u->out, (size_t)1 << 30);
+    u->live = 1;
+    lsmtp_setclass(L, FRAMER_MT);
+    return 1;
+}
+
+static lsmtp_framer *check_framer(lua_State *L)
+{
+    lsmtp_framer *u = lsmtp_checkudata(L, 1, FRAMER_MT);
+    if (!u->live)
+        luaL_error(L, "smtp.core: framer used after free");
+    return u;
+}
+
+static int push_framed(lua_State *L, lsmtp_framer *u, int rc)
+{
+    if (rc == SMTP_E_LINE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "line");
+        lua_pushinteger(L, (lua_Integer)(u->f.lines + 1));
+        return 3;
+    }
+    if (rc)
+        return push_result(L, rc, NULL);
+    lua_pushlstring(L, smtp_buf_ptr(&u->out), smtp_buf_len(&u->out));
+    smtp_buf_clear(&u->out);
+    return 1;
+}
+
+/* framer:write(s) -> the framed bytes | nil, "line", line number */
+static int l_framer_write(lua_State *L)
+{
+    lsmtp_framer *u = check_framer(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    return push_framed(L, u, smtp_frame_write(&u->f, s, len, &u->out));
+}
+
+static int l_framer_finish(lua_State *L)
+{
+    lsmtp_framer *u = check_framer(L);
+    return push_framed(L, u, smtp_frame_finish(&u->f, &u->out));
+}
+
+/* framer:check(s) -> true | nil, "line", line number (no output) */
+static int l_framer_check(lua_State *L)
+{
+    lsmtp_framer *u = check_framer(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    if (smtp_frame_check(&u->f, s, len) == SMTP_E_LINE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "line");
+        lua_pushinteger(L, (lua_Integer)(u->f.lines + 1));
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_framer_gc(lua_State *L)
+{
+    lsmtp_framer *u = lsmtp_checkudata(L, 1, FRAMER_MT);
+    if (u->live) {
+        u->live = 0;
+        smtp_buf_free(&u->out);
+    }
+    return 0;
+}
+
+static const luaL_Reg framer_methods[] = {
+    {"write", l_framer_write},
+    {"finish", l_framer_finish},
+    {"check", l_framer_check},
+    {"__gc", l_framer_gc},
+    {NULL, NULL},
+};
+
+/* ---- codecs ------------------------------------------------------------- */
+
+/* Codec output goes to a scratch buffer owned by a userdata on the stack,
+ * so a memory error while making the Lua string leaks nothing. */
+static smtp_buf *new_scratch(lua_State *L)
+{
+    smtp_buf *b = lua_newuserdata(L, sizeof *b);
+    smtp_buf_init(b, (size_t)-1 / 2);
+    lsmtp_setclass(L, SCRATCH_MT);
+    return b;
+}
+
+static int l_scratch_gc(lua_State *L)
+{
+    smtp_buf_free(lsmtp_checkudata(L, 1, SCRATCH_MT));
+    return 0;
+}
+
+static const luaL_Reg scratch_methods[] = {
+    {"__gc", l_scratch_gc},
+    {NULL, NULL},
+};
+
+static int push_scratch(lua_State *L, smtp_buf *b, int rc)
+{
+    if (rc == SMTP_E_ARGUMENT) {
+        lua_pushnil(L);
+        lua_pushstring(L, "argument");
+        lua_pushstring(L, "invalid encoded input");
+        return 3;
+    }
+    if (rc)
+        return luaL_error(L, "smtp.core: %s", smtp_strerror(rc));
+    lua_pushlstring(L, smtp_buf_ptr(b), smtp_buf_len(b));
+    smtp_buf_free(b);
+    return 1;
+}
+
+static int l_b64encode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer line = luaL_optinteger(L, 2, 76);
+    smtp_b64 st;
+    smtp_buf *b;
+    int rc;
+    luaL_argcheck(L, line >= 0 && line % 4 == 0, 2, "line length must be a multiple of 4");
+    b = new_scratch(L);
+    smtp_b64_init(&st, (size_t)line);
+    rc = smtp_b64_update(&st, s, len, b);
+    if (rc == 0)
+        rc = smtp_b64_finish(&st, b);
+    return push_scratch(L, b, rc);
+}
+
+static int l_b64decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_buf *b;
+    b = new_scratch(L);
+    return push_scratch(L, b, smtp_b64_decode(s, len, b));
+}
+
+static int l_qpencode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_qp st;
+    smtp_buf *b;
+    int rc;
+    b = new_scratch(L);
+    smtp_qp_init(&st);
+    rc = smtp_qp_update(&st, s, len, b);
+    if (rc == 0)
+        rc = smtp_qp_finish(&st, b);
+    return push_scratch(L, b, rc);
+}
+
+static int l_qpdecode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_buf *b;
+    b = new_scratch(L);
+    return push_scratch(L, b, smtp_qp_decode(s, len, b));
+}
+
+static int l_encode_words(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer col = luaL_optinteger(L, 2, 0);
+    smtp_buf *b;
+    luaL_argcheck(L, col >= 0 && col < 78, 2, "column out of range");
+    b = new_scratch(L);
+    return push_scratch(L, b, smtp_encode_words(s, len, (size_t)col, b));
+}
+
+static int l_header_is_plain(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, smtp_header_is_plain(s, len));
+    return 1;
+}
+
+/* ---- blocking transport ------------------------------------------------- */
+
+typedef struct lsmtp_socket {
+    smtp_net net;
+    double timeout;    /* seconds per operation; <= 0: none */
+    double deadline;   /* absolute; 0: none */
+} lsmtp_socket;
+
+static int l_socket_new(lua_State *L)
+{
+    lsmtp_socket *u = lua_newuserdata(L, sizeof *u);
+    smtp_net_init(&u->net);
+    u->timeout = 30;
+    u->deadline = 0;
+    lsmtp_setclass(L, SOCKET_MT);
+    return 1;
+}
+
+static lsmtp_socket *check_socket(lua_State *L)
+{
+    return lsmtp_checkudata(L, 1, SOCKET_MT);
+}
+
+/* The earlier of "timeout from now" and the whole-send deadline. */
+static double op_deadline(const lsmtp_socket *u)
+{
+    double d = u->timeout > 0 ? smtp_net_now() + u->timeout : 0;
+    if (u->deadline > 0 && (d == 0 || u->deadline < d))
+        d = u->deadline;
+    return d;
+}
+
+static int push_net_error(lua_State *L, lsmtp_socket *u, int rc)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, code_name(rc));
+    lua_pushstring(L, u->net.errmsg[0] ? u->net.errmsg : smtp_strerror(rc));
+    return 3;
+}
+
+/* sock:settimeouts(timeout_seconds_or_nil, absolute_deadline_or_nil) */
+static int l_socket_settimeouts(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    u->timeout = luaL_optnumber(L, 2, 0);
+    u->deadline = luaL_optnumber(L, 3, 0);
+    return 0;
+}
+
+static int l_socket_connect(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    const char *host = luaL_checkstring(L, 2);
+    const char *port;
+    int rc;
+    lua_pushvalue(L, 3);
+    port = luaL_checkstring(L, -1); /* numbers are turned into strings */
+    if (u->net.fd >= 0)
+        return luaL_error(L, "smtp.core: socket already connected");
+    rc = smtp_net_connect(&u->net, host, port, op_deadline(u));
+    if (rc)
+        return push_net_error(L, u, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sock:send(s [, i]) -> bytes sent from position i (1-based) | nil, code, msg */
+static int l_socket_send(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    lua_Integer i = luaL_optinteger(L, 3, 1);
+    ssize_t n;
+    luaL_argcheck(L, i >= 1 && (size_t)i <= len + 1, 3, "position out of range");
+    if (u->net.fd < 0)
+        return push_net_error(L, u, SMTP_E_CLOSED);
+    if ((size_t)i > len) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    n = smtp_net_send(&u->net, s + i - 1, len - (size_t)i + 1, op_deadline(u));
+    if (n < 0)
+        return push_net_error(L, u, (int)n);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+/* sock:flush(engine): writes the engine's whole output without copying it
+ * into a Lua string. -> true | nil, code, msg */
+static int l_socket_flush(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    lsmtp_engine *eu = lsmtp_checkudata(L, 2, ENGINE_MT);
+    size_t len;
+    const char *p;
+    if (!eu->live)
+        return luaL_error(L, "smtp.core: engine used after free");
+    if (u->net.fd < 0)
+        return push_net_error(L, u, SMTP_E_CLOSED);
+    while ((p = smtp_engine_output(&eu->e, &len)), len > 0) {
+        ssize_t n = smtp_net_send(&u->net, p, len, op_deadline(u));
+        if (n < 0)
+            return push_net_error(L, u, (int)n);
+        smtp_engine_consumed(&eu->e, (size_t)n);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_socket_receive(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    char buf[RECV_SIZE];
+    ssize_t n;
+    if (u->net.fd < 0)
+        return push_net_error(L, u, SMTP_E_CLOSED);
+    n = smtp_net_recv(&u->net, buf, sizeof buf, op_deadline(u));
+    if (n < 0)
+        return push_net_error(L, u, (int)n);
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+static int l_socket_close(lua_State *L)
+{
+    smtp_net_close(&check_socket(L)->net);
+    return 0;
+}
+
+static int l_socket_peer(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    if (u->net.fd < 0)
+        return 0;
+    lua_pushstring(L, u->net.peer);
+    return 1;
+}
+
+static const luaL_Reg socket_methods[] = {
+    {"settimeouts", l_socket_settimeouts},
+    {"connect", l_socket_connect},
+    {"send", l_socket_send},
+    {"flush", l_socket_flush},
+    {"receive", l_socket_receive},
+    {"close", l_socket_close},
+    {"peer", l_socket_peer},
+    {"__gc", l_socket_close},
+    {NULL, NULL},
+};
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, smtp_net_now());
+    return 1;
+}
+
+/* core.valid_address(s): the engine's own rule for envelope addresses, so
+ * a whole envelope can be checked before any command is staged. */
+static int l_valid_address(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, strlen(s) == len && smtp_check_address(s) == 0);
+    return 1;
+}
+
+/* Wall-clock seconds with microseconds, for transcript time stamps. */
+static int l_time(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* This machine's name, the default for EHLO. */
+static int l_hostname(lua_State *L)
+{
+    char name[256];
+    if (gethostname(name, sizeof name) != 0 || name[0] == '\0') {
+        lua_pushnil(L);
+        return 1;
+    }
+    name[sizeof name - 1] = '\0';
+    lua_pushstring(L, name);
+    return 1;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"engine", l_engine_new},
+    {"framer", l_framer_new},
+    {"socket", l_socket_new},
+    {"now", l_now},
+    {"time", l_time},
+    {"valid_address", l_valid_address},
+    {"hostname", l_hostname},
+    {"b64encode", l_b64encode},
+    {"b64decode", l_b64decode},
+    {"qpencode", l_qpencode},
+    {"qpdecode", l_qpdecode},
+    {"encode_words", l_encode_words},
+    {"header_is_plain", l_header_is_plain},
+    {NULL, NULL},
+};
+
+LSMTP_EXPORT int luaopen_smtp_core(lua_State *L)
+{
+    lsmtp_newclass(L, ENGINE_MT, engine_methods);
+    lsmtp_newclass(L, FRAMER_MT, framer_methods);
+    lsmtp_newclass(L, SOCKET_MT, socket_methods);
+    lsmtp_newclass(L, SCRATCH_MT, scratch_methods);
+    lua_newtable(L);
+    lsmtp_setfuncs(L, core_functions);
+    lua_pushliteral(L, "0.1.0");
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,855 @@
+#include "smtp_engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp_error.h"
+
+/* RFC 5321 4.5.3.1: paths are at most 256 octets, command lines 512; with
+ * ESMTP parameters lines grow, so we allow more but keep a hard bound. */
+#define MAX_ADDRESS 998
+#define MAX_PARAMS 2000
+#define MAX_HELLO 255
+
+static const char *const cmd_names[SMTP_CMD_COUNT] = {
+    "none", "greeting", "ehlo", "helo", "lhlo", "starttls",
+    "mail", "rcpt", "data", "dot", "rset", "noop", "quit",
+};
+
+const char *smtp_cmd_name(smtp_cmd c)
+{
+    return (c >= 0 && c < SMTP_CMD_COUNT) ? cmd_names[c] : "none";
+}
+
+void smtp_limits_default(smtp_limits *l)
+{
+    l->max_line = 4096;
+    l->max_lines = 256;
+    l->max_output = 4u << 20;
+    l->max_commands = 100000;
+}
+
+int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
+{
+    memset(e, 0, sizeof *e);
+    if (limits)
+        e->limits = *limits;
+    else
+        smtp_limits_default(&e->limits);
+    if (e->limits.max_line < 512 || e->limits.max_lines < 1 || e->limits.max_output < 4096 ||
+        e->limits.max_commands < 4)
+        return SMTP_E_ARGUMENT;
+    e->inflight.limit = e->stage.limit = e->limits.max_commands;
+    smtp_reply_init(&e->parser, e->limits.max_line, e->limits.max_lines);
+    /* Input never holds more than one partial line plus one read. */
+    smtp_buf_init(&e->in, e->limits.max_line + 2 + 65536);
+    smtp_buf_init(&e->out, e->limits.max_output);
+    smtp_buf_init(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32));
+    smtp_buf_init(&e->caps, e->parser.text.limit);
+    smtp_buf_init(&e->saved, e->parser.text.limit);
+    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
+    e->pipelining = 1;
+    return 0;
+}
+
+void smtp_engine_free(smtp_engine *e)
+{
+    smtp_reply_free(&e->parser);
+    smtp_buf_free(&e->in);
+    smtp_buf_free(&e->out);
+    smtp_buf_free(&e->staged);
+    smtp_buf_free(&e->caps);
+    smtp_buf_free(&e->saved);
+    free(e->inflight.items);
+    free(e->stage.items);
+    e->inflight.items = e->stage.items = NULL;
+}
+
+int smtp_check_arg(const char *s, size_t len, size_t max)
+{
+    size_t i;
+    if (len > max)
+        return SMTP_E_ARGUMENT;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return SMTP_E_ARGUMENT;
+    }
+    return 0;
+}
+
+int smtp_check_address(const char *s)
+{
+    size_t len = strlen(s);
+    if (smtp_check_arg(s, len, MAX_ADDRESS))
+        return SMTP_E_ARGUMENT;
+    /* The engine adds the brackets; inside them they would end the path. */
+    if (memchr(s, '<', len) || memchr(s, '>', len))
+        return SMTP_E_ARGUMENT;
+    return 0;
+}
+
+/* The oldest entry; only valid when count > 0. */
+static smtp_cmd_entry *ring_front(const smtp_ring *r)
+{
+    return &r->items[r->head];
+}
+
+/* ---- session facts ------------------------------------------------------ */
+
+int smtp_engine_dead(const smtp_engine *e)
+{
+    return e->dead;
+}
+
+int smtp_engine_extended(const smtp_engine *e)
+{
+    return e->extended;
+}
+
+int smtp_engine_in_body(const smtp_engine *e)
+{
+    return e->in_body;
+}
+
+smtp_cmd smtp_engine_waiting_for(const smtp_engine *e)
+{
+    if (e->inflight.count > 0)
+        return ring_front(&e->inflight)->cmd;
+    if (e->in_body)
+        return SMTP_CMD_DATA;
+    return SMTP_CMD_NONE;
+}
+
+void smtp_engine_set_pipelining(smtp_engine *e, int on)
+{
+    e->pipelining = on;
+}
+
+int smtp_engine_cap(const smtp_engine *e, int i, const char **kw, size_t *kwlen,
+                    const char **params, size_t *plen)
+{
+    const char *p = smtp_buf_ptr(&e->caps);
+    const char *end = p + smtp_buf_len(&e->caps);
+    const char *line_end, *sp;
+
+    if (!e->extended || p == end)
+        return 0;
+    while (i-- > 0) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return 0;
+        p = nl + 1;
+    }
+    line_end = memchr(p, '\n', (size_t)(end - p));
+    if (!line_end)
+        line_end = end;
+    sp = memchr(p, ' ', (size_t)(line_end - p));
+    *kw = p;
+    *kwlen = (size_t)((sp ? sp : line_end) - p);
+    *params = sp ? sp + 1 : line_end;
+    *plen = (size_t)(line_end - *params);
+    return 1;
+}
+
+static int same_keyword(const char *a, size_t alen, const char *b)
+{
+    size_t i;
+    if (alen != strlen(b))
+        return 0;
+    for (i = 0; i < alen; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'a' && x <= 'z')
+            x = (char)(x - 32);
+        if (y >= 'a' && y <= 'z')
+            y = (char)(y - 32);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+int smtp_engine_has_cap(const smtp_engine *e, const char *kw, const char **params,
+                        size_t *plen)
+{
+    const char *k, *p;
+    size_t klen, pl;
+    int i;
+    for (i = 0; smtp_engine_cap(e, i, &k, &klen, &p, &pl); i++) {
+        if (same_keyword(k, klen, kw)) {
+            if (params) {
+                *params = p;
+                *plen = pl;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+unsigned long long smtp_engine_max_size(const smtp_engine *e)
+{
+    const char *p;
+    size_t len, i;
+    unsigned long long v = 0;
+    if (!smtp_engine_has_cap(e, "SIZE", &p, &len))
+        return 0;
+    for (i = 0; i < len && p[i] >= '0' && p[i] <= '9'; i++) {
+        if (v > (~0ULL - 9) / 10)
+            return 0; /* absurd: treat as no limit rather than wrap */
+        v = v * 10 + (unsigned long long)(p[i] - '0');
+    }
+    return v;
+}
+
+/* ---- in-flight and staged commands -------------------------------------- */
+
+static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, unsigned long long n)
+{
+    smtp_cmd_entry *slot;
+    if (r->count == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 16, i;
+        smtp_cmd_entry *items;
+        if (r->count >= r->limit)
+            return SMTP_E_LIMIT;
+        if (cap > r->limit)
+            cap = r->limit;
+        items = malloc((size_t)cap * sizeof *items);
+        if (!items)
+            return SMTP_E_NOMEM;
+        for (i = 0; i < r->count; i++)
+            items[i] = r->items[(r->head + i) % r->cap];
+        free(r->items);
+        r->items = items;
+        r->cap = cap;
+        r->head = 0;
+    }
+    slot = &r->items[(r->head + r->count) % r->cap];
+    slot->cmd = cmd;
+    slot->index = index;
+    slot->n = n;
+    r->count++;
+    return 0;
+}
+
+static smtp_cmd_entry ring_pop(smtp_ring *r)
+{
+    smtp_cmd_entry head = r->items[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->count--;
+    return head;
+}
+
+static int write_out(smtp_engine *e, const char *p, size_t n)
+{
+    int rc = smtp_buf_append(&e->out, p, n);
+    if (rc == 0)
+        e->written += n;
+    return rc;
+}
+
+static int push_inflight(smtp_engine *e, smtp_cmd cmd, int index)
+{
+    return ring_push(&e->inflight, cmd, index, e->written);
+}
+
+/* RFC 2920 3.1: only these may be followed by more commands before their
+ * reply arrives; every other command ends a group. */
+static int may_be_followed(smtp_cmd c)
+{
+    return c == SMTP_CMD_MAIL || c == SMTP_CMD_RCPT || c == SMTP_CMD_RSET;
+}
+
+static int pipelining_active(const smtp_engine *e)
+{
+    return e->pipelining && e->extended && smtp_engine_has_cap(e, "PIPELINING", NULL, NULL);
+}
+
+static int inflight_all_followable(const smtp_engine *e)
+{
+    const smtp_ring *r = &e->inflight;
+    int i;
+    for (i = 0; i < r->count; i++) {
+        if (!may_be_followed(r->items[(r->head + i) % r->cap].cmd))
+            return 0;
+    }
+    return 1;
+}
+
+static int release_staged(smtp_engine *e)
+{
+    while (e->stage.count > 0) {
+        smtp_cmd_entry *s = ring_front(&e->stage);
+        int rc;
+        if (e->inflight.count > 0 && !(pipelining_active(e) && inflight_all_followable(e)))
+            break;
+        rc = write_out(e, smtp_buf_ptr(&e->staged), (size_t)s->n);
+        if (rc)
+            return rc;
+        smtp_buf_consume(&e->staged, (size_t)s->n);
+        rc = push_inflight(e, s->cmd, s->index);
+        if (rc)
+            return rc;
+        ring_pop(&e->stage);
+    }
+    return 0;
+}
+
+static void drop_staged(smtp_engine *e)
+{
+    e->stage.head = e->stage.count = 0;
+    smtp_buf_clear(&e->staged);
+}
+
+/* Stages "parts[0] parts[1] ... CRLF" as one command; every part has been
+ * validated by the caller. Nothing is staged on error. */
+static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const *parts, int n)
+{
+    size_t before = smtp_buf_len(&e->staged);
+    int i, rc = 0;
+
+    if (e->stage.count + e->inflight.count >= e->limits.max_commands)
+        return SMTP_E_LIMIT;
+    for (i = 0; i < n && rc == 0; i++)
+        rc = smtp_buf_append_str(&e->staged, parts[i]);
+    if (rc == 0)
+        rc = smtp_buf_append(&e->staged, "\r\n", 2);
+    if (rc == 0)
+        rc = ring_push(&e->stage, cmd, index, smtp_buf_len(&e->staged) - before);
+    if (rc)
+        e->staged.end = e->staged.start + before;
+    return rc;
+}
+
+/* ---- operations --------------------------------------------------------- */
+
+static int op_start(smtp_engine *e, smtp_op op)
+{
+    if (e->dead)
+        return SMTP_E_STATE;
+    if (e->op != SMTP_OP_NONE || e->in_body || e->tls_wait)
+        return SMTP_E_STATE;
+    e->op = op;
+    e->op_finished = 0;
+    e->op_fail = SMTP_FAIL_NONE;
+    e->op_fail_cmd = SMTP_CMD_NONE;
+    e->op_error = 0;
+    e->saved_code = 0;
+    e->saved_enhanced[0] = '\0';
+    smtp_buf_clear(&e->saved);
+    return 0;
+}
+
+static int stage_hello(smtp_engine *e)
+{
+    const char *parts[2];
+    parts[0] = e->lmtp ? "LHLO " : "EHLO ";
+    parts[1] = e->hello_name;
+    return stage_cmd(e, e->lmtp ? SMTP_CMD_LHLO : SMTP_CMD_EHLO, 0, parts, 2);
+}
+
+int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp)
+{
+    size_t len = strlen(name);
+    int rc;
+    if (len == 0 || smtp_check_arg(name, len, MAX_HELLO) || memchr(name, ' ', len))
+        return SMTP_E_ARGUMENT;
+    rc = op_start(e, SMTP_OP_HELLO);
+    if (rc)
+        return rc;
+    memcpy(e->hello_name, name, len + 1);
+    e->lmtp = lmtp;
+    if (!e->greeted && e->inflight.count == 0) {
+        rc = push_inflight(e, SMTP_CMD_GREETING, 0);
+        if (rc)
+            return rc;
+    }
+    rc = stage_hello(e);
+    if (rc == 0)
+        rc = release_staged(e);
+    return rc;
+}
+
+int smtp_engine_starttls(smtp_engine *e)
+{
+    static const char *const parts[1] = {"STARTTLS"};
+    int rc;
+    if (!e->hello_done)
+        return SMTP_E_STATE;
+    rc = op_start(e, SMTP_OP_STARTTLS);
+    if (rc)
+        return rc;
+    rc = stage_cmd(e, SMTP_CMD_STARTTLS, 0, parts, 1);
+    return rc ? rc : release_staged(e);
+}
+
+int smtp_engine_tls_done(smtp_engine *e)
+{
+    if (!e->tls_wait)
+        return SMTP_E_STATE;
+    e->tls_wait = 0;
+    /* RFC 3207 4.2: whatever came before the handshake is not to be
+     * trusted, and the capabilities must be learnt again. */
+    smtp_buf_clear(&e->in);
+    smtp_buf_clear(&e->caps);
+    smtp_reply_reset(&e->parser);
+    e->extended = 0;
+    e->hello_done = 0;
+    return 0;
+}
+
+int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
+                     const char *params)
+{
+    const char *parts[6];
+    char size_param[32];
+    unsigned long long max;
+    int n = 0, rc;
+
+    if (!params)
+        params = "";
+    if (smtp_check_address(from) || smtp_check_arg(params, strlen(params), MAX_PARAMS))
+        return SMTP_E_ARGUMENT;
+    if (!e->hello_done)
+        return SMTP_E_STATE;
+    max = smtp_engine_max_size(e);
+    if (size > 0 && max > 0 && size > max)
+        return SMTP_E_SIZE;
+    rc = op_start(e, SMTP_OP_TRANSACTION);
+    if (rc)
+        return rc;
+    e->rcpt_count = e->rcpt_replied = e->rcpt_accepted = 0;
+    e->txn_failed = 0;
+    e->data_staged = 0;
+    e->dot_sent = 0;
+    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
+
+    if (e->need_rset) {
+        static const char *const rset[1] = {"RSET"};
+        rc = stage_cmd(e, SMTP_CMD_RSET, -1, rset, 1);
+        if (rc)
+            return rc;
+        e->need_rset = 0;
+    }
+    parts[n++] = "MAIL FROM:<";
+    parts[n++] = from;
+    parts[n++] = ">";
+    if (size > 0 && smtp_engine_has_cap(e, "SIZE", NULL, NULL)) {
+        snprintf(size_param, sizeof size_param, " SIZE=%llu", size);
+        parts[n++] = size_param;
+    }
+    if (params[0]) {
+        parts[n++] = " ";
+        parts[n++] = params;
+    }
+    rc = stage_cmd(e, SMTP_CMD_MAIL, 0, parts, n);
+    return rc ? rc : release_staged(e);
+}
+
+int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
+{
+    const char *parts[5];
+    int n = 0, rc;
+    if (!params)
+        params = "";
+    if (smtp_check_address(to) || to[0] == '\0' ||
+        smtp_check_arg(params, strlen(params), MAX_PARAMS))
+        return SMTP_E_ARGUMENT;
+    if (e->op != SMTP_OP_TRANSACTION || e->data_staged || e->op_finished)
+        return SMTP_E_STATE;
+    parts[n++] = "RCPT TO:<";
+    parts[n++] = to;
+    parts[n++] = ">";
+    if (params[0]) {
+        parts[n++] = " ";
+        parts[n++] = params;
+    }
+    rc = stage_cmd(e, SMTP_CMD_RCPT, e->rcpt_count, parts, n);
+    if (rc)
+        return rc;
+    e->rcpt_count++;
+    return release_staged(e);
+}
+
+int smtp_engine_data(smtp_engine *e)
+{
+    static const char *const parts[1] = {"DATA"};
+    int rc;
+    if (e->op != SMTP_OP_TRANSACTION || e->data_staged || e->rcpt_count == 0 || e->op_finished)
+        return SMTP_E_STATE;
+    rc = stage_cmd(e, SMTP_CMD_DATA, 0, parts, 1);
+    if (rc)
+        return rc;
+    e->data_staged = 1;
+    return release_staged(e);
+}
+
+int smtp_engine_body(smtp_engine *e, const char *data, size_t len)
+{
+    size_t before;
+    int rc;
+    if (!e->in_body)
+        return SMTP_E_STATE;
+    before = smtp_buf_len(&e->out);
+    rc = smtp_frame_write(&e->frame, data, len, &e->out);
+    if (rc == 0)
+        e->written += smtp_buf_len(&e->out) - before;
+    return rc;
+}
+
+int smtp_engine_body_end(smtp_engine *e)
+{
+    size_t before;
+    int rc;
+    if (!e->in_body)
+        return SMTP_E_STATE;
+    before = smtp_buf_len(&e->out);
+    rc = smtp_frame_finish(&e->frame, &e->out);
+    if (rc)
+        return rc;
+    e->written += smtp_buf_len(&e->out) - before;
+    e->in_body = 0;
+    e->dot_sent = 1;
+    return push_inflight(e, SMTP_CMD_DOT, 0);
+}
+
+static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
+{
+    const char *parts[1];
+    int rc = op_start(e, op);
+    if (rc)
+        return rc;
+    parts[0] = word;
+    rc = stage_cmd(e, cmd, 0, parts, 1);
+    return rc ? rc : release_staged(e);
+}
+
+int smtp_engine_rset(smtp_engine *e)
+{
+    int rc = simple_op(e, SMTP_OP_RSET, SMTP_CMD_RSET, "RSET");
+    if (rc == 0)
+        e->need_rset = 0;
+    return rc;
+}
+
+int smtp_engine_noop(smtp_engine *e)
+{
+    return simple_op(e, SMTP_OP_NOOP, SMTP_CMD_NOOP, "NOOP");
+}
+
+int smtp_engine_quit(smtp_engine *e)
+{
+    return simple_op(e, SMTP_OP_QUIT, SMTP_CMD_QUIT, "QUIT");
+}
+
+void smtp_engine_close(smtp_engine *e)
+{
+    e->dead = 1;
+    e->in_body = 0;
+    e->tls_wait = 0;
+    drop_staged(e);
+}
+
+/* ---- input and output --------------------------------------------------- */
+
+int smtp_engine_feed(smtp_engine *e, const char *data, size_t len)
+{
+    return smtp_buf_append(&e->in, data, len);
+}
+
+const char *smtp_engine_output(const smtp_engine *e, size_t *len)
+{
+    *len = smtp_buf_len(&e->out);
+    return smtp_buf_ptr(&e->out);
+}
+
+void smtp_engine_consumed(smtp_engine *e, size_t n)
+{
+    size_t have = smtp_buf_len(&e->out);
+    if (n > have)
+        n = have;
+    smtp_buf_consume(&e->out, n);
+    e->sent += n;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static int save_reply(smtp_engine *e, const smtp_reply *r)
+{
+    e->saved_code = r->code;
+    memcpy(e->saved_enhanced, r->enhanced, SMTP_ENHANCED_MAX);
+    smtp_buf_clear(&e->saved);
+    return smtp_buf_append(&e->saved, r->text, r->text_len);
+}
+
+static void finish_op(smtp_engine *e, smtp_fail fail, smtp_cmd cmd, const smtp_reply *r)
+{
+    e->op_finished = 1;
+    e->op_fail = fail;
+    e->op_fail_cmd = cmd;
+    if (r && save_reply(e, r)) {
+        /* The text did not fit: keep the code, drop the words. */
+        smtp_buf_clear(&e->saved);
+    }
+}
+
+static void protocol_error(smtp_engine *e, int err)
+{
+    e->error = err;
+    e->dead = 1;
+    e->in_body = 0;
+    drop_staged(e);
+    e->op_error = err;
+    finish_op(e, SMTP_FAIL_PROTOCOL, smtp_engine_waiting_for(e), NULL);
+}
+
+/* Bytes beyond every reply we asked for. An operation that already
+ * succeeded keeps its outcome (the server did accept the message), but the
+ * session is not trusted with another command. */
+static void unexpected_input(smtp_engine *e)
+{
+    if (e->op_finished && e->op_fail == SMTP_FAIL_NONE) {
+        e->error = SMTP_E_PROTOCOL;
+        e->dead = 1;
+        drop_staged(e);
+        return;
+    }
+    protocol_error(e, SMTP_E_PROTOCOL);
+}
+
+static int is_2xx(int code)
+{
+    return code >= 200 && code < 300;
+}
+
+static void fail_transaction(smtp_engine *e, smtp_fail fail, smtp_cmd cmd, const smtp_reply *r)
+{
+    if (e->txn_failed)
+        return;
+    e->txn_failed = 1;
+    e->op_fail = fail;
+    e->op_fail_cmd = cmd;
+    if (save_reply(e, r))
+        smtp_buf_clear(&e->saved);
+    /* Sequentially staged commands of a failed transaction must never go
+     * out; pipelined ones are already in flight and get drained. */
+    drop_staged(e);
+}
+
+static void on_transaction_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *r)
+{
+    switch (c->cmd) {
+    case SMTP_CMD_RSET:
+        break; /* a clean-up RSET ahead of MAIL: its reply decides nothing */
+    case SMTP_CMD_MAIL:
+        if (!is_2xx(r->code))
+            fail_transaction(e, SMTP_FAIL_SENDER, SMTP_CMD_MAIL, r);
+        break;
+    case SMTP_CMD_RCPT:
+        e->rcpt_replied++;
+        if (is_2xx(r->code))
+            e->rcpt_accepted++;
+        else if (e->rcpt_replied == e->rcpt_count && e->rcpt_accepted == 0)
+            fail_transaction(e, SMTP_FAIL_RECIPIENTS, SMTP_CMD_RCPT, r);
+        break;
+    case SMTP_CMD_DATA:
+        if (r->code == 354 && e->txn_failed) {
+            /* A server that opens DATA for a failed envelope gets an empty
+             * message ended at once, so it cannot wait for a body. */
+            if (write_out(e, ".\r\n", 3) == 0)
+                push_inflight(e, SMTP_CMD_DOT, -1);
+        } else if (r->code == 354) {
+            e->in_body = 1;
+        } else {
+            fail_transaction(e, SMTP_FAIL_DATA, SMTP_CMD_DATA, r);
+        }
+        break;
+    case SMTP_CMD_DOT:
+        if (c->index < 0 || e->txn_failed)
+            break;
+        if (is_2xx(r->code))
+            finish_op(e, SMTP_FAIL_NONE, SMTP_CMD_DOT, r);
+        else
+            fail_transaction(e, SMTP_FAIL_DATA, SMTP_CMD_DOT, r);
+        break;
+    default:
+        break;
+    }
+    if (e->txn_failed && e->inflight.count == 0 && e->stage.count == 0 && !e->in_body) {
+        e->need_rset = 1;
+        e->op_finished = 1;
+    }
+}
+
+static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *r)
+{
+    if (c->cmd == SMTP_CMD_GREETING) {
+        if (r->code == 220)
+            e->greeted = 1;
+        else if (is_2xx(r->code) || r->code < 400)
+            protocol_error(e, SMTP_E_PROTOCOL);
+        else {
+            drop_staged(e);
+            finish_op(e, SMTP_FAIL_GREETING, SMTP_CMD_GREETING, r);
+        }
+        return;
+    }
+    if (r->code == 250) {
+        e->hello_done = 1;
+        e->extended = c->cmd != SMTP_CMD_HELO;
+        smtp_buf_clear(&e->caps);
+        if (e->extended) {
+            /* Keep the lines after the first: one capability each. */
+            const char *nl = memchr(r->text, '\n', r->text_len);
+            if (nl)
+                smtp_buf_append(&e->caps, nl + 1, r->text_len - (size_t)(nl + 1 - r->text));
+        }
+        finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
+        return;
+    }
+    if (c->cmd == SMTP_CMD_EHLO &&
+        (r->code == 500 || r->code == 502 || r->code == 504 || r->code == 550)) {
+        const char *parts[2];
+        parts[0] = "HELO ";
+        parts[1] = e->hello_name;
+        if (stage_cmd(e, SMTP_CMD_HELO, 0, parts, 2) == 0)
+            return;
+    }
+    finish_op(e, SMTP_FAIL_HELLO, c->cmd, r);
+}
+
+static void on_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *r)
+{
+    if (r->code == 421 && c->cmd != SMTP_CMD_QUIT) {
+        /* RFC 5321 3.8: the server is shutting the channel down. */
+        e->dead = 1;
+        e->in_body = 0;
+        drop_staged(e);
+        finish_op(e, c->cmd == SMTP_CMD_GREETING ? SMTP_FAIL_GREETING : SMTP_FAIL_CLOSING,
+                  c->cmd, r);
+        return;
+    }
+    switch (e->op) {
+    case SMTP_OP_HELLO:
+        on_hello_reply(e, c, r);
+        break;
+    case SMTP_OP_STARTTLS:
+        if (r->code == 220) {
+            e->tls_wait = 1;
+            finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
+        } else {
+            finish_op(e, SMTP_FAIL_TLS, c->cmd, r);
+        }
+        break;
+    case SMTP_OP_TRANSACTION:
+        on_transaction_reply(e, c, r);
+        break;
+    case SMTP_OP_RSET:
+    case SMTP_OP_NOOP:
+        finish_op(e, is_2xx(r->code) ? SMTP_FAIL_NONE : SMTP_FAIL_COMMAND, c->cmd, r);
+        break;
+    case SMTP_OP_QUIT:
+        e->dead = 1;
+        finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
+        break;
+    default:
+        break;
+    }
+}
+
+/* True when the next unparsed byte may be a reply to something we sent. */
+static int input_expected(const smtp_engine *e)
+{
+    return e->inflight.count > 0 && ring_front(&e->inflight)->n <= e->sent;
+}
+
+static void fill_outcome(smtp_engine *e, smtp_event *ev)
+{
+    ev->kind = e->op_fail == SMTP_FAIL_NONE ? SMTP_EV_DONE : SMTP_EV_FAILED;
+    if (e->op == SMTP_OP_STARTTLS && ev->kind == SMTP_EV_DONE)
+        ev->kind = SMTP_EV_STARTTLS;
+    ev->cmd = e->op_fail_cmd;
+    ev->fail = e->op_fail;
+    ev->error = e->op_error;
+    ev->reply.code = e->saved_code;
+    memcpy(ev->reply.enhanced, e->saved_enhanced, SMTP_ENHANCED_MAX);
+    ev->reply.text = smtp_buf_ptr(&e->saved);
+    ev->reply.text_len = smtp_buf_len(&e->saved);
+    ev->reply.lines = e->saved_code ? 1 : 0;
+    e->op = SMTP_OP_NONE;
+    e->op_finished = 0;
+}
+
+int smtp_engine_next(smtp_engine *e, smtp_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+
+    for (;;) {
+        const char *p, *nl;
+        size_t avail;
+        smtp_reply r;
+        int rc;
+
+        if (e->op_finished) {
+            fill_outcome(e, ev);
+            return 0;
+        }
+        if (!e->dead) {
+            rc = release_staged(e);
+            if (rc) {
+                protocol_error(e, rc);
+                continue;
+            }
+        }
+        if (e->inflight.count == 0 && !e->tls_wait && smtp_buf_len(&e->in) > 0 && !e->dead) {
+            protocol_error(e, SMTP_E_PROTOCOL); /* bytes nobody asked for */
+            continue;
+        }
+        if (e->inflight.count == 0) {
+            ev->kind = e->in_body ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
+            return 0;
+        }
+        if (!input_expected(e)) {
+            if (smtp_buf_len(&e->in) > 0) {
+                protocol_error(e, SMTP_E_PROTOCOL); /* a reply before its command */
+                continue;
+            }
+            ev->kind = SMTP_EV_NEED_INPUT; /* the driver must send first */
+            return 0;
+        }
+        p = smtp_buf_ptr(&e->in);
+        avail = smtp_buf_len(&e->in);
+        nl = memchr(p, '\n', avail);
+        if (!nl) {
+            if (avail > e->limits.max_line + 1) {
+                protocol_error(e, SMTP_E_LIMIT);
+                continue;
+            }
+            ev->kind = SMTP_EV_NEED_INPUT;
+            return 0;
+        }
+        rc = smtp_reply_line(&e->parser, p, (size_t)(nl - p) + 1, &r);
+        smtp_buf_consume(&e->in, (size_t)(nl - p) + 1);
+        if (rc < 0) {
+            protocol_error(e, rc);
+            continue;
+        }
+        if (rc == 0)
+            continue;
+        {
+            smtp_cmd_entry c = ring_pop(&e->inflight);
+            on_reply(e, &c, &r);
+            ev->kind = SMTP_EV_REPLY;
+            ev->cmd = c.cmd;
+            ev->index = c.index;
+            ev->reply = r;
+            /* Leftover bytes with nothing sent awaiting them: the server
+             * answered ahead of the client (an injection or a broken peer).
+             * After STARTTLS they are dropped by tls_done instead. */
+            if (smtp_buf_len(&e->in) > 0 && !e->tls_wait && !e->dead && !input_expected(e))
+                unexpected_input(e);
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+/* The SMTP client session as a sans-I/O state machine.
+ *
+ * The engine never reads or writes a socket, never looks at a clock and
+ * never calls Lua. A driver owns the connection and runs this loop:
+ *
+ *     write everything smtp_engine_output() holds, smtp_engine_consumed(n);
+ *     switch (smtp_engine_next(e, &ev)):
+ *       SMTP_EV_NEED_INPUT   read some bytes, smtp_engine_feed() them
+ *       SMTP_EV_REPLY        a reply matched to its command (for transcripts
+ *                            and per-recipient results)
+ *       SMTP_EV_NEED_BODY    the server said 354: smtp_engine_body() the
+ *                            message in chunks, then smtp_engine_body_end()
+ *       SMTP_EV_STARTTLS     the server said 220 to STARTTLS: hand the
+ *                            connection to TLS, then smtp_engine_tls_done()
+ *       SMTP_EV_DONE         the operation succeeded (ev.reply: final reply)
+ *       SMTP_EV_FAILED       the operation failed (ev.fail says where)
+ *       SMTP_EV_IDLE         nothing in flight: start the next operation
+ *
+ * Operations (hello, a transaction, rset, noop, quit) run one at a time.
+ * Commands are staged and released to the output buffer when the protocol
+ * allows: one at a time, or as RFC 2920 groups when the server offers
+ * PIPELINING. Every command in flight is remembered in order, so each reply
+ * is matched to the command it answers; a reply that arrives before its
+ * command has been handed to the transport is a protocol error.
+ *
+ * Every public function returns 0 or a negative SMTP_E_* code (see
+ * smtp_error.h); argument errors (SMTP_E_ARGUMENT) leave the engine as it was
+ * and put nothing on the wire.
+ */
+#ifndef SMTP_ENGINE_H
+#define SMTP_ENGINE_H
+
+#include <stddef.h>
+#include "smtp_buf.h"
+#include "smtp_frame.h"
+#include "smtp_reply.h"
+
+typedef enum smtp_cmd {
+    SMTP_CMD_NONE = 0,
+    SMTP_CMD_GREETING, /* not a command: the 220 the server opens with */
+    SMTP_CMD_EHLO,
+    SMTP_CMD_HELO,
+    SMTP_CMD_LHLO,
+    SMTP_CMD_STARTTLS,
+    SMTP_CMD_MAIL,
+    SMTP_CMD_RCPT,
+    SMTP_CMD_DATA,
+    SMTP_CMD_DOT,      /* the end of data */
+    SMTP_CMD_RSET,
+    SMTP_CMD_NOOP,
+    SMTP_CMD_QUIT,
+    SMTP_CMD_COUNT
+} smtp_cmd;
+
+typedef enum smtp_event_kind {
+    SMTP_EV_NEED_INPUT = 1,
+    SMTP_EV_REPLY,
+    SMTP_EV_NEED_BODY,
+    SMTP_EV_STARTTLS,
+    SMTP_EV_DONE,
+    SMTP_EV_FAILED,
+    SMTP_EV_IDLE
+} smtp_event_kind;
+
+/* Where an operation failed; maps to the error kinds of the Lua API. */
+typedef enum smtp_fail {
+    SMTP_FAIL_NONE = 0,
+    SMTP_FAIL_GREETING,   /* 4xx/5xx greeting */
+    SMTP_FAIL_HELLO,      /* EHLO and HELO (or LHLO) refused */
+    SMTP_FAIL_TLS,        /* STARTTLS refused */
+    SMTP_FAIL_SENDER,     /* MAIL refused */
+    SMTP_FAIL_RECIPIENTS, /* every RCPT refused */
+    SMTP_FAIL_DATA,       /* DATA or the end of data refused */
+    SMTP_FAIL_COMMAND,    /* RSET or NOOP refused */
+    SMTP_FAIL_CLOSING,    /* 421: the server is closing the session */
+    SMTP_FAIL_PROTOCOL    /* malformed, oversized or unexpected reply */
+} smtp_fail;
+
+typedef struct smtp_event {
+    smtp_event_kind kind;
+    smtp_cmd cmd;        /* REPLY: the command answered; FAILED: the one refused */
+    int index;           /* REPLY to RCPT: the recipient's position, from 0 */
+    smtp_fail fail;      /* FAILED only */
+    int error;           /* FAILED with SMTP_FAIL_PROTOCOL: the SMTP_E_* code */
+    smtp_reply reply;    /* REPLY, DONE, FAILED (code 0 when no reply) */
+} smtp_event;
+
+typedef struct smtp_limits {
+    size_t max_line;     /* longest reply line accepted (default 4096) */
+    size_t max_lines;    /* most lines in one reply (default 256) */
+    size_t max_output;   /* most bytes staged for the transport (default 4 MiB) */
+    int max_commands;    /* most commands staged or in flight (default 100000) */
+} smtp_limits;
+
+/* A command waiting for its turn (n: its length in e->staged) or for its
+ * reply (n: the output position just past it). */
+typedef struct smtp_cmd_entry {
+    smtp_cmd cmd;
+    int index;
+    unsigned long long n;
+} smtp_cmd_entry;
+
+/* A FIFO of commands that grows on demand up to a limit. */
+typedef struct smtp_ring {
+    smtp_cmd_entry *items;
+    int head, count, cap, limit;
+} smtp_ring;
+
+typedef enum smtp_op {
+    SMTP_OP_NONE = 0,
+    SMTP_OP_HELLO,
+    SMTP_OP_STARTTLS,
+    SMTP_OP_TRANSACTION,
+    SMTP_OP_RSET,
+    SMTP_OP_NOOP,
+    SMTP_OP_QUIT
+} smtp_op;
+
+/* Embeddable (the Lua binding places it inside a userdata); all fields are
+ * private to smtp_engine.c. */
+typedef struct smtp_engine {
+    smtp_limits limits;
+    smtp_reply_parser parser;
+    smtp_buf in;             /* bytes received, not yet parsed */
+    smtp_buf out;            /* bytes for the transport */
+    smtp_buf staged;         /* command lines waiting for their turn */
+    smtp_buf caps;           /* EHLO reply text, lines after the first */
+    smtp_buf saved;          /* text of the reply an operation ended on */
+    smtp_frame frame;
+
+    smtp_ring inflight;      /* sent (or in out), awaiting replies */
+    smtp_ring stage;         /* not yet released to out */
+
+    unsigned long long written;   /* bytes ever put into out */
+    unsigned long long sent;      /* bytes the transport took */
+
+    smtp_op op;
+    int op_finished;         /* DONE/FAILED ready to be returned */
+    smtp_fail op_fail;
+    smtp_cmd op_fail_cmd;
+    int op_error;
+    int saved_code;
+    char saved_enhanced[SMTP_ENHANCED_MAX];
+
+    int greeted;             /* greeting received */
+    int hello_done;          /* EHLO/HELO/LHLO accepted */
+    int extended;            /* EHLO (or LHLO) accepted: caps are valid */
+    int lmtp;
+    int pipelining;          /* use PIPELINING when offered */
+    int dead;                /* no further command can be sent */
+    int error;               /* sticky protocol error */
+    int need_rset;           /* a failed transaction awaits RSET */
+    int tls_wait;            /* STARTTLS accepted, handshake pending */
+    int in_body;             /* 354 received, body being written */
+    int dot_sent;
+    char hello_name[256];
+
+    /* the current transaction */
+    int rcpt_count, rcpt_replied, rcpt_accepted;
+    int txn_failed;          /* decisive failure seen, draining replies */
+    int data_staged;
+} smtp_engine;
+
+void smtp_limits_default(smtp_limits *l);
+int smtp_engine_init(smtp_engine *e, const smtp_limits *limits);
+void smtp_engine_free(smtp_engine *e);
+
+/* Server bytes in. SMTP_E_LIMIT if more than a line's worth is pending. */
+int smtp_engine_feed(smtp_engine *e, const char *data, size_t len);
+
+/* Bytes to send: a borrowed span valid until the next mutating call. */
+const char *smtp_engine_output(const smtp_engine *e, size_t *len);
+void smtp_engine_consumed(smtp_engine *e, size_t n);
+
+int smtp_engine_next(smtp_engine *e, smtp_event *ev);
+
+/* Operations. */
+int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp);
+int smtp_engine_starttls(smtp_engine *e);
+int smtp_engine_tls_done(smtp_engine *e);
+/* size: the message size for SIZE= (0: unknown). params: extra MAIL
+ * parameters, "" or NULL for none. SMTP_E_SIZE when the server's SIZE limit
+ * is smaller. */
+int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
+                     const char *params);
+int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params);
+int smtp_engine_data(smtp_engine *e);
+int smtp_engine_body(smtp_engine *e, const char *data, size_t len);
+int smtp_engine_body_end(smtp_engine *e);
+int smtp_engine_rset(smtp_engine *e);
+int smtp_engine_noop(smtp_engine *e);
+int smtp_engine_quit(smtp_engine *e);
+
+/* Marks the session unusable (the driver lost the connection or gave up). */
+void smtp_engine_close(smtp_engine *e);
+
+/* Session facts. */
+int smtp_engine_dead(const smtp_engine *e);
+int smtp_engine_extended(const smtp_engine *e);
+smtp_cmd smtp_engine_waiting_for(const smtp_engine *e); /* oldest in flight */
+int smtp_engine_in_body(const smtp_engine *e);
+unsigned long long smtp_engine_max_size(const smtp_engine *e); /* 0: none */
+void smtp_engine_set_pipelining(smtp_engine *e, int on);
+
+/* Capability i (from 0) of the last EHLO reply: keyword and parameters.
+ * Returns 0 when there is no such line. */
+int smtp_engine_cap(const smtp_engine *e, int i, const char **kw, size_t *kwlen,
+                    const char **params, size_t *plen);
+/* Looks a keyword up, case-insensitively; params may be NULL. */
+int smtp_engine_has_cap(const smtp_engine *e, const char *kw, const char **params,
+                        size_t *plen);
+
+const char *smtp_cmd_name(smtp_cmd c);
+
+/* Validates a string for use inside a command: no control characters
+ * (CR, LF, NUL, ...), at most max bytes. 0 or SMTP_E_ARGUMENT. */
+int smtp_check_arg(const char *s, size_t len, size_t max);
+
+/* Validates an envelope address (without the angle brackets): no control
+ * characters, no '<' or '>', at most 998 octets. 0 or SMTP_E_ARGUMENT. */
+int smtp_check_address(const char *s);
+
+#endif

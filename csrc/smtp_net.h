@@ -1,0 +1,43 @@
+/* Blocking TCP (and later TLS) with absolute deadlines.
+ *
+ * Every call takes an absolute deadline on the CLOCK_MONOTONIC time line
+ * (smtp_net_now()); the socket itself is non-blocking and every wait is a
+ * poll() bounded by that deadline, so no call blocks past it whatever the
+ * peer does. A deadline of 0 means "no deadline".
+ *
+ * Errors: SMTP_E_TIMEOUT, SMTP_E_CLOSED (orderly close or reset by peer),
+ * SMTP_E_CONNECT (no address accepted the connection), SMTP_E_IO; the text
+ * for the last error (with the address tried and strerror) is in n->errmsg.
+ * SIGPIPE is never raised (MSG_NOSIGNAL / SO_NOSIGPIPE).
+ */
+#ifndef SMTP_NET_H
+#define SMTP_NET_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct smtp_net {
+    int fd;                 /* -1 when closed */
+    char errmsg[256];
+    char peer[64];          /* numeric address:port connected to */
+} smtp_net;
+
+double smtp_net_now(void);
+
+void smtp_net_init(smtp_net *n);
+
+/* Resolves host (getaddrinfo, AF_UNSPEC) and tries every address in turn
+ * until one connects; each attempt is bounded by the deadline. */
+int smtp_net_connect(smtp_net *n, const char *host, const char *port, double deadline);
+
+/* Sends up to len bytes: returns the number sent (>= 1; short writes are
+ * normal) or a negative SMTP_E_* code. */
+ssize_t smtp_net_send(smtp_net *n, const void *buf, size_t len, double deadline);
+
+/* Receives up to len bytes: returns the number read (>= 1) or a negative
+ * SMTP_E_* code (SMTP_E_CLOSED at end of stream). */
+ssize_t smtp_net_recv(smtp_net *n, void *buf, size_t len, double deadline);
+
+void smtp_net_close(smtp_net *n);
+
+#endif

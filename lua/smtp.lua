@@ -1,0 +1,228 @@
+-- lua-smtp: mail submission for Lua.
+--   smtp.send{...}     build a message (or take a raw one) and submit it
+--   smtp.connect{...}  a session for many messages
+--   smtp.message{...}  build a message without sending it
+local core = require "smtp.core"
+local errors = require "smtp.errors"
+local debug = require "smtp.debug"
+local address = require "smtp.address"
+local message = require "smtp.message"
+local session = require "smtp.session"
+
+local M = { _VERSION = "lua-smtp " .. core.version }
+M.error_kinds = errors.kinds
+
+local READ_BLOCK = 65536
+
+local tls_modes = { auto = true, starttls = true, implicit = true, none = true }
+
+local function check_type(opts, field, want, level)
+  local v = opts[field]
+  if v ~= nil and type(v) ~= want then
+    error(string.format("smtp: option '%s' must be a %s, got %s", field, want, type(v)), level + 1)
+  end
+end
+
+-- Type checks raise (misuse); value problems return the failure triple.
+local function check_connection_options(opts, level)
+  if type(opts) ~= "table" then error("smtp: expected a table of options", level + 1) end
+  for _, f in ipairs({ "host", "helo", "tls", "protocol", "user", "password", "auth", "path" }) do
+    check_type(opts, f, "string", level + 1)
+  end
+  for _, f in ipairs({ "timeout", "deadline" }) do check_type(opts, f, "number", level + 1) end
+  if opts.port ~= nil and type(opts.port) ~= "number" and type(opts.port) ~= "string" then
+    error("smtp: option 'port' must be a number or a string", level + 1)
+  end
+  if opts.tls ~= nil and not tls_modes[opts.tls] then
+    error("smtp: option 'tls' must be auto, starttls, implicit or none", level + 1)
+  end
+  if opts.protocol ~= nil and opts.protocol ~= "smtp" and opts.protocol ~= "lmtp" then
+    error("smtp: option 'protocol' must be smtp or lmtp", level + 1)
+  end
+end
+
+local function connect(opts, level)
+  check_connection_options(opts, level + 1)
+  local trace = debug.printer(opts.debug)
+  local tls = opts.tls or "auto"
+  if tls == "starttls" or tls == "implicit" then
+    return errors.fail("tls", "TLS is not available in this build yet", { stage = "connect" })
+  end
+  if opts.user or opts.password then
+    return errors.fail("unsupported", "authentication is not available in this build yet",
+      { stage = "connect" })
+  end
+  local host = opts.host or "localhost"
+  local port = opts.port or 25
+  local timeout = opts.timeout or 30
+  local deadline = opts.deadline and (core.now() + opts.deadline) or nil
+  if trace then trace("connect", string.format("to ('%s', %s)", host, tostring(port))) end
+
+  local transport = opts.transport
+  if not transport then
+    local code, msg
+    transport, code, msg = require("smtp.transport.socket").connect(host, port, timeout, deadline)
+    if not transport then
+      local kind = code == "timeout" and "timeout" or "connect"
+      return errors.fail(kind, msg, { stage = "connect", temporary = true })
+    end
+  end
+  return session.open(transport, {
+    helo = opts.helo or core.hostname() or "localhost",
+    lmtp = opts.protocol == "lmtp",
+    trace = trace,
+    limits = opts.limits,
+    pipelining = opts.pipelining,
+  })
+end
+
+-- A message source from what the caller gave: a raw string, an open file,
+-- a function returning chunks, or a message object. Returns source, size
+-- (nil when unknown) or nil, err, info.
+local function raw_source(raw)
+  if type(raw) == "string" then
+    local ok, _, line = core.framer():check(raw)
+    if not ok then
+      return errors.fail("argument", "message line " .. line ..
+        " is longer than 998 octets (RFC 5322 2.1.1); encode the body", { stage = "data" })
+    end
+    local done = false
+    return function()
+      if done then return nil end
+      done = true
+      return raw
+    end, #raw
+  end
+  if io.type(raw) == "file" then
+    local here = raw:seek()
+    local size = here and raw:seek("end")
+    if here then raw:seek("set", here) end
+    local checker = core.framer()
+    return function()
+      local block = raw:read(READ_BLOCK)
+      if block then
+        local ok, _, line = checker:check(block)
+        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+      end
+      return block
+    end, size and (size - here) or nil
+  end
+  if type(raw) == "function" then
+    local checker = core.framer()
+    return function()
+      local chunk, err = raw()
+      if type(chunk) == "string" then
+        local ok, _, line = checker:check(chunk)
+        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+      end
+      return chunk, err
+    end, nil
+  end
+  if type(raw) == "table" and raw.source then
+    return raw:source(), raw.size
+  end
+  error("smtp: 'message' must be a string, a file, a function or a message object", 4)
+end
+
+local function bare_list(field, v)
+  local list, err = address.normalize(v)
+  if not list then return nil, field .. ": " .. err end
+  local out = {}
+  for _, m in ipairs(list) do out[#out + 1] = m.address end
+  return out
+end
+
+-- The envelope for a raw message: envelope = { from, to } or from/to/cc/bcc.
+local function raw_envelope(spec)
+  local env = spec.envelope or {}
+  local from = env.from
+  if from == nil then
+    local list, err = bare_list("from", spec.from)
+    if not list then return errors.fail("argument", err) end
+    from = list[1]
+  end
+  if type(from) ~= "string" then
+    return errors.fail("argument", "a sender is required (from or envelope.from)")
+  end
+  local to = env.to
+  if to == nil then
+    to = {}
+    for _, field in ipairs({ "to", "cc", "bcc" }) do
+      local list, err = bare_list(field, spec[field])
+      if not list then return errors.fail("argument", err) end
+      for _, a in ipairs(list) do to[#to + 1] = a end
+    end
+  elseif type(to) == "string" then
+    to = { to }
+  end
+  return { from = from, to = to }
+end
+
+-- Prepares what one message needs: envelope, source, size, message_id.
+local function prepare(spec)
+  if spec.message ~= nil then
+    local env, err, info = raw_envelope(spec)
+    if not env then return nil, err, info end
+    local source, size, info2 = raw_source(spec.message)
+    if not source then return nil, size, info2 end
+    return { envelope = env, source = source, size = size }
+  end
+  local msg, err, info = message.new(spec)
+  if not msg then return nil, err, info end
+  return { envelope = msg.envelope, source = msg:source(), size = msg.size,
+           message_id = msg.message_id }
+end
+
+local Session = session.Session
+
+-- s:send{ from=, to=, subject=, text=, ... } or { message = raw, ... }
+function Session:send(spec)
+  if type(spec) ~= "table" then error("smtp: send expects a table", 2) end
+  local job, err, info = prepare(spec)
+  if not job then return nil, err, info end
+  local res, e2, i2 = self:transaction(job.envelope, job.source, job.size)
+  if res then res.message_id = job.message_id end
+  return res, e2, i2
+end
+
+-- s:sendmail(from, recipients, raw)
+function Session:sendmail(from, rcpts, raw)
+  if type(rcpts) == "string" then rcpts = { rcpts } end
+  return self:send{ envelope = { from = from, to = rcpts }, message = raw }
+end
+
+-- One result per message, in order: the result table, or on failure a
+-- table { error = "kind: text", info = info }.
+function Session:send_many(list)
+  if type(list) ~= "table" then error("smtp: send_many expects an array", 2) end
+  local results = {}
+  for i, spec in ipairs(list) do
+    local res, err, info = self:send(spec)
+    results[i] = res or { error = err, info = info }
+  end
+  return results
+end
+
+function M.connect(opts)
+  return connect(opts, 2)
+end
+
+function M.send(opts)
+  check_connection_options(opts, 2)
+  local job, err, info = prepare(opts)
+  if not job then return nil, err, info end
+  local s
+  s, err, info = connect(opts, 2)
+  if not s then return nil, err, info end
+  local res, e2, i2 = s:transaction(job.envelope, job.source, job.size)
+  s:quit()
+  if res then res.message_id = job.message_id end
+  return res, e2, i2
+end
+
+function M.message(spec)
+  if type(spec) ~= "table" then error("smtp.message expects a table", 2) end
+  return message.new(spec)
+end
+
+return M

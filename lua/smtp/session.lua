@@ -1,0 +1,378 @@
+-- The driver loop: runs the C engine over any transport (the blocking C
+-- socket, or an OpenResty cosocket), turns its events into results,
+-- transcripts and failure triples. The loop lives in Lua so that a cosocket
+-- may yield inside it.
+local core = require "smtp.core"
+local errors = require "smtp.errors"
+local debug = require "smtp.debug"
+
+local M = {}
+local Session = {}
+Session.__index = Session
+
+-- Body chunks handed to the engine at once: large enough to be cheap,
+-- small enough to keep the output buffer and the memory bounded.
+local CHUNK = 65536
+
+local stage_of = {
+  greeting = "greeting", ehlo = "hello", helo = "hello", lhlo = "hello",
+  starttls = "starttls", mail = "mail", rcpt = "rcpt", data = "data",
+  dot = "data_end", rset = "rset", noop = "noop", quit = "quit",
+}
+
+local transport_kind = { timeout = "timeout", closed = "closed", connect = "connect", io = "closed" }
+
+-- ---- transcript -----------------------------------------------------------
+
+function Session:_trace_commands(out)
+  for line in out:gmatch("[^\n]*\n") do
+    self.trace("send", debug.repr(debug.redact_command(line)))
+  end
+end
+
+function Session:_trace_reply(cmd, code, enhanced, text)
+  local trace = self.trace
+  local lines, n = {}, 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    lines[n] = line
+  end
+  for i = 1, n do
+    local sep = i < n and "-" or " "
+    local l = lines[i]
+    trace("reply", debug.repr(code .. (l == "" and i == n and "" or sep .. l) .. "\r\n", "b"))
+  end
+  trace("reply", string.format("retcode (%d); Msg: %s", code, debug.repr(text, "b")))
+  if cmd == "greeting" then
+    trace("connect", debug.repr(text, "b"))
+  elseif cmd == "data" or cmd == "dot" then
+    trace("data", string.format("(%d, %s)", code, debug.repr(text, "b")))
+  end
+  local _ = enhanced
+end
+
+-- ---- I/O ------------------------------------------------------------------
+
+-- Hands the engine's whole output to the transport.
+function Session:_flush()
+  local eng, tr = self.engine, self.transport
+  if eng:pending() == 0 then return true end
+  if self.trace then
+    if self._body then
+      local b = self._body
+      if #b.preview < debug.body_preview then
+        b.preview = b.preview .. eng:output():sub(1, debug.body_preview - #b.preview)
+      end
+      b.total = b.total + eng:pending()
+    else
+      self:_trace_commands(eng:output())
+    end
+  end
+  if tr.flush then
+    return tr:flush(eng)
+  end
+  local out, i = eng:output(), 1
+  while i <= #out do
+    local n, code, msg = tr:send(out, i)
+    if not n then return nil, code, msg end
+    i = i + n
+  end
+  eng:consumed(#out)
+  return true
+end
+
+-- The connection is gone or timed out in the middle of an operation.
+function Session:_lost(code, msg)
+  local stage = stage_of[self.engine:waiting_for()] or self._stage or "connect"
+  self:close()
+  local kind = transport_kind[code] or "closed"
+  local text = msg or code
+  local info = { stage = stage, temporary = true }
+  if stage == "data_end" then
+    text = text .. " after the end of data was sent: the server may or may not have" ..
+      " accepted the message"
+  elseif stage then
+    text = text .. " (waiting for the reply to " .. stage .. ")"
+  end
+  return errors.fail(kind, text, info)
+end
+
+-- ---- the loop -------------------------------------------------------------
+
+-- Streams the body from source (a function returning chunks, nil at the end)
+-- once the server has said 354.
+function Session:_write_body(source)
+  local eng = self.engine
+  if self.trace then self._body = { preview = "", total = 0 } end
+  while true do
+    local chunk, serr = source()
+    if chunk == nil then
+      if serr then return nil, "source", tostring(serr) end
+      break
+    end
+    if type(chunk) ~= "string" then
+      return nil, "source", "message source returned a " .. type(chunk)
+    end
+    local i = 1
+    while i <= #chunk do
+      local piece = (i == 1 and #chunk <= CHUNK) and chunk or chunk:sub(i, i + CHUNK - 1)
+      local ok, code, msg = eng:body(piece)
+      if not ok then return nil, code, msg end
+      i = i + #piece
+      ok, code, msg = self:_flush()
+      if not ok then return nil, code, msg end
+    end
+  end
+  eng:body_end()
+  local ok, code, msg = self:_flush()
+  if self._body then
+    self.trace("send", debug.preview(self._body.preview, self._body.total))
+    self._body = nil
+  end
+  if not ok then return nil, code, msg end
+  return true
+end
+
+-- Drives the engine until the operation started by the caller ends.
+-- Returns "done", code, enhanced, text | "failed", fail, code, enhanced,
+-- text, error, cmd | nil, err, info (the connection was lost).
+function Session:_run(source, on_reply)
+  local eng, tr = self.engine, self.transport
+  while true do
+    local ok, code, msg = self:_flush()
+    if not ok then return self:_lost(code, msg) end
+    local kind, cmd, index, rcode, enhanced, text, fail, perr = eng:next()
+    if kind == "need_input" and eng:pending() > 0 then
+      -- The engine released commands while answering: send them first.
+      local _ = nil
+    elseif kind == "need_input" then
+      local data, rcv_code, rcv_msg = tr:receive()
+      if not data then return self:_lost(rcv_code, rcv_msg) end
+      local fed, _, fmsg = eng:feed(data)
+      if not fed then
+        self:close()
+        return errors.fail("protocol", fmsg, { stage = stage_of[cmd] })
+      end
+    elseif kind == "reply" then
+      if self.trace then self:_trace_reply(cmd, rcode, enhanced, text) end
+      if on_reply then on_reply(cmd, index, rcode, enhanced, text) end
+    elseif kind == "need_body" then
+      local wrote, wcode, wmsg = self:_write_body(source)
+      if not wrote then
+        -- No end of data may follow a broken body: closing the connection
+        -- makes the server discard what it got.
+        self:close()
+        if wcode == "line" or wcode == "source" then
+          return errors.fail("argument", wmsg .. "; the message was not sent",
+            { stage = "data", temporary = false })
+        end
+        return self:_lost(wcode, wmsg)
+      end
+    elseif kind == "done" or kind == "starttls" then
+      return kind, rcode, enhanced, text
+    elseif kind == "failed" then
+      return "failed", fail, rcode, enhanced, text, perr, cmd
+    else
+      error("smtp: engine idle while an operation was expected")
+    end
+  end
+end
+
+-- Turns an engine failure into the failure triple.
+local fail_kind = {
+  greeting = "greeting", hello = "greeting", tls = "tls", sender = "sender",
+  recipients = "recipients", data = "data", command = "protocol",
+  closing = "closed", protocol = "protocol",
+}
+
+local fail_text = {
+  greeting = "server refused the session",
+  hello = "server refused EHLO and HELO",
+  tls = "server refused STARTTLS",
+  sender = "sender refused",
+  recipients = "every recipient was refused",
+  data = "message refused",
+  command = "command refused",
+  closing = "server closed the session",
+  protocol = "invalid reply from server",
+}
+
+function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
+  local info = extra or {}
+  info.code, info.enhanced = code, enhanced
+  info.stage = info.stage or stage_of[cmd]
+  local msg = fail_text[fail] or fail
+  if summary then
+    msg = summary
+    info.message = text
+  elseif code then
+    msg = msg .. ": " .. errors.describe(code, enhanced, text)
+    info.message = text
+  elseif perr then
+    msg = msg .. ": " .. perr
+  end
+  if self.engine:dead() then self:close() end
+  if fail == "closing" then info.temporary = true end
+  return errors.fail(fail_kind[fail] or "protocol", msg, info)
+end
+
+-- ---- operations -------------------------------------------------------------
+
+-- Runs one engine operation that has no body and no per-command results.
+function Session:_simple(start, ...)
+  if self.closed then return errors.fail("closed", "session is closed") end
+  local ok, code, msg = start(self.engine, ...)
+  if not ok then
+    if code == "argument" then return errors.fail("argument", msg) end
+    return errors.fail("protocol", msg)
+  end
+  local r, a, b, c, d, e, f = self:_run()
+  if r == "done" or r == "starttls" then return true, a, b, c end
+  if r == "failed" then return self:_failure(a, b, c, d, e, f) end
+  return r, a, b
+end
+
+function Session:hello(name)
+  local ok, err, info = self:_simple(self.engine.hello, name, self.lmtp)
+  if not ok then return nil, err, info end
+  self.capabilities = self.engine:capabilities() or {}
+  self.extended = self.engine:capabilities() ~= nil
+  return true
+end
+
+function Session:noop()
+  local ok, err, info = self:_simple(self.engine.noop)
+  if not ok then return nil, err, info end
+  return { code = err, enhanced = info }
+end
+
+function Session:rset()
+  local ok, err, info = self:_simple(self.engine.rset)
+  if not ok then return nil, err, info end
+  return true
+end
+
+-- Ends the session politely; errors on the way out are not the caller's
+-- concern once the messages are through, so quit always closes.
+function Session:quit()
+  if self.closed then return true end
+  if self.engine:dead() then
+    self:close()
+    return true
+  end
+  local ok = self:_simple(self.engine.quit)
+  self:close()
+  return ok and true or true
+end
+
+function Session:close()
+  if not self.closed then
+    self.closed = true
+    self.engine:close()
+    self.transport:close()
+  end
+  return true
+end
+
+Session.__gc = Session.close
+Session.__close = Session.close
+
+-- ---- a transaction -----------------------------------------------------------
+
+-- envelope: { from = "a@x", to = { "b@y", ... }, params = { mail=, rcpt= } }
+-- source: function returning chunks; size: octets, or nil when unknown.
+function Session:transaction(envelope, source, size)
+  if self.closed then
+    return errors.fail("closed", "session is closed", { temporary = true })
+  end
+  local from, to = envelope.from, envelope.to
+  if type(from) ~= "string" then error("envelope sender must be a string", 3) end
+  if type(to) ~= "table" then error("envelope recipients must be a table", 3) end
+  if #to == 0 then return errors.fail("argument", "no recipients") end
+  if not core.valid_address(from) then
+    return errors.fail("argument", "invalid sender address " .. string.format("%q", from))
+  end
+  for _, rcpt in ipairs(to) do
+    if type(rcpt) ~= "string" or rcpt == "" or not core.valid_address(rcpt) then
+      return errors.fail("argument", "invalid recipient address " .. string.format("%q", tostring(rcpt)))
+    end
+  end
+
+  local eng = self.engine
+  local ok, code, msg = eng:mail(from, size or 0, envelope.mail_params)
+  if not ok then
+    return errors.fail(code == "size" and "size" or "argument", msg, { stage = "mail" })
+  end
+  for _, rcpt in ipairs(to) do
+    ok, code, msg = eng:rcpt(rcpt, envelope.rcpt_params)
+    if not ok then
+      -- Addresses were checked above, so only a limit can get here; the
+      -- session cannot take back what is staged.
+      self:close()
+      return errors.fail("argument", msg, { stage = "rcpt" })
+    end
+  end
+  eng:data()
+
+  local accepted, refused, replies = {}, {}, {}
+  local function on_reply(cmd, index, code_, enhanced, text)
+    if cmd == "rcpt" and index then
+      local rcpt = to[index]
+      if code_ >= 200 and code_ < 300 then
+        accepted[#accepted + 1] = rcpt
+      else
+        refused[rcpt] = errors.reply(code_, enhanced, text)
+      end
+    end
+  end
+  local r, a, b, c, d, e, f = self:_run(source, on_reply)
+  if r == "done" then
+    return { accepted = accepted, refused = refused, code = a, enhanced = b,
+             message = c, replies = replies }
+  end
+  if r == "failed" then
+    local extra = { refused = refused, accepted = accepted }
+    local summary
+    if a == "recipients" then
+      -- Worth retrying only when every refusal was temporary.
+      local list = {}
+      extra.temporary = true
+      for _, rcpt in ipairs(to) do
+        local rep = refused[rcpt]
+        if rep then
+          list[#list + 1] = rcpt .. " (" .. errors.describe(rep.code, rep.enhanced, rep.message) .. ")"
+          if rep.code >= 500 then extra.temporary = false end
+        end
+      end
+      summary = "every recipient was refused: " .. table.concat(list, ", ")
+    end
+    return self:_failure(a, b, c, d, e, f, extra, summary)
+  end
+  if b then b.refused, b.accepted = refused, accepted end
+  return r, a, b
+end
+
+-- ---- construction ------------------------------------------------------------
+
+-- Wraps a connected transport, reads the greeting and says hello.
+-- opts: helo, lmtp, debug (already a printer or nil), limits, pipelining.
+function M.open(transport, opts)
+  local self = setmetatable({
+    engine = core.engine(opts.limits),
+    transport = transport,
+    trace = opts.trace,
+    lmtp = opts.lmtp or false,
+    capabilities = {},
+    closed = false,
+  }, Session)
+  if opts.pipelining == false then self.engine:set_pipelining(false) end
+  local ok, err, info = self:hello(opts.helo)
+  if not ok then
+    self:close()
+    return nil, err, info
+  end
+  return self
+end
+
+M.Session = Session
+return M
