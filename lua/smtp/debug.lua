@@ -42,10 +42,12 @@ function M.printer(debug)
   if debug ~= 1 and debug ~= 2 then
     error("debug must be 1, 2 or a function", 3)
   end
-  local ngx_log = rawget(_G, "ngx") and ngx.log
-  if ngx_log and ngx.get_phase and ngx.get_phase() ~= "init" then
+  -- Inside OpenResty stderr is nginx's; its own log is the place.
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.log and ngx.get_phase then
+    local log, level = ngx.log, ngx.DEBUG
     return function(kind, text)
-      ngx_log(ngx.DEBUG, kind, ": ", text)
+      log(level, kind, ": ", text)
     end
   end
   local stamp = debug == 2

@@ -143,12 +143,6 @@ local function text_body(text)
   return core.qpencode(text), "quoted-printable"
 end
 
-local standard = {
-  from = true, to = true, cc = true, bcc = true, reply_to = true, sender = true,
-  subject = true, text = true, html = true, attachments = true, headers = true,
-  date = true, message_id = true, envelope = true, message = true,
-}
-
 -- Builds a message; returns the message object or nil, "argument: ...", info.
 function M.new(spec)
   if type(spec) ~= "table" then error("smtp.message expects a table", 2) end

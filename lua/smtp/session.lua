@@ -142,10 +142,7 @@ function Session:_run(source, on_reply)
     local ok, code, msg = self:_flush()
     if not ok then return self:_lost(code, msg) end
     local kind, cmd, index, rcode, enhanced, text, fail, perr = eng:next()
-    if kind == "need_input" and eng:pending() > 0 then
-      -- The engine released commands while answering: send them first.
-      local _ = nil
-    elseif kind == "need_input" then
+    if kind == "need_input" and eng:pending() == 0 then
       local data, rcv_code, rcv_msg = tr:receive()
       if not data then return self:_lost(rcv_code, rcv_msg) end
       local fed, _, fmsg = eng:feed(data)
@@ -153,6 +150,10 @@ function Session:_run(source, on_reply)
         self:close()
         return errors.fail("protocol", fmsg, { stage = stage_of[cmd] })
       end
+    elseif kind == "need_input" then
+      -- The engine released commands while answering: they go out first,
+      -- at the top of the loop.
+      assert(eng:pending() > 0)
     elseif kind == "reply" then
       if self.trace then self:_trace_reply(cmd, rcode, enhanced, text) end
       if on_reply then on_reply(cmd, index, rcode, enhanced, text) end
@@ -260,9 +261,9 @@ function Session:quit()
     self:close()
     return true
   end
-  local ok = self:_simple(self.engine.quit)
+  self:_simple(self.engine.quit)
   self:close()
-  return ok and true or true
+  return true
 end
 
 function Session:close()
@@ -304,7 +305,7 @@ function Session:transaction(envelope, source, size)
     return errors.fail(code == "size" and "size" or "argument", msg, { stage = "mail" })
   end
   for _, rcpt in ipairs(to) do
-    ok, code, msg = eng:rcpt(rcpt, envelope.rcpt_params)
+    ok, _, msg = eng:rcpt(rcpt, envelope.rcpt_params)
     if not ok then
       -- Addresses were checked above, so only a limit can get here; the
       -- session cannot take back what is staged.
