@@ -33,6 +33,7 @@
 #define SOCKET_MT "smtp.core.socket"
 #define FRAMER_MT "smtp.core.framer"
 #define SCRATCH_MT "smtp.core.scratch"
+#define ENCODER_MT "smtp.core.encoder"
 
 #define RECV_SIZE 16384
 
@@ -642,6 +643,91 @@ static int l_header_is_plain(lua_State *L)
     return 1;
 }
 
+/* Streaming encoders: enc:update(s) -> encoded bytes so far, enc:finish()
+ * -> the rest. A file is encoded block by block in constant memory. */
+typedef struct lsmtp_encoder {
+    int kind;          /* 'b' base64, 'q' quoted-printable */
+    smtp_b64 b64;
+    smtp_qp qp;
+    smtp_buf out;
+    int live;
+} lsmtp_encoder;
+
+static int l_encoder_new(lua_State *L, int kind, size_t line_len)
+{
+    lsmtp_encoder *u = lua_newuserdata(L, sizeof *u);
+    u->kind = kind;
+    smtp_b64_init(&u->b64, line_len);
+    smtp_qp_init(&u->qp);
+    smtp_buf_init(&u->out, (size_t)1 << 30);
+    u->live = 1;
+    lsmtp_setclass(L, ENCODER_MT);
+    return 1;
+}
+
+static int l_b64_encoder(lua_State *L)
+{
+    lua_Integer line = luaL_optinteger(L, 1, 76);
+    luaL_argcheck(L, line >= 0 && line % 4 == 0, 1, "line length must be a multiple of 4");
+    return l_encoder_new(L, 'b', (size_t)line);
+}
+
+static int l_qp_encoder(lua_State *L)
+{
+    return l_encoder_new(L, 'q', 0);
+}
+
+static lsmtp_encoder *check_encoder(lua_State *L)
+{
+    lsmtp_encoder *u = lsmtp_checkudata(L, 1, ENCODER_MT);
+    if (!u->live)
+        luaL_error(L, "smtp.core: encoder used after free");
+    return u;
+}
+
+static int push_encoded(lua_State *L, lsmtp_encoder *u, int rc)
+{
+    if (rc)
+        return luaL_error(L, "smtp.core: %s", smtp_strerror(rc));
+    lua_pushlstring(L, smtp_buf_ptr(&u->out), smtp_buf_len(&u->out));
+    smtp_buf_clear(&u->out);
+    return 1;
+}
+
+static int l_encoder_update(lua_State *L)
+{
+    lsmtp_encoder *u = check_encoder(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = u->kind == 'b' ? smtp_b64_update(&u->b64, s, len, &u->out)
+                            : smtp_qp_update(&u->qp, s, len, &u->out);
+    return push_encoded(L, u, rc);
+}
+
+static int l_encoder_finish(lua_State *L)
+{
+    lsmtp_encoder *u = check_encoder(L);
+    int rc = u->kind == 'b' ? smtp_b64_finish(&u->b64, &u->out) : smtp_qp_finish(&u->qp, &u->out);
+    return push_encoded(L, u, rc);
+}
+
+static int l_encoder_gc(lua_State *L)
+{
+    lsmtp_encoder *u = lsmtp_checkudata(L, 1, ENCODER_MT);
+    if (u->live) {
+        u->live = 0;
+        smtp_buf_free(&u->out);
+    }
+    return 0;
+}
+
+static const luaL_Reg encoder_methods[] = {
+    {"update", l_encoder_update},
+    {"finish", l_encoder_finish},
+    {"__gc", l_encoder_gc},
+    {NULL, NULL},
+};
+
 /* ---- blocking transport ------------------------------------------------- */
 
 typedef struct lsmtp_socket {
@@ -845,6 +931,8 @@ static const luaL_Reg core_functions[] = {
     {"qpdecode", l_qpdecode},
     {"encode_words", l_encode_words},
     {"header_is_plain", l_header_is_plain},
+    {"b64_encoder", l_b64_encoder},
+    {"qp_encoder", l_qp_encoder},
     {NULL, NULL},
 };
 
@@ -854,6 +942,7 @@ LSMTP_EXPORT int luaopen_smtp_core(lua_State *L)
     lsmtp_newclass(L, FRAMER_MT, framer_methods);
     lsmtp_newclass(L, SOCKET_MT, socket_methods);
     lsmtp_newclass(L, SCRATCH_MT, scratch_methods);
+    lsmtp_newclass(L, ENCODER_MT, encoder_methods);
     lua_newtable(L);
     lsmtp_setfuncs(L, core_functions);
     lua_pushliteral(L, "0.1.0");

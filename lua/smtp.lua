@@ -44,6 +44,11 @@ end
 local function connect(opts, level)
   check_connection_options(opts, level + 1)
   local trace = debug.printer(opts.debug)
+  -- The engine's rule for the EHLO name, checked before connecting.
+  local helo = opts.helo or core.hostname() or "localhost"
+  if helo == "" or #helo > 255 or helo:find("[%c ]") then
+    return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
+  end
   local tls = opts.tls or "auto"
   if tls == "starttls" or tls == "implicit" then
     return errors.fail("tls", "TLS is not available in this build yet", { stage = "connect" })
@@ -68,7 +73,7 @@ local function connect(opts, level)
     end
   end
   return session.open(transport, {
-    helo = opts.helo or core.hostname() or "localhost",
+    helo = helo,
     lmtp = opts.protocol == "lmtp",
     trace = trace,
     limits = opts.limits,
@@ -211,6 +216,12 @@ function M.send(opts)
   check_connection_options(opts, 2)
   local job, err, info = prepare(opts)
   if not job then return nil, err, info end
+  -- Bad addresses are the caller's error: say so before connecting.
+  local env = job.envelope
+  if type(env.from) == "string" and type(env.to) == "table" then
+    local ok, verr, vinfo = session.check_envelope(env.from, env.to)
+    if not ok then return nil, verr, vinfo end
+  end
   local s
   s, err, info = connect(opts, 2)
   if not s then return nil, err, info end

@@ -280,15 +280,9 @@ Session.__close = Session.close
 
 -- ---- a transaction -----------------------------------------------------------
 
--- envelope: { from = "a@x", to = { "b@y", ... }, params = { mail=, rcpt= } }
--- source: function returning chunks; size: octets, or nil when unknown.
-function Session:transaction(envelope, source, size)
-  if self.closed then
-    return errors.fail("closed", "session is closed", { temporary = true })
-  end
-  local from, to = envelope.from, envelope.to
-  if type(from) ~= "string" then error("envelope sender must be a string", 3) end
-  if type(to) ~= "table" then error("envelope recipients must be a table", 3) end
+-- The value checks on an envelope (from: string, to: table), so that
+-- smtp.send can make them before it connects: true or the failure triple.
+function M.check_envelope(from, to)
   if #to == 0 then return errors.fail("argument", "no recipients") end
   if not core.valid_address(from) then
     return errors.fail("argument", "invalid sender address " .. string.format("%q", from))
@@ -298,6 +292,20 @@ function Session:transaction(envelope, source, size)
       return errors.fail("argument", "invalid recipient address " .. string.format("%q", tostring(rcpt)))
     end
   end
+  return true
+end
+
+-- envelope: { from = "a@x", to = { "b@y", ... }, params = { mail=, rcpt= } }
+-- source: function returning chunks; size: octets, or nil when unknown.
+function Session:transaction(envelope, source, size)
+  if self.closed then
+    return errors.fail("closed", "session is closed", { temporary = true })
+  end
+  local from, to = envelope.from, envelope.to
+  if type(from) ~= "string" then error("envelope sender must be a string", 3) end
+  if type(to) ~= "table" then error("envelope recipients must be a table", 3) end
+  local valid, verr, vinfo = M.check_envelope(from, to)
+  if not valid then return nil, verr, vinfo end
 
   local eng = self.engine
   local ok, code, msg = eng:mail(from, size or 0, envelope.mail_params)
