@@ -66,7 +66,7 @@ local function connect(opts, level)
   local transport = opts.transport
   if not transport then
     local code, msg
-    transport, code, msg = require("smtp.transport.socket").connect(host, port, timeout, deadline)
+    transport, code, msg = require("smtp.transport").connect(host, port, timeout, deadline)
     if not transport then
       local kind = code == "timeout" and "timeout" or "connect"
       return errors.fail(kind, msg, { stage = "connect", temporary = true })

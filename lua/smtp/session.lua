@@ -138,6 +138,7 @@ end
 -- text, error, cmd | nil, err, info (the connection was lost).
 function Session:_run(source, on_reply)
   local eng, tr = self.engine, self.transport
+  local last_cmd  -- the command of the last reply, for failures found after it
   while true do
     local ok, code, msg = self:_flush()
     if not ok then return self:_lost(code, msg) end
@@ -155,6 +156,7 @@ function Session:_run(source, on_reply)
       -- at the top of the loop.
       assert(eng:pending() > 0)
     elseif kind == "reply" then
+      last_cmd = cmd
       if self.trace then self:_trace_reply(cmd, rcode, enhanced, text) end
       if on_reply then on_reply(cmd, index, rcode, enhanced, text) end
     elseif kind == "need_body" then
@@ -170,8 +172,12 @@ function Session:_run(source, on_reply)
         return self:_lost(wcode, wmsg)
       end
     elseif kind == "done" or kind == "starttls" then
+      -- An operation can succeed on a session the server broke with bytes
+      -- nobody asked for: keep the outcome, but no further command may go.
+      if eng:dead() then self:close() end
       return kind, rcode, enhanced, text
     elseif kind == "failed" then
+      if cmd == "none" then cmd = last_cmd end
       return "failed", fail, rcode, enhanced, text, perr, cmd
     else
       error("smtp: engine idle while an operation was expected")
@@ -236,6 +242,10 @@ end
 function Session:hello(name)
   local ok, err, info = self:_simple(self.engine.hello, name, self.lmtp)
   if not ok then return nil, err, info end
+  if self.closed then
+    return errors.fail("protocol", "unexpected reply from server after the reply to EHLO",
+      { stage = "hello" })
+  end
   self.capabilities = self.engine:capabilities() or {}
   self.extended = self.engine:capabilities() ~= nil
   return true
