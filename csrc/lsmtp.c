@@ -50,6 +50,8 @@ static const char *code_name(int rc)
     case SMTP_E_PROTOCOL: return "protocol";
     case SMTP_E_STATE: return "state";
     case SMTP_E_NOMEM: return "nomem";
+    case SMTP_E_TLS: return "tls";
+    case SMTP_E_INSECURE: return "insecure";
     default: return "io";
     }
 }
@@ -198,6 +200,7 @@ static const char *event_name(smtp_event_kind k)
     case SMTP_EV_REPLY: return "reply";
     case SMTP_EV_NEED_BODY: return "need_body";
     case SMTP_EV_STARTTLS: return "starttls";
+    case SMTP_EV_CHALLENGE: return "challenge";
     case SMTP_EV_DONE: return "done";
     case SMTP_EV_FAILED: return "failed";
     default: return "idle";
@@ -210,6 +213,7 @@ static const char *fail_name(smtp_fail f)
     case SMTP_FAIL_GREETING: return "greeting";
     case SMTP_FAIL_HELLO: return "hello";
     case SMTP_FAIL_TLS: return "tls";
+    case SMTP_FAIL_AUTH: return "auth";
     case SMTP_FAIL_SENDER: return "sender";
     case SMTP_FAIL_RECIPIENTS: return "recipients";
     case SMTP_FAIL_DATA: return "data";
@@ -281,6 +285,40 @@ static int l_engine_starttls(lua_State *L)
 static int l_engine_tls_done(lua_State *L)
 {
     return push_result(L, smtp_engine_tls_done(check_engine(L)), NULL);
+}
+
+static int l_engine_set_secure(lua_State *L)
+{
+    smtp_engine_set_secure(check_engine(L), lua_toboolean(L, 2));
+    return 0;
+}
+
+static int l_engine_set_insecure_auth(lua_State *L)
+{
+    smtp_engine_set_insecure_auth(check_engine(L), lua_toboolean(L, 2));
+    return 0;
+}
+
+/* eng:auth(mech, initial_b64_or_nil) */
+static int l_engine_auth(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    int bad1, bad2;
+    const char *mech = check_cstring(L, 2, &bad1);
+    const char *initial = opt_cstring(L, 3, &bad2);
+    if (bad1 || bad2)
+        return push_result(L, SMTP_E_ARGUMENT, "AUTH argument contains a NUL byte");
+    return push_result(L, smtp_engine_auth(e, mech, initial), "invalid AUTH mechanism or response");
+}
+
+static int l_engine_auth_response(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    int bad;
+    const char *resp = check_cstring(L, 2, &bad);
+    if (bad)
+        return push_result(L, SMTP_E_ARGUMENT, "AUTH response contains a NUL byte");
+    return push_result(L, smtp_engine_auth_response(e, resp), "invalid AUTH response");
 }
 
 static int l_engine_mail(lua_State *L)
@@ -426,6 +464,10 @@ static const luaL_Reg engine_methods[] = {
     {"hello", l_engine_hello},
     {"starttls", l_engine_starttls},
     {"tls_done", l_engine_tls_done},
+    {"set_secure", l_engine_set_secure},
+    {"set_insecure_auth", l_engine_set_insecure_auth},
+    {"auth", l_engine_auth},
+    {"auth_response", l_engine_auth_response},
     {"mail", l_engine_mail},
     {"rcpt", l_engine_rcpt},
     {"data", l_engine_data},

@@ -13,7 +13,7 @@
 #define MAX_HELLO 255
 
 static const char *const cmd_names[SMTP_CMD_COUNT] = {
-    "none", "greeting", "ehlo", "helo", "lhlo", "starttls",
+    "none", "greeting", "ehlo", "helo", "lhlo", "starttls", "auth", "auth",
     "mail", "rcpt", "data", "dot", "rset", "noop", "quit",
 };
 
@@ -389,6 +389,7 @@ int smtp_engine_tls_done(smtp_engine *e)
     if (!e->tls_wait)
         return SMTP_E_STATE;
     e->tls_wait = 0;
+    e->secure = 1;
     /* RFC 3207 4.2: whatever came before the handshake is not to be
      * trusted, and the capabilities must be learnt again. */
     smtp_buf_clear(&e->in);
@@ -397,6 +398,66 @@ int smtp_engine_tls_done(smtp_engine *e)
     e->extended = 0;
     e->hello_done = 0;
     return 0;
+}
+
+void smtp_engine_set_secure(smtp_engine *e, int on)
+{
+    e->secure = on;
+}
+
+void smtp_engine_set_insecure_auth(smtp_engine *e, int on)
+{
+    e->insecure_auth = on;
+}
+
+static int check_auth_token(const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    if (smtp_check_arg(s, len, max) || memchr(s, ' ', len))
+        return SMTP_E_ARGUMENT;
+    return 0;
+}
+
+int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
+{
+    const char *parts[4];
+    int n = 0, rc;
+    if (!initial)
+        initial = "";
+    if (mech[0] == '\0' || check_auth_token(mech, 40) || check_auth_token(initial, 12288))
+        return SMTP_E_ARGUMENT;
+    if (!e->hello_done)
+        return SMTP_E_STATE;
+    /* The one place every AUTH passes: no secret crosses plaintext unless
+     * the caller said so by name. */
+    if (!e->secure && !e->insecure_auth)
+        return SMTP_E_INSECURE;
+    rc = op_start(e, SMTP_OP_AUTH);
+    if (rc)
+        return rc;
+    e->challenge = 0;
+    parts[n++] = "AUTH ";
+    parts[n++] = mech;
+    if (initial[0]) {
+        parts[n++] = " ";
+        parts[n++] = initial;
+    }
+    rc = stage_cmd(e, SMTP_CMD_AUTH, 0, parts, n);
+    return rc ? rc : release_staged(e);
+}
+
+int smtp_engine_auth_response(smtp_engine *e, const char *response)
+{
+    const char *parts[1];
+    int rc;
+    if (e->op != SMTP_OP_AUTH || !e->challenge)
+        return SMTP_E_STATE;
+    if (check_auth_token(response, 12288))
+        return SMTP_E_ARGUMENT;
+    e->challenge = 0;
+    parts[0] = response;
+    rc = stage_cmd(e, SMTP_CMD_AUTH_STEP, 0, parts, 1);
+    return rc ? rc : release_staged(e);
 }
 
 int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
@@ -601,6 +662,11 @@ static void protocol_error(smtp_engine *e, int err)
     e->in_body = 0;
     drop_staged(e);
     e->op_error = err;
+    /* No reply goes with this failure: forget one saved earlier (a refusal
+     * being drained, or the last operation's outcome). */
+    e->saved_code = 0;
+    e->saved_enhanced[0] = '\0';
+    smtp_buf_clear(&e->saved);
     finish_op(e, SMTP_FAIL_PROTOCOL, smtp_engine_waiting_for(e), NULL);
 }
 
@@ -687,9 +753,10 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
     if (c->cmd == SMTP_CMD_GREETING) {
         if (r->code == 220)
             e->greeted = 1;
-        else if (is_2xx(r->code) || r->code < 400)
+        else if (is_2xx(r->code) || r->code < 400) {
             protocol_error(e, SMTP_E_PROTOCOL);
-        else {
+            e->op_fail_cmd = SMTP_CMD_GREETING; /* already off the in-flight list */
+        } else {
             drop_staged(e);
             finish_op(e, SMTP_FAIL_GREETING, SMTP_CMD_GREETING, r);
         }
@@ -740,6 +807,17 @@ static void on_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *
             finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         } else {
             finish_op(e, SMTP_FAIL_TLS, c->cmd, r);
+        }
+        break;
+    case SMTP_OP_AUTH:
+        if (r->code == 334) {
+            /* The driver answers through smtp_engine_auth_response. */
+            e->challenge = 1;
+            if (save_reply(e, r))
+                smtp_buf_clear(&e->saved);
+            e->saved_code = r->code;
+        } else {
+            finish_op(e, r->code == 235 ? SMTP_FAIL_NONE : SMTP_FAIL_AUTH, c->cmd, r);
         }
         break;
     case SMTP_OP_TRANSACTION:
@@ -807,6 +885,15 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             continue;
         }
         if (e->inflight.count == 0) {
+            if (e->challenge) {
+                ev->kind = SMTP_EV_CHALLENGE;
+                ev->cmd = SMTP_CMD_AUTH;
+                ev->reply.code = e->saved_code;
+                ev->reply.text = smtp_buf_ptr(&e->saved);
+                ev->reply.text_len = smtp_buf_len(&e->saved);
+                ev->reply.lines = 1;
+                return 0;
+            }
             ev->kind = e->in_body ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
             return 0;
         }

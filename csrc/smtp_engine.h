@@ -12,6 +12,8 @@
  *                            message in chunks, then smtp_engine_body_end()
  *       SMTP_EV_STARTTLS     the server said 220 to STARTTLS: hand the
  *                            connection to TLS, then smtp_engine_tls_done()
+ *       SMTP_EV_CHALLENGE    a 334 inside AUTH (ev.reply.text: the
+ *                            challenge): answer with smtp_engine_auth_response
  *       SMTP_EV_DONE         the operation succeeded (ev.reply: final reply)
  *       SMTP_EV_FAILED       the operation failed (ev.fail says where)
  *       SMTP_EV_IDLE         nothing in flight: start the next operation
@@ -42,6 +44,8 @@ typedef enum smtp_cmd {
     SMTP_CMD_HELO,
     SMTP_CMD_LHLO,
     SMTP_CMD_STARTTLS,
+    SMTP_CMD_AUTH,
+    SMTP_CMD_AUTH_STEP, /* a response line inside an AUTH exchange */
     SMTP_CMD_MAIL,
     SMTP_CMD_RCPT,
     SMTP_CMD_DATA,
@@ -57,6 +61,7 @@ typedef enum smtp_event_kind {
     SMTP_EV_REPLY,
     SMTP_EV_NEED_BODY,
     SMTP_EV_STARTTLS,
+    SMTP_EV_CHALLENGE,
     SMTP_EV_DONE,
     SMTP_EV_FAILED,
     SMTP_EV_IDLE
@@ -68,6 +73,7 @@ typedef enum smtp_fail {
     SMTP_FAIL_GREETING,   /* 4xx/5xx greeting */
     SMTP_FAIL_HELLO,      /* EHLO and HELO (or LHLO) refused */
     SMTP_FAIL_TLS,        /* STARTTLS refused */
+    SMTP_FAIL_AUTH,       /* AUTH refused (535, 534, 454, ...) */
     SMTP_FAIL_SENDER,     /* MAIL refused */
     SMTP_FAIL_RECIPIENTS, /* every RCPT refused */
     SMTP_FAIL_DATA,       /* DATA or the end of data refused */
@@ -110,6 +116,7 @@ typedef enum smtp_op {
     SMTP_OP_NONE = 0,
     SMTP_OP_HELLO,
     SMTP_OP_STARTTLS,
+    SMTP_OP_AUTH,
     SMTP_OP_TRANSACTION,
     SMTP_OP_RSET,
     SMTP_OP_NOOP,
@@ -151,6 +158,9 @@ typedef struct smtp_engine {
     int error;               /* sticky protocol error */
     int need_rset;           /* a failed transaction awaits RSET */
     int tls_wait;            /* STARTTLS accepted, handshake pending */
+    int secure;              /* the channel is TLS (STARTTLS done or implicit) */
+    int insecure_auth;       /* the caller allowed AUTH without TLS, by name */
+    int challenge;           /* a 334 awaits smtp_engine_auth_response */
     int in_body;             /* 354 received, body being written */
     int dot_sent;
     char hello_name[256];
@@ -178,6 +188,17 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev);
 int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp);
 int smtp_engine_starttls(smtp_engine *e);
 int smtp_engine_tls_done(smtp_engine *e);
+/* Declares the channel encrypted (implicit TLS, before the greeting). */
+void smtp_engine_set_secure(smtp_engine *e, int on);
+/* Allows AUTH over a plaintext channel; off by default. */
+void smtp_engine_set_insecure_auth(smtp_engine *e, int on);
+/* Starts AUTH (RFC 4954). initial: the base64 initial response, "=" for an
+ * empty one, or NULL/"" for none. SMTP_E_INSECURE unless the channel is TLS
+ * or insecure AUTH was allowed; SMTP_E_STATE before a successful EHLO. */
+int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial);
+/* Answers the pending challenge with a base64 line ("*" cancels). */
+int smtp_engine_auth_response(smtp_engine *e, const char *response);
+
 /* size: the message size for SIZE= (0: unknown). params: extra MAIL
  * parameters, "" or NULL for none. SMTP_E_SIZE when the server's SIZE limit
  * is smaller. */

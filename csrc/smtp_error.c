@@ -15,6 +15,8 @@ const char *smtp_strerror(int code)
     case SMTP_E_IO: return "input/output error";
     case SMTP_E_CONNECT: return "could not connect";
     case SMTP_E_LINE: return "message line longer than 998 octets";
+    case SMTP_E_TLS: return "TLS failure";
+    case SMTP_E_INSECURE: return "authentication refused over an unencrypted connection";
     default: return "unknown error";
     }
 }

@@ -15,7 +15,9 @@ enum {
     SMTP_E_CLOSED = -8,    /* connection closed by the peer */
     SMTP_E_IO = -9,        /* other system error (errno kept by the caller) */
     SMTP_E_CONNECT = -10,  /* no address could be connected */
-    SMTP_E_LINE = -11      /* a message line longer than 998 octets */
+    SMTP_E_LINE = -11,     /* a message line longer than 998 octets */
+    SMTP_E_TLS = -12,      /* TLS handshake or certificate verification failed */
+    SMTP_E_INSECURE = -13  /* AUTH refused: the channel is not encrypted */
 };
 
 const char *smtp_strerror(int code);

@@ -164,11 +164,12 @@ function Session:_run(source, on_reply)
       if not wrote then
         -- No end of data may follow a broken body: closing the connection
         -- makes the server discard what it got.
-        self:close()
         if wcode == "line" or wcode == "source" then
+          self:close()
           return errors.fail("argument", wmsg .. "; the message was not sent",
             { stage = "data", temporary = false })
         end
+        -- _lost closes, after it has read the stage from the engine.
         return self:_lost(wcode, wmsg)
       end
     elseif kind == "done" or kind == "starttls" then
