@@ -26,7 +26,8 @@ end
 -- Type checks raise (misuse); value problems return the failure triple.
 local function check_connection_options(opts, level)
   if type(opts) ~= "table" then error("smtp: expected a table of options", level + 1) end
-  for _, f in ipairs({ "host", "helo", "tls", "protocol", "user", "password", "auth", "path" }) do
+  for _, f in ipairs({ "host", "helo", "tls", "protocol", "user", "password", "auth", "path",
+                       "servername", "cafile", "capath", "cert", "key", "authzid" }) do
     check_type(opts, f, "string", level + 1)
   end
   for _, f in ipairs({ "timeout", "deadline" }) do check_type(opts, f, "number", level + 1) end
@@ -41,26 +42,59 @@ local function check_connection_options(opts, level)
   end
 end
 
+local function tls_options(opts, host)
+  return {
+    servername = opts.servername or host,
+    verify = opts.verify ~= false,
+    cafile = opts.cafile, capath = opts.capath, cert = opts.cert, key = opts.key,
+  }
+end
+
+-- After EHLO on a plaintext connection: STARTTLS as the mode asks.
+--   "starttls": required, and nothing else is sent when it is not offered.
+--   "auto": whenever offered; required as soon as credentials are given.
+local function upgrade(s, opts, mode, tls_opts, creds)
+  if s.tls or mode == "none" or mode == "implicit" then return true end
+  local offered = s.capabilities.STARTTLS
+  if offered then return s:starttls(tls_opts) end
+  if mode == "starttls" or (creds and not opts.insecure_auth) then
+    s:close()
+    local why = mode == "starttls" and "tls = \"starttls\" requires it"
+      or "credentials are only sent over TLS (set insecure_auth = true to allow plaintext)"
+    return errors.fail("tls", "the server does not offer STARTTLS; " .. why,
+      { stage = "starttls", temporary = false })
+  end
+  return true
+end
+
+local function credentials(opts)
+  if opts.user == nil then
+    if opts.password ~= nil or opts.token ~= nil then
+      error("smtp: 'password' or 'token' given without 'user'", 4)
+    end
+    return nil
+  end
+  if opts.password == nil and opts.token == nil then
+    error("smtp: 'user' given without 'password' or 'token'", 4)
+  end
+  return { user = opts.user, password = opts.password, token = opts.token,
+           mech = opts.auth, authzid = opts.authzid }
+end
+
 local function connect(opts, level)
   check_connection_options(opts, level + 1)
+  if opts.token ~= nil and type(opts.token) ~= "string" then
+    error("smtp: option 'token' must be a string", level + 1)
+  end
+  local creds = credentials(opts)
   local trace = debug.printer(opts.debug)
-  -- The engine's rule for the EHLO name, checked before connecting.
-  local helo = opts.helo or core.hostname() or "localhost"
-  if helo == "" or #helo > 255 or helo:find("[%c ]") then
-    return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
-  end
-  local tls = opts.tls or "auto"
-  if tls == "starttls" or tls == "implicit" then
-    return errors.fail("tls", "TLS is not available in this build yet", { stage = "connect" })
-  end
-  if opts.user or opts.password then
-    return errors.fail("unsupported", "authentication is not available in this build yet",
-      { stage = "connect" })
-  end
   local host = opts.host or "localhost"
-  local port = opts.port or 25
+  local mode = opts.tls or "auto"
+  local port = opts.port or (mode == "implicit" and 465 or 25)
+  if mode == "auto" and tonumber(port) == 465 then mode = "implicit" end
   local timeout = opts.timeout or 30
   local deadline = opts.deadline and (core.now() + opts.deadline) or nil
+  local tls_opts = tls_options(opts, host)
   if trace then trace("connect", string.format("to ('%s', %s)", host, tostring(port))) end
 
   local transport = opts.transport
@@ -72,13 +106,28 @@ local function connect(opts, level)
       return errors.fail(kind, msg, { stage = "connect", temporary = true })
     end
   end
-  return session.open(transport, {
-    helo = helo,
+  local s, err, info = session.open(transport, {
+    helo = opts.helo or core.hostname() or "localhost",
     lmtp = opts.protocol == "lmtp",
     trace = trace,
     limits = opts.limits,
     pipelining = opts.pipelining,
+    insecure_auth = opts.insecure_auth,
+    implicit_tls = mode == "implicit",
+    tls = tls_opts,
   })
+  if not s then return nil, err, info end
+  local ok
+  ok, err, info = upgrade(s, opts, mode, tls_opts, creds)
+  if not ok then return nil, err, info end
+  if creds then
+    ok, err, info = s:auth(creds)
+    if not ok then
+      s:quit()
+      return nil, err, info
+    end
+  end
+  return s
 end
 
 -- A message source from what the caller gave: a raw string, an open file,

@@ -16,7 +16,7 @@ local CHUNK = 65536
 
 local stage_of = {
   greeting = "greeting", ehlo = "hello", helo = "hello", lhlo = "hello",
-  starttls = "starttls", mail = "mail", rcpt = "rcpt", data = "data",
+  starttls = "starttls", auth = "auth", mail = "mail", rcpt = "rcpt", data = "data",
   dot = "data_end", rset = "rset", noop = "noop", quit = "quit",
 }
 
@@ -26,6 +26,9 @@ local transport_kind = { timeout = "timeout", closed = "closed", connect = "conn
 
 function Session:_trace_commands(out)
   for line in out:gmatch("[^\n]*\n") do
+    if self._auth_active and not line:match("^AUTH ") then
+      line = "<redacted>\r\n"   -- an AUTH response line
+    end
     self.trace("send", debug.repr(debug.redact_command(line)))
   end
 end
@@ -172,6 +175,18 @@ function Session:_run(source, on_reply)
         -- _lost closes, after it has read the stage from the engine.
         return self:_lost(wcode, wmsg)
       end
+    elseif kind == "challenge" then
+      local resp, cerr = self._challenge(text)
+      if not resp then
+        -- RFC 4954 4: "*" cancels; the server's 501 then ends the exchange.
+        self._auth_error = cerr
+        resp = "*"
+      end
+      local ok_, _, amsg = eng:auth_response(resp)
+      if not ok_ then
+        self:close()
+        return errors.fail("auth", amsg, { stage = "auth" })
+      end
     elseif kind == "done" or kind == "starttls" then
       -- An operation can succeed on a session the server broke with bytes
       -- nobody asked for: keep the outcome, but no further command may go.
@@ -188,7 +203,7 @@ end
 
 -- Turns an engine failure into the failure triple.
 local fail_kind = {
-  greeting = "greeting", hello = "greeting", tls = "tls", sender = "sender",
+  greeting = "greeting", hello = "greeting", tls = "tls", auth = "auth", sender = "sender",
   recipients = "recipients", data = "data", command = "protocol",
   closing = "closed", protocol = "protocol",
 }
@@ -197,6 +212,7 @@ local fail_text = {
   greeting = "server refused the session",
   hello = "server refused EHLO and HELO",
   tls = "server refused STARTTLS",
+  auth = "authentication failed",
   sender = "sender refused",
   recipients = "every recipient was refused",
   data = "message refused",
@@ -288,6 +304,94 @@ end
 
 Session.__gc = Session.close
 Session.__close = Session.close
+
+-- Upgrades the connection (RFC 3207): STARTTLS, the handshake with the
+-- certificate checked as tls_opts says, then EHLO again, since what the
+-- server said before the handshake cannot be trusted.
+function Session:starttls(tls_opts)
+  local ok, err, info = self:_simple(self.engine.starttls)
+  if not ok then
+    self:close()
+    return nil, err, info
+  end
+  local tls_ok, code, msg = self:_handshake(tls_opts)
+  if not tls_ok then return nil, code, msg end
+  self.engine:tls_done()
+  return self:hello(self.helo)
+end
+
+-- The TLS handshake on the transport, for STARTTLS and implicit TLS.
+function Session:_handshake(tls_opts)
+  local trace = self.trace
+  if trace then
+    if tls_opts.verify then
+      trace("tls", "handshake, verifying the certificate for " .. tostring(tls_opts.servername))
+    else
+      trace("tls", "handshake WITHOUT certificate verification (verify = false)")
+    end
+  end
+  local ok, code, msg = self.transport:starttls(tls_opts)
+  if not ok then
+    self:close()
+    local kind = code == "timeout" and "timeout" or (code == "closed" and "closed" or "tls")
+    return errors.fail(kind, msg or code, { stage = "starttls", temporary = kind ~= "tls" })
+  end
+  self.tls = true
+  if trace and self.transport.tls_info then
+    local version, cipher = self.transport:tls_info()
+    trace("tls", tostring(version) .. " " .. tostring(cipher))
+  end
+  return true
+end
+
+-- AUTH (RFC 4954). creds: { user, password | token, mech, authzid }.
+function Session:auth(creds)
+  local offered = self.capabilities and self.capabilities.AUTH
+  if not offered then
+    return errors.fail("auth", "the server does not offer AUTH", { stage = "auth", temporary = false })
+  end
+  if offered == true then offered = "" end
+  local mech = creds.mech and creds.mech:upper() or core.sasl_choose(offered, creds.token ~= nil)
+  if not mech then
+    return errors.fail("auth", "no authentication mechanism in common (the server offers: " ..
+      offered .. ")", { stage = "auth", temporary = false })
+  end
+  if creds.mech and not (" " .. offered:upper() .. " "):find(" " .. mech .. " ", 1, true) then
+    return errors.fail("auth", mech .. " is not offered (the server offers: " .. offered .. ")",
+      { stage = "auth", temporary = false })
+  end
+  local sasl, initial, smsg = core.sasl(mech, creds.authzid, creds.user, creds.token or creds.password)
+  if not sasl then return errors.fail("argument", smsg, { stage = "auth" }) end
+  local ok, code, msg = self.engine:auth(mech, initial ~= "" and initial or nil)
+  if not ok then
+    if code == "insecure" then
+      return errors.fail("auth", "refusing to send credentials over an unencrypted connection" ..
+        " (use TLS, or set insecure_auth = true)", { stage = "auth", temporary = false })
+    end
+    return errors.fail("argument", msg, { stage = "auth" })
+  end
+  self._auth_active, self._auth_error = true, nil
+  self._challenge = function(text) return sasl:step(text) end
+  local r, a, b, c, d, e, f = self:_run()
+  self._auth_active, self._challenge = false, nil
+  if r == "done" then
+    local fin, _, fmsg = sasl:finish(c or "")
+    if not fin then
+      self:close()
+      return errors.fail("auth", fmsg, { stage = "auth", temporary = false })
+    end
+    self.authenticated = mech
+    return true
+  end
+  if r == "failed" then
+    local extra = { stage = "auth" }
+    if self._auth_error then
+      return self:_failure(a, b, c, d, e, f, extra, "authentication failed: " .. self._auth_error)
+    end
+    return self:_failure(a, b, c, d, e, f, extra)
+  end
+  return r, a, b
+end
 
 -- ---- a transaction -----------------------------------------------------------
 
@@ -386,6 +490,13 @@ function M.open(transport, opts)
     closed = false,
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
+  if opts.insecure_auth then self.engine:set_insecure_auth(true) end
+  self.helo = opts.helo
+  if opts.implicit_tls then
+    local ok, err, info = self:_handshake(opts.tls)
+    if not ok then return nil, err, info end
+    self.engine:set_secure(true)
+  end
   local ok, err, info = self:hello(opts.helo)
   if not ok then
     self:close()
