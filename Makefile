@@ -19,7 +19,9 @@ BUILD     := build/$(LUA)
 MODULE    := $(BUILD)/smtp/core.so
 
 CORE_SRC  := csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame.c \
-             csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c
+             csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c csrc/smtp_tls.c csrc/smtp_sasl.c
+SSL_CFLAGS ?= $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS  ?= $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 CORE_HDR  := $(wildcard csrc/*.h)
 C_TESTS   := $(patsubst csrc/test/%.c,build/check/%,$(wildcard csrc/test/test_*.c))
 
@@ -34,13 +36,13 @@ all: $(MODULE)
 
 $(MODULE): $(CORE_SRC) csrc/lsmtp.c $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(OPT) $(CFLAGS) $(MODFLAGS) $(LUA_CFLAGS) -Icsrc -shared \
-		-o $@ $(CORE_SRC) csrc/lsmtp.c $(LDFLAGS)
+	$(CC) $(WARN) $(OPT) $(CFLAGS) $(MODFLAGS) $(LUA_CFLAGS) $(SSL_CFLAGS) -Icsrc -shared \
+		-o $@ $(CORE_SRC) csrc/lsmtp.c $(LDFLAGS) $(SSL_LIBS)
 
 # C unit tests, always with AddressSanitizer and UBSan.
 build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(SANFLAGS) -Icsrc -o $@ $< $(CORE_SRC)
+	$(CC) $(WARN) -O1 -g $(SANFLAGS) $(SSL_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(SSL_LIBS)
 
 check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done

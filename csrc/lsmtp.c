@@ -22,6 +22,7 @@
 #include "smtp_error.h"
 #include "smtp_frame.h"
 #include "smtp_net.h"
+#include "smtp_sasl.h"
 
 #if defined(__GNUC__)
 #define LSMTP_EXPORT __attribute__((visibility("default")))
@@ -34,6 +35,7 @@
 #define FRAMER_MT "smtp.core.framer"
 #define SCRATCH_MT "smtp.core.scratch"
 #define ENCODER_MT "smtp.core.encoder"
+#define SASL_MT "smtp.core.sasl"
 
 #define RECV_SIZE 16384
 
@@ -370,7 +372,7 @@ static int l_engine_body(lua_State *L)
         lua_pushnil(L);
         lua_pushstring(L, "line");
         lua_pushfstring(L, "message line %d is longer than 998 octets",
-                        (int)(e->frame.lines + 1));
+                        (int)e->frame.error_line);
         return 3;
     }
     return push_result(L, rc, "output buffer full: write smaller chunks");
@@ -519,7 +521,7 @@ static int push_framed(lua_State *L, lsmtp_framer *u, int rc)
     if (rc == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushinteger(L, (lua_Integer)(u->f.lines + 1));
+        lua_pushinteger(L, (lua_Integer)u->f.error_line);
         return 3;
     }
     if (rc)
@@ -553,7 +555,7 @@ static int l_framer_check(lua_State *L)
     if (smtp_frame_check(&u->f, s, len) == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushinteger(L, (lua_Integer)(u->f.lines + 1));
+        lua_pushinteger(L, (lua_Integer)u->f.error_line);
         return 3;
     }
     lua_pushboolean(L, 1);
@@ -770,6 +772,121 @@ static const luaL_Reg encoder_methods[] = {
     {NULL, NULL},
 };
 
+/* ---- SASL --------------------------------------------------------------- */
+
+typedef struct lsmtp_sasl {
+    smtp_sasl *s;
+    smtp_buf out;   /* responses hold secrets: wiped before reuse and at __gc */
+} lsmtp_sasl;
+
+static void wipe_buf(smtp_buf *b)
+{
+    if (b->data)
+        memset(b->data, 0, b->cap);
+    smtp_buf_clear(b);
+}
+
+static int l_sasl_gc(lua_State *L)
+{
+    lsmtp_sasl *u = lsmtp_checkudata(L, 1, SASL_MT);
+    smtp_sasl_free(u->s);
+    u->s = NULL;
+    wipe_buf(&u->out);
+    smtp_buf_free(&u->out);
+    return 0;
+}
+
+static int sasl_error(lua_State *L, int rc, const char *what)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, rc == SMTP_E_ARGUMENT ? "argument" : "protocol");
+    lua_pushfstring(L, "%s: %s", what, smtp_strerror(rc));
+    return 3;
+}
+
+/* core.sasl(mech, authzid, user, secret) -> exchange, initial_b64 | nil, code, msg */
+static int l_sasl_new(lua_State *L)
+{
+    int bad[4], i, rc;
+    const char *mech = check_cstring(L, 1, &bad[0]);
+    const char *authzid = opt_cstring(L, 2, &bad[1]);
+    const char *user = check_cstring(L, 3, &bad[2]);
+    const char *secret = check_cstring(L, 4, &bad[3]);
+    lsmtp_sasl *u;
+    for (i = 0; i < 4; i++) {
+        if (bad[i])
+            return sasl_error(L, SMTP_E_ARGUMENT, "credentials contain a NUL byte");
+    }
+    u = lua_newuserdata(L, sizeof *u);
+    u->s = NULL;
+    smtp_buf_init(&u->out, 65536);
+    lsmtp_setclass(L, SASL_MT);
+    rc = smtp_sasl_start(&u->s, mech, authzid, user, secret, &u->out);
+    if (rc)
+        return sasl_error(L, rc, "cannot start SASL");
+    lua_pushlstring(L, smtp_buf_ptr(&u->out), smtp_buf_len(&u->out));
+    wipe_buf(&u->out);
+    return 2;
+}
+
+static lsmtp_sasl *check_sasl(lua_State *L)
+{
+    lsmtp_sasl *u = lsmtp_checkudata(L, 1, SASL_MT);
+    if (!u->s)
+        luaL_error(L, "smtp.core: SASL exchange used after free");
+    return u;
+}
+
+/* x:step(challenge_text) -> response_b64 | nil, code, msg */
+static int l_sasl_step(lua_State *L)
+{
+    lsmtp_sasl *u = check_sasl(L);
+    size_t len;
+    const char *c = luaL_checklstring(L, 2, &len);
+    int rc = smtp_sasl_step(u->s, c, len, &u->out);
+    if (rc)
+        return sasl_error(L, rc, "bad challenge from the server");
+    lua_pushlstring(L, smtp_buf_ptr(&u->out), smtp_buf_len(&u->out));
+    wipe_buf(&u->out);
+    return 1;
+}
+
+/* x:finish(text_of_235) -> true | nil, "protocol", msg */
+static int l_sasl_finish(lua_State *L)
+{
+    lsmtp_sasl *u = check_sasl(L);
+    size_t len;
+    const char *t = luaL_optlstring(L, 2, "", &len);
+    int rc = smtp_sasl_finish(u->s, t, len);
+    if (rc) {
+        lua_pushnil(L);
+        lua_pushstring(L, "protocol");
+        lua_pushstring(L, "the server did not prove that it knows the password"
+                          " (SCRAM server signature missing or wrong)");
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const luaL_Reg sasl_methods[] = {
+    {"step", l_sasl_step},
+    {"finish", l_sasl_finish},
+    {"__gc", l_sasl_gc},
+    {NULL, NULL},
+};
+
+/* core.sasl_choose(server_mechs, have_token) -> name | nil */
+static int l_sasl_choose(lua_State *L)
+{
+    const char *m = smtp_sasl_choose(luaL_optstring(L, 1, ""), lua_toboolean(L, 2));
+    if (m)
+        lua_pushstring(L, m);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 /* ---- blocking transport ------------------------------------------------- */
 
 typedef struct lsmtp_socket {
@@ -974,6 +1091,8 @@ static const luaL_Reg core_functions[] = {
     {"encode_words", l_encode_words},
     {"header_is_plain", l_header_is_plain},
     {"b64_encoder", l_b64_encoder},
+    {"sasl", l_sasl_new},
+    {"sasl_choose", l_sasl_choose},
     {"qp_encoder", l_qp_encoder},
     {NULL, NULL},
 };
@@ -985,6 +1104,7 @@ LSMTP_EXPORT int luaopen_smtp_core(lua_State *L)
     lsmtp_newclass(L, SOCKET_MT, socket_methods);
     lsmtp_newclass(L, SCRATCH_MT, scratch_methods);
     lsmtp_newclass(L, ENCODER_MT, encoder_methods);
+    lsmtp_newclass(L, SASL_MT, sasl_methods);
     lua_newtable(L);
     lsmtp_setfuncs(L, core_functions);
     lua_pushliteral(L, "0.1.0");
