@@ -23,6 +23,7 @@
 #include "smtp_frame.h"
 #include "smtp_net.h"
 #include "smtp_sasl.h"
+#include "smtp_tls.h"
 
 #if defined(__GNUC__)
 #define LSMTP_EXPORT __attribute__((visibility("default")))
@@ -891,6 +892,7 @@ static int l_sasl_choose(lua_State *L)
 
 typedef struct lsmtp_socket {
     smtp_net net;
+    smtp_tls *tls;     /* NULL until STARTTLS or implicit TLS */
     double timeout;    /* seconds per operation; <= 0: none */
     double deadline;   /* absolute; 0: none */
 } lsmtp_socket;
@@ -899,6 +901,7 @@ static int l_socket_new(lua_State *L)
 {
     lsmtp_socket *u = lua_newuserdata(L, sizeof *u);
     smtp_net_init(&u->net);
+    u->tls = NULL;
     u->timeout = 30;
     u->deadline = 0;
     lsmtp_setclass(L, SOCKET_MT);
@@ -917,6 +920,13 @@ static double op_deadline(const lsmtp_socket *u)
     if (u->deadline > 0 && (d == 0 || u->deadline < d))
         d = u->deadline;
     return d;
+}
+
+static ssize_t sock_send(lsmtp_socket *u, const char *p, size_t len)
+{
+    if (u->tls)
+        return smtp_tls_send(u->tls, &u->net, p, len, op_deadline(u));
+    return smtp_net_send(&u->net, p, len, op_deadline(u));
 }
 
 static int push_net_error(lua_State *L, lsmtp_socket *u, int rc)
@@ -968,7 +978,7 @@ static int l_socket_send(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    n = smtp_net_send(&u->net, s + i - 1, len - (size_t)i + 1, op_deadline(u));
+    n = sock_send(u, s + i - 1, len - (size_t)i + 1);
     if (n < 0)
         return push_net_error(L, u, (int)n);
     lua_pushinteger(L, (lua_Integer)n);
@@ -988,7 +998,7 @@ static int l_socket_flush(lua_State *L)
     if (u->net.fd < 0)
         return push_net_error(L, u, SMTP_E_CLOSED);
     while ((p = smtp_engine_output(&eu->e, &len)), len > 0) {
-        ssize_t n = smtp_net_send(&u->net, p, len, op_deadline(u));
+        ssize_t n = sock_send(u, p, len);
         if (n < 0)
             return push_net_error(L, u, (int)n);
         smtp_engine_consumed(&eu->e, (size_t)n);
@@ -1004,7 +1014,8 @@ static int l_socket_receive(lua_State *L)
     ssize_t n;
     if (u->net.fd < 0)
         return push_net_error(L, u, SMTP_E_CLOSED);
-    n = smtp_net_recv(&u->net, buf, sizeof buf, op_deadline(u));
+    n = u->tls ? smtp_tls_recv(u->tls, &u->net, buf, sizeof buf, op_deadline(u))
+               : smtp_net_recv(&u->net, buf, sizeof buf, op_deadline(u));
     if (n < 0)
         return push_net_error(L, u, (int)n);
     lua_pushlstring(L, buf, (size_t)n);
@@ -1013,8 +1024,61 @@ static int l_socket_receive(lua_State *L)
 
 static int l_socket_close(lua_State *L)
 {
-    smtp_net_close(&check_socket(L)->net);
+    lsmtp_socket *u = check_socket(L);
+    smtp_tls_free(u->tls);
+    u->tls = NULL;
+    smtp_net_close(&u->net);
     return 0;
+}
+
+static const char *opt_field(lua_State *L, int t, const char *name)
+{
+    const char *v;
+    lua_getfield(L, t, name);
+    v = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+    if (!v && !lua_isnil(L, -1))
+        luaL_error(L, "smtp.core: TLS option '%s' must be a string", name);
+    lua_pop(L, 1); /* the string stays alive: the options table holds it */
+    return v;
+}
+
+/* sock:starttls{ servername=, verify=, cafile=, capath=, cert=, key= }
+ * -> true | nil, code, msg. Verification is on unless verify == false. */
+static int l_socket_starttls(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    smtp_tls_opts o;
+    int rc;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    smtp_tls_opts_init(&o);
+    o.servername = opt_field(L, 2, "servername");
+    o.cafile = opt_field(L, 2, "cafile");
+    o.capath = opt_field(L, 2, "capath");
+    o.cert = opt_field(L, 2, "cert");
+    o.key = opt_field(L, 2, "key");
+    lua_getfield(L, 2, "verify");
+    o.verify = !(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+    lua_pop(L, 1);
+    if (u->net.fd < 0)
+        return push_net_error(L, u, SMTP_E_CLOSED);
+    if (u->tls)
+        return luaL_error(L, "smtp.core: TLS is already on");
+    rc = smtp_tls_start(&u->tls, &u->net, &o, op_deadline(u));
+    if (rc)
+        return push_net_error(L, u, rc == SMTP_E_ARGUMENT ? SMTP_E_TLS : rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sock:tls_info() -> version, cipher | nil */
+static int l_socket_tls_info(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    if (!u->tls)
+        return 0;
+    lua_pushstring(L, smtp_tls_version(u->tls));
+    lua_pushstring(L, smtp_tls_cipher(u->tls));
+    return 2;
 }
 
 static int l_socket_peer(lua_State *L)
@@ -1033,6 +1097,8 @@ static const luaL_Reg socket_methods[] = {
     {"flush", l_socket_flush},
     {"receive", l_socket_receive},
     {"close", l_socket_close},
+    {"starttls", l_socket_starttls},
+    {"tls_info", l_socket_tls_info},
     {"peer", l_socket_peer},
     {"__gc", l_socket_close},
     {NULL, NULL},

@@ -757,6 +757,9 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
             protocol_error(e, SMTP_E_PROTOCOL);
             e->op_fail_cmd = SMTP_CMD_GREETING; /* already off the in-flight list */
         } else {
+            /* The greeting did come: a later hello must not wait for
+             * another one (the server answers EHLO with 503 instead). */
+            e->greeted = 1;
             drop_staged(e);
             finish_op(e, SMTP_FAIL_GREETING, SMTP_CMD_GREETING, r);
         }

@@ -11,6 +11,7 @@ void smtp_frame_init(smtp_frame *f, size_t max_line)
     f->pending_cr = 0;
     f->at_line_start = 1;
     f->lines = 0;
+    f->error_line = 0;
 }
 
 size_t smtp_frame_bound(size_t len)
@@ -63,8 +64,10 @@ static long long frame_run(smtp_frame *f, const char *data, size_t len, char *w)
             while (j < len && data[j] != '\r' && data[j] != '\n')
                 j++;
             room = f->max_line ? f->max_line - f->line_len : (size_t)-1;
-            if (j - i > room)
+            if (j - i > room) {
+                f->error_line = f->lines + 1;
                 return SMTP_E_LINE;
+            }
             if (w) {
                 memcpy(w, data + i, j - i);
                 w += j - i;
@@ -89,7 +92,11 @@ int smtp_frame_write(smtp_frame *f, const char *data, size_t len, smtp_buf *out)
         return SMTP_E_LIMIT;
     n = frame_run(f, data, len, w);
     if (n < 0) {
+        /* The state goes back, but the error names the line that failed,
+         * which may come after line ends in this very chunk. */
+        unsigned long long bad = f->error_line;
         *f = saved;
+        f->error_line = bad;
         return (int)n;
     }
     smtp_buf_commit(out, (size_t)n);

@@ -27,6 +27,7 @@ typedef struct smtp_frame {
     int pending_cr;     /* previous chunk ended with CR */
     int at_line_start;
     unsigned long long lines;  /* completed lines, for error messages */
+    unsigned long long error_line; /* after SMTP_E_LINE: the long line, from 1 */
 } smtp_frame;
 
 void smtp_frame_init(smtp_frame *f, size_t max_line);

@@ -88,6 +88,11 @@ local function connect(opts, level)
   end
   local creds = credentials(opts)
   local trace = debug.printer(opts.debug)
+  -- The engine's rule for the EHLO name, checked before connecting.
+  local helo = opts.helo or core.hostname() or "localhost"
+  if helo == "" or #helo > 255 or helo:find("[%c ]") then
+    return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
+  end
   local host = opts.host or "localhost"
   local mode = opts.tls or "auto"
   local port = opts.port or (mode == "implicit" and 465 or 25)
@@ -107,7 +112,7 @@ local function connect(opts, level)
     end
   end
   local s, err, info = session.open(transport, {
-    helo = opts.helo or core.hostname() or "localhost",
+    helo = helo,
     lmtp = opts.protocol == "lmtp",
     trace = trace,
     limits = opts.limits,

@@ -1,16 +1,22 @@
--- RFC 5322 message composer: ordered headers, encoded words, folding, a
--- text/plain body with the lightest transfer encoding that is safe.
--- (HTML and attachments come with the MIME composer.)
+-- RFC 5322 / MIME message composer: the header (addresses, encoded words,
+-- folding, user headers in a stable order), the MIME tree built by
+-- smtp.mime, the envelope, and a source that streams the whole message in
+-- constant memory with its exact size known up front.
 local core = require "smtp.core"
+local errors = require "smtp.errors"
 local address = require "smtp.address"
+local header = require "smtp.header"
+local mime = require "smtp.mime"
 
 local M = {}
 local Message = {}
 Message.__index = Message
 
 local function argerror(text)
-  return nil, "argument: " .. text, { kind = "argument", message = text, temporary = false }
+  return errors.fail("argument", text)
 end
+
+-- ---- Date and Message-ID ------------------------------------------------------------
 
 local days = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
 local months = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
@@ -28,85 +34,98 @@ function M.date(t)
     sign, math.floor(offset / 3600), math.floor(offset % 3600 / 60))
 end
 
-local function random_hex(n)
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(n)
-  if f then f:close() end
-  if not bytes or #bytes < n then
-    local t = {}
-    for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-    bytes = table.concat(t)
-  end
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
+-- A unique id: 96 random bits and the time, at the sender's domain.
 function M.message_id(domain)
-  return "<" .. random_hex(12) .. "." .. string.format("%x", os.time()) .. "@" ..
+  return "<" .. mime.random_hex(12) .. "." .. string.format("%x", os.time()) .. "@" ..
     (domain or "localhost") .. ">"
 end
 
--- Folds an unstructured ASCII value at spaces so lines stay within 78
--- columns where a space allows it; col is where the value starts.
-local function fold(value, col)
-  local out, line_len = {}, col
-  for word, space in value:gmatch("(%S+)(%s*)") do
-    if line_len > col and line_len + 1 + #word > 78 then
-      out[#out + 1] = "\r\n "
-      line_len = 1
-    elseif #out > 0 then
-      out[#out + 1] = " "
-      line_len = line_len + 1
-    end
-    out[#out + 1] = word
-    line_len = line_len + #word
-    local _ = space
+-- id-right must be a dot-atom (RFC 5322 3.6.4); other domains (literals,
+-- UTF-8) fall back to this host's name.
+local function id_domain(d)
+  if d and d:match("^[%w%-]+[%w%-%.]*$") and not d:find("..", 1, true) and not d:match("%.$") then
+    return d
   end
-  return table.concat(out)
+  return nil
 end
 
-local function has_crlf(s)
-  return s:find("[\r\n]") ~= nil
+-- "<left@right>" from what the caller gave (brackets optional).
+local function check_message_id(id)
+  local bare = id:match("^<(.*)>$") or id
+  local left, right = bare:match("^([^@<>%s\"]+)@([^@<>%s\"]+)$")
+  if not left or not core.header_is_plain(bare) then return nil end
+  return "<" .. left .. "@" .. right .. ">"
 end
 
--- An unstructured header value: plain and folded, or encoded words.
-local function unstructured(name, value)
-  local col = #name + 2
-  if core.header_is_plain(value) then
-    return fold(value, col)
-  end
-  return core.encode_words(value, col)
+-- ---- argument types -------------------------------------------------------------------
+
+local ADDRESS_FIELDS = { "from", "to", "cc", "bcc", "reply_to", "sender" }
+
+-- level counts from the function that receives it, as error() does; each
+-- helper passes level + 1 to the next so the caller of smtp.message is blamed.
+local function type_error(name, want, v, level)
+  error(string.format("smtp: option '%s' must be %s, got %s", name, want, type(v)), level)
 end
 
-local function address_header(name, list)
-  local parts, col = {}, #name + 2
-  for i, m in ipairs(list) do
-    local s = address.format(m, col)
-    if i > 1 then
-      if col + 2 + #s > 78 then
-        parts[#parts + 1] = ",\r\n "
-        col = 1
-      else
-        parts[#parts + 1] = ", "
-        col = col + 2
+local function check_optional(spec, name, want, level)
+  local v = spec[name]
+  if v ~= nil and type(v) ~= want then type_error(name, "a " .. want, v, level + 1) end
+end
+
+local function check_attachment_types(list, level)
+  if type(list) ~= "table" then type_error("attachments", "an array", list, level + 1) end
+  for i, att in ipairs(list) do
+    local where = "attachments[" .. i .. "]"
+    if type(att) ~= "table" then type_error(where, "a table", att, level + 1) end
+    for _, f in ipairs({ "path", "filename", "content", "content_type", "content_id", "disposition" }) do
+      if att[f] ~= nil and type(att[f]) ~= "string" then
+        type_error(where .. "." .. f, "a string", att[f], level + 1)
       end
     end
-    parts[#parts + 1] = s
-    col = col + #(s:match("[^\n]*$"))
   end
-  return table.concat(parts)
 end
 
-local header_name_pattern = "^[!-9;-~]+$"  -- RFC 5322 2.2: printable, no colon
+-- Wrong types are the caller's bug and raise; wrong values return the
+-- failure triple (see README, Errors).
+local function check_types(spec, level)
+  for _, f in ipairs(ADDRESS_FIELDS) do
+    local v = spec[f]
+    if v ~= nil and type(v) ~= "string" and type(v) ~= "table" then
+      type_error(f, "a string or a table", v, level + 1)
+    end
+  end
+  for _, f in ipairs({ "subject", "text", "html", "message_id", "message_id_domain" }) do
+    check_optional(spec, f, "string", level + 1)
+  end
+  if spec.date ~= nil and type(spec.date) ~= "string" and type(spec.date) ~= "number" then
+    type_error("date", "a string or a number", spec.date, level + 1)
+  end
+  check_optional(spec, "headers", "table", level + 1)
+  check_optional(spec, "envelope", "table", level + 1)
+  if spec.attachments ~= nil then check_attachment_types(spec.attachments, level + 1) end
+end
 
--- headers = { {"X-A", "1"}, {"X-B", "2"} } keeps order; { ["X-A"] = "1" }
--- is sorted by name.
-local function user_headers(h)
-  if h == nil then return {} end
-  if type(h) ~= "table" then return nil, "headers must be a table" end
+-- ---- user headers ---------------------------------------------------------------------
+
+local HEADER_NAME = "^[!-9;-~]+$"  -- RFC 5322 2.2: printable, no colon
+
+-- Fields the composer writes itself: a second copy would make the message
+-- ambiguous (RFC 5322 3.6 allows most of them once), so each has an option.
+local OWN_FIELDS = {
+  from = "from", sender = "sender", to = "to", cc = "cc", bcc = "bcc",
+  ["reply-to"] = "reply_to", subject = "subject", date = "date", ["message-id"] = "message_id",
+  ["mime-version"] = "text, html and attachments", ["content-type"] = "text, html and attachments",
+  ["content-transfer-encoding"] = "text, html and attachments",
+  ["content-disposition"] = "attachments", ["content-id"] = "attachments",
+}
+
+-- headers = { {"X-A", "1"}, {"X-B", "2"} } keeps its order; a map
+-- { ["X-A"] = "1" } is sorted by name, so the output is reproducible.
+local function header_pairs(h, level)
   local list = {}
   if #h > 0 then
-    for _, pair in ipairs(h) do
-      if type(pair) ~= "table" then return nil, "headers array entries must be { name, value }" end
+    for i, pair in ipairs(h) do
+      if type(pair) ~= "table" then type_error("headers[" .. i .. "]", "a { name, value } pair", pair, level + 1) end
       list[#list + 1] = { pair[1], pair[2] }
     end
   else
@@ -115,110 +134,205 @@ local function user_headers(h)
     table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
     for _, k in ipairs(names) do list[#list + 1] = { k, h[k] } end
   end
+  return list
+end
+
+local function user_headers(h, level)
+  if h == nil then return {} end
+  local list = header_pairs(h, level + 1)
   for _, pair in ipairs(list) do
     local name, value = pair[1], pair[2]
-    if type(name) ~= "string" or not name:match(header_name_pattern) then
-      return nil, "invalid header name " .. string.format("%q", tostring(name))
-    end
+    if type(name) ~= "string" then type_error("headers name", "a string", name, level + 1) end
     if type(value) == "number" then value = tostring(value) end
-    if type(value) ~= "string" then return nil, "header " .. name .. " must be a string" end
-    if has_crlf(value) then return nil, "header " .. name .. " contains CR or LF" end
+    if type(value) ~= "string" then type_error("headers." .. name, "a string", value, level + 1) end
+    if not name:match(HEADER_NAME) or #name > 76 then
+      return nil, "invalid header name " .. string.format("%q", name)
+    end
+    local own = OWN_FIELDS[name:lower()]
+    if own then return nil, "header " .. name .. " is written by the composer (use " .. own .. ")" end
+    if header.has_line_break(value) then return nil, "header " .. name .. " contains CR or LF" end
     pair[2] = value
   end
   return list
 end
 
--- The text body with CRLF line ends and the transfer encoding it needs:
--- 7bit when ASCII with lines of at most 998 octets, else quoted-printable.
-local function text_body(text)
-  local crlf = text:gsub("\r\n", "\n"):gsub("\r", "\n"):gsub("\n", "\r\n")
-  local long = false
-  for line in (crlf .. "\r\n"):gmatch("(.-)\r\n") do
-    if #line > 998 then long = true break end
+-- ---- addresses --------------------------------------------------------------------------
+
+local function address_entries(spec)
+  local lists = {}
+  for _, field in ipairs(ADDRESS_FIELDS) do
+    local entries, err = address.entries(spec[field])
+    if not entries then return nil, field .. ": " .. err end
+    lists[field] = entries
   end
-  if not long and not crlf:find("[\128-\255%z]") then
-    if #crlf > 0 and crlf:sub(-2) ~= "\r\n" then crlf = crlf .. "\r\n" end
-    return crlf, "7bit"
+  for _, field in ipairs({ "from", "sender" }) do
+    for _, e in ipairs(lists[field]) do
+      if e.group then return nil, field .. ": groups are not allowed here" end
+    end
   end
-  return core.qpencode(text), "quoted-printable"
+  if #lists.from == 0 then return nil, "from is required" end
+  if #lists.sender > 1 then return nil, "sender takes one address" end
+  if #lists.from > 1 and #lists.sender == 0 then
+    return nil, "from has several mailboxes: give sender too (RFC 5322 3.6.2)"
+  end
+  return lists
 end
+
+-- The envelope: the Sender (or first From) and every To, Cc and Bcc
+-- mailbox, groups opened, each address once.
+local function envelope_of(lists, override)
+  local to, seen = {}, {}
+  for _, field in ipairs({ "to", "cc", "bcc" }) do
+    for _, m in ipairs(address.flatten(lists[field])) do
+      if not seen[m.address] then
+        seen[m.address] = true
+        to[#to + 1] = m.address
+      end
+    end
+  end
+  local env = { from = (lists.sender[1] or lists.from[1]).address, to = to }
+  if override then
+    for k, v in pairs(override) do env[k] = v end
+    if type(env.to) == "string" then env.to = { env.to } end
+  end
+  return env
+end
+
+-- ---- the header --------------------------------------------------------------------------
+
+local function header_values(spec, level)
+  local v = {}
+  if spec.subject and header.has_line_break(spec.subject) then
+    return nil, "subject contains CR or LF"
+  end
+  if type(spec.date) == "string" then
+    if header.has_line_break(spec.date) then return nil, "date contains CR or LF" end
+    v.date = spec.date
+  else
+    v.date = M.date(spec.date)
+  end
+  if spec.message_id then
+    v.message_id = check_message_id(spec.message_id)
+    if not v.message_id then
+      return nil, "invalid message_id " .. string.format("%q", spec.message_id)
+    end
+  end
+  if spec.message_id_domain and not id_domain(spec.message_id_domain) then
+    return nil, "invalid message_id_domain " .. string.format("%q", spec.message_id_domain)
+  end
+  local extra, err = user_headers(spec.headers, level + 1)
+  if not extra then return nil, err end
+  v.extra = extra
+  return v
+end
+
+-- No line of the header may pass 998 octets, whatever went into it.
+local function check_line_lengths(block)
+  for line in block:gmatch("([^\n]*)\n") do
+    if #line - 1 > header.HARD_LIMIT then
+      return nil, "a header line would be longer than 998 octets: " .. line:sub(1, 40) .. "..."
+    end
+  end
+  return true
+end
+
+local function build_header(lists, values, mime_headers)
+  local h = {}
+  local function add(name, value) h[#h + 1] = name .. ": " .. value .. "\r\n" end
+  local function add_addresses(name, entries)
+    if #entries > 0 then add(name, address.format_list(entries, #name + 2)) end
+  end
+  add_addresses("From", lists.from)
+  add_addresses("Sender", lists.sender)
+  add_addresses("To", lists.to)
+  add_addresses("Cc", lists.cc)
+  add_addresses("Reply-To", lists.reply_to)
+  if values.subject then add("Subject", header.unstructured("Subject", values.subject)) end
+  add("Date", values.date)
+  add("Message-ID", values.message_id)
+  for _, pair in ipairs(values.extra) do add(pair[1], header.unstructured(pair[1], pair[2])) end
+  add("MIME-Version", "1.0")
+  local block = table.concat(h) .. mime_headers
+  local ok, err = check_line_lengths(block)
+  if not ok then return nil, err end
+  return block
+end
+
+-- ---- the body -----------------------------------------------------------------------------
+
+local function body_tree(spec)
+  local text = spec.text and mime.text_part(spec.text, "plain")
+  local html = spec.html and mime.text_part(spec.html, "html")
+  local leaves = {}
+  for i, att in ipairs(spec.attachments or {}) do
+    local leaf, err = mime.attachment(att)
+    if not leaf then return nil, "attachments[" .. i .. "]: " .. err end
+    local ok, lerr = check_line_lengths(mime.part_headers(leaf))
+    if not ok then return nil, "attachments[" .. i .. "]: " .. lerr end
+    leaves[#leaves + 1] = leaf
+  end
+  return mime.layout(text, html, leaves)
+end
+
+-- ---- the message --------------------------------------------------------------------------
 
 -- Builds a message; returns the message object or nil, "argument: ...", info.
 function M.new(spec)
   if type(spec) ~= "table" then error("smtp.message expects a table", 2) end
-  if spec.html ~= nil or spec.attachments ~= nil then
-    return argerror("html and attachments are not supported yet (plain text only)")
-  end
-  if spec.text ~= nil and type(spec.text) ~= "string" then
-    error("text must be a string", 2)
-  end
-  if spec.subject ~= nil and type(spec.subject) ~= "string" then
-    error("subject must be a string", 2)
-  end
-  local lists = {}
-  for _, field in ipairs({ "from", "to", "cc", "bcc", "reply_to", "sender" }) do
-    local list, err = address.normalize(spec[field])
-    if not list then return argerror(field .. ": " .. err) end
-    lists[field] = list
-  end
-  if #lists.from == 0 then return argerror("from is required") end
-  if #lists.sender > 1 then return argerror("sender takes one address") end
-  if spec.subject and has_crlf(spec.subject) then
-    return argerror("subject contains CR or LF")
-  end
-  local extra, herr = user_headers(spec.headers)
-  if not extra then return argerror(herr) end
-  for _, v in ipairs({ spec.date, spec.message_id }) do
-    if type(v) ~= "string" and v ~= nil then error("date and message_id must be strings", 2) end
-    if v and has_crlf(v) then return argerror("date or message_id contains CR or LF") end
-  end
+  check_types(spec, 3)
+  local lists, aerr = address_entries(spec)
+  if not lists then return argerror(aerr) end
+  local values, verr = header_values(spec, 3)
+  if not values then return argerror(verr) end
+  values.subject = spec.subject
 
-  local domain = address.domain(lists.from[1].address) or core.hostname() or "localhost"
+  local id_from = (lists.sender[1] or lists.from[1]).address
+  local domain = spec.message_id_domain or id_domain(address.domain(id_from))
+    or id_domain(core.hostname()) or "localhost"
+  values.message_id = values.message_id or M.message_id(domain)
+
+  local root, berr = body_tree(spec)
+  if not root then return argerror(berr) end
+  local mime_headers, items, body_size = mime.render(root)
+  local head, herr = build_header(lists, values, mime_headers)
+  if not head then return argerror(herr) end
+
   local self = setmetatable({}, Message)
-  self.message_id = spec.message_id or M.message_id(domain)
-
-  local h = {}
-  local function add(name, value) h[#h + 1] = name .. ": " .. value .. "\r\n" end
-  add("From", address_header("From", lists.from))
-  if #lists.sender == 1 then add("Sender", address_header("Sender", lists.sender)) end
-  if #lists.to > 0 then add("To", address_header("To", lists.to)) end
-  if #lists.cc > 0 then add("Cc", address_header("Cc", lists.cc)) end
-  if #lists.reply_to > 0 then add("Reply-To", address_header("Reply-To", lists.reply_to)) end
-  if spec.subject then add("Subject", unstructured("Subject", spec.subject)) end
-  add("Date", spec.date or M.date())
-  add("Message-ID", self.message_id)
-  for _, pair in ipairs(extra) do add(pair[1], unstructured(pair[1], pair[2])) end
-  local body, cte = text_body(spec.text or "")
-  add("MIME-Version", "1.0")
-  add("Content-Type", "text/plain; charset=utf-8")
-  add("Content-Transfer-Encoding", cte)
-
-  self.header = table.concat(h)
-  self.body = body
-  self.size = #self.header + 2 + #body
-
-  local env_to = {}
-  for _, field in ipairs({ "to", "cc", "bcc" }) do
-    for _, m in ipairs(lists[field]) do env_to[#env_to + 1] = m.address end
-  end
-  self.envelope = { from = (lists.sender[1] or lists.from[1]).address, to = env_to }
-  if spec.envelope then
-    self.envelope = { from = spec.envelope.from or self.envelope.from,
-                      to = spec.envelope.to or self.envelope.to }
-  end
+  self.message_id = values.message_id
+  self.header = head .. "\r\n"
+  self.items = items
+  self.size = body_size and (#self.header + body_size) or nil
+  self.envelope = envelope_of(lists, spec.envelope)
   return self
 end
 
-function Message:tostring()
-  return self.header .. "\r\n" .. self.body
+-- A source function: each call returns the next chunk, nil at the end, or
+-- nil, message when an attachment file cannot be read. Every call of
+-- msg:source() starts over, so a message can be sent again.
+function Message:source()
+  local body = mime.source(self.items)
+  local head = self.header
+  return function()
+    if head then
+      local h = head
+      head = nil
+      return h
+    end
+    return body()
+  end
 end
 
--- A source function: each call returns the next chunk, nil at the end.
-function Message:source()
-  local parts, i = { self.header, "\r\n", self.body }, 0
-  return function()
-    i = i + 1
-    return parts[i]
+-- The whole message as one string (for small messages: it reads every
+-- attachment file into memory). nil, message when a file cannot be read.
+function Message:tostring()
+  local out, src = {}, self:source()
+  while true do
+    local chunk, err = src()
+    if not chunk then
+      if err then return nil, err end
+      return table.concat(out)
+    end
+    out[#out + 1] = chunk
   end
 end
 

@@ -4,19 +4,27 @@
 --   send(s, i) -> n | nil, code, msg      receive() -> bytes | nil, code, msg
 --   starttls(opts) -> true | nil, code, msg
 --   settimeouts(timeout, deadline)        close()
--- with codes timeout, closed, connect, tls, io.
+-- with codes timeout, closed, connect, tls, io. The cosocket transport also
+-- has setkeepalive(timeout, size) and getreusedtimes().
 local M = {}
 
+-- Inside nginx (lua-nginx-module, stream-lua or the resty CLI): ngx.socket.tcp
+-- exists there and nowhere else. A plain Lua with a stub `ngx` table that
+-- has no get_phase is not nginx.
 local function in_nginx()
   local ngx = rawget(_G, "ngx")
-  return ngx ~= nil and type(ngx.socket) == "table" and ngx.socket.tcp ~= nil
+  return type(ngx) == "table" and type(ngx.socket) == "table"
+    and ngx.socket.tcp ~= nil and ngx.get_phase ~= nil
 end
 
+M.in_nginx = in_nginx
+
 -- host, port; timeout: seconds per operation; deadline: absolute
--- smtp.core.now() time or nil.
-function M.connect(host, port, timeout, deadline)
+-- smtp.core.now() time or nil; opts (cosockets only): { pool = name,
+-- pool_size = n, backlog = n } for nginx's connection pool.
+function M.connect(host, port, timeout, deadline, opts)
   if in_nginx() then
-    return require("smtp.transport.cosocket").connect(host, port, timeout, deadline)
+    return require("smtp.transport.cosocket").connect(host, port, timeout, deadline, opts)
   end
   return require("smtp.transport.socket").connect(host, port, timeout, deadline)
 end

@@ -18,7 +18,24 @@
 --   { trickle = "bytes", interval = s } write one byte at a time
 --   { close = true }                    close now (ends the script for this connection)
 --   { reset = true }                    close with SO_LINGER 0 (RST)
+--   { starttls = true }                 TLS handshake as server on this connection
+--                                       (after e.g. { send = "220 go ahead\r\n" });
+--                                       bytes the client sent ahead, still unread,
+--                                       are discarded (as a correct server does) and
+--                                       "TLS: discarded N bytes read ahead" is logged
 -- After the last step the server reads until the client closes, then closes.
+--
+-- TLS (LuaSec, loaded only when a script uses it):
+--   tls = { cert = "server.crt", key = "server.key",     script-level options
+--           cafile = "ca.crt", verify = "peer" | {...},  (optional: ask for and
+--           protocol = "any", ciphers = "..." }           check client certificates)
+--   implicit_tls = true                 handshake right after accept (SMTPS)
+-- After the handshake every step goes through TLS.  The record file keeps
+-- the bytes exactly as the client sent them: plaintext before the
+-- handshake, then the decrypted plaintext, appended to the same file with
+-- no marker in between (the handshake itself is not recorded).  stderr
+-- gets "TLS: handshake ok <protocol>" or "TLS: handshake failed: <error>";
+-- a failed handshake ends the connection, not the server.
 -- Works with Lua 5.1 .. 5.4.
 
 local socket = require "socket"
@@ -49,6 +66,8 @@ local deadline = start + (script.timeout or 10)
 
 local record = assert(io.open(record_file, "ab"))
 
+local ssl_ctx   -- LuaSec context, made on first use
+
 local function log(...)
   io.stderr:write(table.concat({ ... }), "\n")
   io.stderr:flush()
@@ -77,7 +96,12 @@ local Conn = {}
 Conn.__index = Conn
 
 function Conn.new(sock)
-  return setmetatable({ sock = sock, buf = "", eof = false }, Conn)
+  return setmetatable({ sock = sock, raw = sock, buf = "", eof = false }, Conn)
+end
+
+-- LuaSec reports a would-block as "wantread"/"wantwrite"
+local function would_block(err)
+  return err == "timeout" or err == "wantread" or err == "wantwrite"
 end
 
 -- Waits for input (bounded by the deadline) and appends it to the buffer.
@@ -98,7 +122,7 @@ function Conn:more()
     record:flush()
     self.buf = self.buf .. data
   end
-  if err and err ~= "timeout" then
+  if err and not would_block(err) then
     self.eof = true
   end
   return data ~= nil and #data > 0
@@ -141,13 +165,90 @@ function Conn:send(bytes)
     local last, err, partial_last = self.sock:send(bytes, i)
     if last then
       i = last + 1
-    elseif err == "timeout" then
+    elseif would_block(err) then
       i = (partial_last or (i - 1)) + 1
     else
       return nil, err
     end
   end
   return true
+end
+
+local function tls_context()
+  if ssl_ctx then return ssl_ctx end
+  local ok, ssl = pcall(require, "ssl")
+  if not ok then
+    log("TLS: LuaSec (require \"ssl\") is not available: ", tostring(ssl))
+    os.exit(4)
+  end
+  local t = script.tls or {}
+  if not (t.cert and t.key) then
+    log("TLS: the script needs tls = { cert = ..., key = ... }")
+    os.exit(4)
+  end
+  local params = {
+    mode = "server",
+    protocol = t.protocol or "any",
+    options = t.options or { "all", "no_sslv2", "no_sslv3" },
+    certificate = t.cert,
+    key = t.key,
+    cafile = t.cafile,
+    verify = t.verify or "none",
+    ciphers = t.ciphers,
+  }
+  local ctx, err = ssl.newcontext(params)
+  if not ctx then
+    log("TLS: cannot make the context: ", tostring(err))
+    os.exit(4)
+  end
+  ssl_ctx = { ssl = ssl, ctx = ctx }
+  return ssl_ctx
+end
+
+-- Wraps the connection in TLS and runs the handshake (bounded by the
+-- script's deadline).  Returns true, or nil after logging the error.
+function Conn:starttls()
+  local tls = tls_context()
+  if #self.buf > 0 then
+    log("TLS: discarded ", #self.buf, " bytes read ahead")
+  end
+  self.buf = ""
+  local conn, err = tls.ssl.wrap(self.sock, tls.ctx)
+  if not conn then
+    log("TLS: handshake failed: ", tostring(err))
+    return nil
+  end
+  self.sock = conn
+  while true do
+    local left = remaining()
+    if left <= 0 then timed_out() end
+    conn:settimeout(math.min(left, 0.5))
+    local ok, herr = conn:dohandshake()
+    if ok then break end
+    if not would_block(herr) then
+      log("TLS: handshake failed: ", tostring(herr))
+      self.eof = true
+      return nil
+    end
+  end
+  local proto = conn.info and conn:info("protocol") or nil
+  log("TLS: handshake ok ", tostring(proto or ""))
+  return true
+end
+
+-- close with SO_LINGER 0; through TLS the option is set on the descriptor
+function Conn:reset()
+  pcall(function()
+    if self.sock == self.raw then
+      self.sock:setoption("linger", { on = true, timeout = 0 })
+    else
+      local t = socket.tcp()
+      t:close()
+      t:setfd(self.sock:getfd())
+      t:setoption("linger", { on = true, timeout = 0 })
+      t:setfd(-1)
+    end
+  end)
 end
 
 local function sleep(seconds)
@@ -165,6 +266,7 @@ end
 ---------------------------------------------------------------------------
 
 local function run_steps(c)
+  if script.implicit_tls and not c:starttls() then return "gone" end
   for n, st in ipairs(steps) do
     if st.send ~= nil or st.sendfn ~= nil then
       local bytes = st.send
@@ -207,8 +309,10 @@ local function run_steps(c)
     elseif st.close then
       return "closed"
     elseif st.reset then
-      pcall(function() c.sock:setoption("linger", { on = true, timeout = 0 }) end)
+      c:reset()
       return "closed"
+    elseif st.starttls then
+      if not c:starttls() then return "gone" end
     else
       error("unknown step #" .. n)
     end
@@ -225,7 +329,7 @@ for _ = 1, connections do
   local c = Conn.new(sock)
   local how = run_steps(c)
   if how == "done" then c:all() end
-  sock:close()
+  c.sock:close()
 end
 
 server:close()

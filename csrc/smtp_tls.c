@@ -1,0 +1,691 @@
+/* TLS client over smtp_net's non-blocking socket; see smtp_tls.h.
+ *
+ * Builds against OpenSSL 1.1.1 and 3.x: only APIs present since 1.1.0 are
+ * used unguarded; 3.0-only names are behind #ifdef. */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+
+#include "smtp_tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "smtp_error.h"
+
+#if OPENSSL_VERSION_NUMBER < 0x10101000L
+#error "lua-smtp needs OpenSSL 1.1.1 or later"
+#endif
+
+/* Where MSG_NOSIGNAL is missing (macOS), smtp_net sets SO_NOSIGPIPE on the
+ * socket instead, so the flag can safely be a no-op there. */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SMTP_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SMTP_PRINTF(f, a)
+#endif
+
+/* BIO type of the socket BIO below. A fixed value, not BIO_get_new_index():
+ * that hands out indexes from a process-wide counter that runs out after
+ * 127 calls (3.x returns -1 beyond BIO_TYPE_MASK), and a method is created
+ * per session. 0x7d is below that counter's range and above every built-in
+ * index; the type only matters to BIO_find_type(). DESCRIPTOR lets
+ * SSL_get_fd() find the socket through BIO_C_GET_FD. */
+#define SMTP_BIO_TYPE (0x7d | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR)
+
+struct smtp_tls {
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO_METHOD *meth;
+    int fd;
+    int verify;
+    int io_errno;   /* errno of the BIO's last failed send/recv, else 0 */
+    int eof;        /* the BIO saw end of stream */
+};
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Bounded, NUL-terminated, and errno-preserving (SMTP_E_IO promises the
+ * caller the failing call's errno). */
+SMTP_PRINTF(3, 4)
+static int fail(smtp_net *n, int code, const char *fmt, ...)
+{
+    int saved = errno;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(n->errmsg, sizeof n->errmsg, fmt, ap);
+    va_end(ap);
+    errno = saved;
+    return code;
+}
+
+/* OpenSSL's readable reason for one packed error code ("wrong version
+ * number", "tlsv1 alert protocol version", ...), else its full string. */
+static const char *reason_text(unsigned long e, char *buf, size_t size)
+{
+    const char *r;
+
+    if (e == 0)
+        return "unknown error";
+#ifdef ERR_SYSTEM_ERROR
+    /* 3.x packs errno into system errors and has no string for them. */
+    if (ERR_SYSTEM_ERROR(e))
+        return strerror(ERR_GET_REASON(e));
+#endif
+    r = ERR_reason_error_string(e);
+    if (r != NULL)
+        return r;
+    ERR_error_string_n(e, buf, size);
+    return buf;
+}
+
+/* Fails with the oldest queued OpenSSL error (the root cause), then drops
+ * the rest of the queue so nothing stale reaches a later message. */
+static int fail_openssl(smtp_net *n, int code, const char *what)
+{
+    char buf[256];
+    unsigned long e = ERR_get_error();
+    int r = fail(n, code, "%s: %s", what, reason_text(e, buf, sizeof buf));
+
+    ERR_clear_error();
+    return r;
+}
+
+static int is_peer_gone(int err)
+{
+    return err == EPIPE || err == ECONNRESET;
+}
+
+static int is_would_block(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+/* ---- waiting ------------------------------------------------------------- */
+
+static int deadline_passed(double deadline)
+{
+    return deadline != 0.0 && smtp_net_now() >= deadline;
+}
+
+/* Rounded up, so poll() never wakes just before the deadline and spins. */
+static int poll_timeout_ms(double deadline)
+{
+    double ms;
+    int whole;
+
+    if (deadline == 0.0)
+        return -1;
+    ms = (deadline - smtp_net_now()) * 1000.0;
+    if (ms <= 0.0)
+        return 0;
+    if (ms >= (double)INT_MAX)
+        return INT_MAX;
+    whole = (int)ms;
+    return whole < ms ? whole + 1 : whole;
+}
+
+/* 0 when fd is ready for events (error and hang-up count: the next OpenSSL
+ * call reports them precisely), SMTP_E_TIMEOUT, or SMTP_E_IO with errno. */
+static int wait_ready(int fd, short events, double deadline)
+{
+    for (;;) {
+        struct pollfd p;
+        int r;
+
+        p.fd = fd;
+        p.events = events;
+        p.revents = 0;
+        r = poll(&p, 1, poll_timeout_ms(deadline));
+        if (r > 0) {
+            if (p.revents & POLLNVAL) {
+                errno = EBADF;
+                return SMTP_E_IO;
+            }
+            return 0;
+        }
+        if (r == 0) {
+            if (deadline_passed(deadline))
+                return SMTP_E_TIMEOUT;
+            continue;
+        }
+        if (errno != EINTR)
+            return SMTP_E_IO;
+    }
+}
+
+/* ---- socket BIO ---------------------------------------------------------- */
+
+/* OpenSSL's own socket BIO writes with plain send()/write(), which raises
+ * SIGPIPE on Linux when the peer is gone; this one passes MSG_NOSIGNAL and
+ * records errno and end of stream for the error classification below. */
+
+static int bio_sock_write(BIO *b, const char *buf, int len)
+{
+    smtp_tls *t = BIO_get_data(b);
+    ssize_t r;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    r = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (r >= 0)
+        return (int)r;
+    if (errno == EINTR || is_would_block(errno)) {
+        BIO_set_retry_write(b);
+    } else {
+        t->io_errno = errno;
+    }
+    return -1;
+}
+
+static int bio_sock_read(BIO *b, char *buf, int len)
+{
+    smtp_tls *t = BIO_get_data(b);
+    ssize_t r;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    r = recv(t->fd, buf, (size_t)len, 0);
+    if (r > 0)
+        return (int)r;
+    if (r == 0) {
+        t->eof = 1;
+        return 0;
+    }
+    if (errno == EINTR || is_would_block(errno))
+        BIO_set_retry_read(b);
+    else
+        t->io_errno = errno;
+    return -1;
+}
+
+static int bio_sock_puts(BIO *b, const char *s)
+{
+    size_t len = strlen(s);
+
+    return bio_sock_write(b, s, len > INT_MAX ? INT_MAX : (int)len);
+}
+
+/* Only what libssl asks of a transport; everything else (kTLS queries,
+ * pending counts) is "not supported", which libssl handles. */
+static long bio_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    smtp_tls *t = BIO_get_data(b);
+
+    (void)num;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: /* writes go straight to the socket */
+        return 1;
+    case BIO_C_GET_FD:
+        if (ptr != NULL)
+            *(int *)ptr = t->fd;
+        return t->fd;
+    case BIO_CTRL_GET_CLOSE: /* the socket belongs to smtp_net */
+        return BIO_NOCLOSE;
+    case BIO_CTRL_SET_CLOSE:
+        return 1;
+    case BIO_CTRL_EOF:
+        return t->eof;
+    default:
+        return 0;
+    }
+}
+
+static BIO_METHOD *bio_sock_method(void)
+{
+    BIO_METHOD *m = BIO_meth_new(SMTP_BIO_TYPE, "lua-smtp socket");
+
+    if (m == NULL)
+        return NULL;
+    if (!BIO_meth_set_write(m, bio_sock_write) || !BIO_meth_set_read(m, bio_sock_read) ||
+        !BIO_meth_set_puts(m, bio_sock_puts) || !BIO_meth_set_ctrl(m, bio_sock_ctrl)) {
+        BIO_meth_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- error classification ------------------------------------------------ */
+
+static int is_unexpected_eof(unsigned long e)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    /* OpenSSL 3.x reports a missing close_notify this way; 1.1.1 gives
+     * SSL_ERROR_SYSCALL with errno 0 instead (t->eof covers both). */
+    return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+    (void)e;
+    return 0;
+#endif
+}
+
+/* A system error OpenSSL queued itself: the errno path below reports it. */
+static int is_system_error(unsigned long e)
+{
+#ifdef ERR_SYSTEM_ERROR
+    return ERR_SYSTEM_ERROR(e);
+#else
+    return ERR_GET_LIB(e) == ERR_LIB_SYS;
+#endif
+}
+
+/* Turns a failed SSL_connect/SSL_read/SSL_write (ssl_err from
+ * SSL_get_error, not WANT_*) into an SMTP_E_* code and message. what is the
+ * operation for the message ("TLS handshake failed", "TLS error"). */
+static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, const char *servername)
+{
+    char buf[256];
+    unsigned long e = ERR_peek_error();
+    int r, saved;
+
+    if (ssl_err == SSL_ERROR_SSL && t->verify) {
+        long vr = SSL_get_verify_result(t->ssl);
+
+        if (vr != X509_V_OK) {
+            const char *why = X509_verify_cert_error_string(vr);
+            if ((vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
+                servername != NULL)
+                r = fail(n, SMTP_E_TLS, "certificate verify failed: %s (server name '%s')", why,
+                         servername);
+            else
+                r = fail(n, SMTP_E_TLS, "certificate verify failed: %s", why);
+            ERR_clear_error();
+            return r;
+        }
+    }
+    if (ssl_err == SSL_ERROR_ZERO_RETURN) {
+        r = fail(n, SMTP_E_CLOSED, "connection closed by peer (TLS close_notify)");
+    } else if (e != 0 && !is_unexpected_eof(e) && !is_system_error(e)) {
+        r = fail(n, SMTP_E_TLS, "%s: %s", what, reason_text(e, buf, sizeof buf));
+    } else if (t->eof || is_unexpected_eof(e) ||
+               (ssl_err == SSL_ERROR_SYSCALL && t->io_errno == 0)) {
+        r = fail(n, SMTP_E_CLOSED, "connection closed by peer without TLS close_notify");
+    } else if (t->io_errno != 0) {
+        errno = t->io_errno;
+        if (is_peer_gone(errno))
+            r = fail(n, SMTP_E_CLOSED, "connection closed by peer (%s)", strerror(errno));
+        else
+            r = fail(n, SMTP_E_IO, "%s: %s", what, strerror(errno));
+    } else {
+        r = fail(n, SMTP_E_TLS, "%s: SSL error %d", what, ssl_err);
+    }
+    saved = errno;
+    ERR_clear_error();
+    errno = saved;
+    return r;
+}
+
+/* Waits in the direction OpenSSL asked for. 1: retry the call; otherwise an
+ * SMTP_E_* code (with message). The deadline is checked before waiting, so
+ * a peer trickling bytes cannot stretch a call past it. */
+static int wait_for(smtp_tls *t, smtp_net *n, int ssl_err, double deadline, const char *timeout_msg)
+{
+    int w;
+
+    if (deadline_passed(deadline))
+        return fail(n, SMTP_E_TIMEOUT, "%s", timeout_msg);
+    w = wait_ready(t->fd, ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline);
+    if (w == 0)
+        return 1;
+    if (w == SMTP_E_TIMEOUT)
+        return fail(n, w, "%s", timeout_msg);
+    return fail(n, w, "poll: %s", strerror(errno));
+}
+
+/* ---- set-up -------------------------------------------------------------- */
+
+void smtp_tls_opts_init(smtp_tls_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->verify = 1;
+}
+
+/* Never prompt on the terminal for a key passphrase (OpenSSL's default
+ * callback reads /dev/tty, which would block a server process); an
+ * encrypted key fails to load instead. */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return 0;
+}
+
+/* "[::1]" and "::1" and "192.0.2.1" are IP literals; copies the bare
+ * address into ip (size >= INET6_ADDRSTRLEN + 1) and returns 1 if so. */
+static int ip_literal(const char *name, char *ip, size_t size)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t len = strlen(name);
+
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        name++;
+        len -= 2;
+    }
+    if (len == 0 || len >= size)
+        return 0;
+    memcpy(ip, name, len);
+    ip[len] = '\0';
+    return inet_pton(AF_INET, ip, addr) == 1 || inet_pton(AF_INET6, ip, addr) == 1;
+}
+
+static int load_trust(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+{
+    ERR_clear_error();
+    if (o->cafile == NULL && o->capath == NULL) {
+        if (SSL_CTX_set_default_verify_paths(t->ctx) != 1)
+            return fail_openssl(n, SMTP_E_TLS, "cannot load the system trust store");
+        return SMTP_OK;
+    }
+    if (SSL_CTX_load_verify_locations(t->ctx, o->cafile, o->capath) != 1) {
+        char what[200];
+        if (o->cafile != NULL)
+            snprintf(what, sizeof what, "cannot load CA file '%s'", o->cafile);
+        else
+            snprintf(what, sizeof what, "cannot load CA directory '%s'", o->capath);
+        return fail_openssl(n, SMTP_E_TLS, what);
+    }
+    return SMTP_OK;
+}
+
+static int key_mismatch(smtp_net *n, const char *cert, const char *key)
+{
+    ERR_clear_error();
+    return fail(n, SMTP_E_TLS, "client certificate '%s' and key '%s' do not match", cert, key);
+}
+
+static int load_client_cert(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+{
+    char what[200];
+    const char *key = o->key != NULL ? o->key : o->cert;
+
+    if (o->cert == NULL) {
+        if (o->key != NULL)
+            return fail(n, SMTP_E_ARGUMENT, "client key given without a client certificate");
+        return SMTP_OK;
+    }
+    SSL_CTX_set_default_passwd_cb(t->ctx, no_passphrase);
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(t->ctx, o->cert) != 1) {
+        snprintf(what, sizeof what, "cannot load client certificate '%s'", o->cert);
+        return fail_openssl(n, SMTP_E_TLS, what);
+    }
+    ERR_clear_error();
+    /* Loading the key already compares it with the certificate. */
+    if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+                                               ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
+            return key_mismatch(n, o->cert, key);
+        snprintf(what, sizeof what, "cannot load client key '%s'", key);
+        return fail_openssl(n, SMTP_E_TLS, what);
+    }
+    ERR_clear_error();
+    if (SSL_CTX_check_private_key(t->ctx) != 1)
+        return key_mismatch(n, o->cert, key);
+    return SMTP_OK;
+}
+
+static int make_ctx(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+{
+    int r;
+
+    ERR_clear_error();
+    t->ctx = SSL_CTX_new(TLS_client_method());
+    if (t->ctx == NULL)
+        return fail_openssl(n, SMTP_E_TLS, "cannot create TLS context");
+    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1)
+        return fail_openssl(n, SMTP_E_TLS, "cannot require TLS 1.2");
+    SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION);
+    /* Partial writes give smtp_net_send semantics (a short count instead
+     * of all-or-nothing); a retry may pass the same bytes at another
+     * address. */
+    SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (t->verify) {
+        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+        r = load_trust(t, n, o);
+        if (r != SMTP_OK)
+            return r;
+    } else {
+        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return load_client_cert(t, n, o);
+}
+
+/* SNI and the name check; a missing name with verify was refused already. */
+static int set_peer_name(smtp_tls *t, smtp_net *n, const char *servername)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    int is_ip;
+
+    if (servername == NULL || servername[0] == '\0')
+        return SMTP_OK;
+    is_ip = ip_literal(servername, ip, sizeof ip);
+    ERR_clear_error();
+    /* RFC 6066 section 3: literal addresses are not permitted in SNI. */
+    if (!is_ip && SSL_set_tlsext_host_name(t->ssl, servername) != 1)
+        return fail_openssl(n, SMTP_E_TLS, "cannot set the TLS server name");
+    if (!t->verify)
+        return SMTP_OK;
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), ip) != 1)
+            return fail_openssl(n, SMTP_E_TLS, "cannot set the IP address to verify");
+    } else {
+        SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set1_host(t->ssl, servername) != 1)
+            return fail_openssl(n, SMTP_E_TLS, "cannot set the host name to verify");
+    }
+    return SMTP_OK;
+}
+
+static int make_ssl(smtp_tls *t, smtp_net *n)
+{
+    BIO *bio;
+
+    ERR_clear_error();
+    t->meth = bio_sock_method();
+    if (t->meth == NULL)
+        return fail(n, SMTP_E_NOMEM, "cannot create the TLS socket BIO method");
+    t->ssl = SSL_new(t->ctx);
+    if (t->ssl == NULL)
+        return fail_openssl(n, SMTP_E_TLS, "cannot create TLS session");
+    bio = BIO_new(t->meth);
+    if (bio == NULL)
+        return fail(n, SMTP_E_NOMEM, "cannot create the TLS socket BIO");
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    /* One BIO for both directions: SSL_set_bio then takes ownership of a
+     * single reference, so no BIO_up_ref here. */
+    SSL_set_bio(t->ssl, bio, bio);
+    return SMTP_OK;
+}
+
+static int handshake(smtp_tls *t, smtp_net *n, const char *servername, double deadline)
+{
+    for (;;) {
+        int r, err, w;
+
+        t->io_errno = 0;
+        ERR_clear_error();
+        r = SSL_connect(t->ssl);
+        if (r == 1)
+            return SMTP_OK;
+        err = SSL_get_error(t->ssl, r);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+            return classify(t, n, err, "TLS handshake failed", servername);
+        w = wait_for(t, n, err, deadline, "timed out during TLS handshake");
+        if (w != 1)
+            return w;
+    }
+}
+
+void smtp_tls_free(smtp_tls *t)
+{
+    if (t == NULL)
+        return;
+    /* The SSL owns the BIO, which uses the method: free in that order. */
+    SSL_free(t->ssl);
+    SSL_CTX_free(t->ctx);
+    BIO_meth_free(t->meth);
+    free(t);
+}
+
+int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double deadline)
+{
+    smtp_tls_opts defaults;
+    smtp_tls *t;
+    int r;
+
+    *out = NULL;
+    n->errmsg[0] = '\0';
+    if (o == NULL) {
+        smtp_tls_opts_init(&defaults);
+        o = &defaults;
+    }
+    if (n->fd < 0) {
+        errno = EBADF;
+        return fail(n, SMTP_E_IO, "not connected");
+    }
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return fail(n, SMTP_E_NOMEM, "out of memory");
+    t->fd = n->fd;
+    t->verify = o->verify != 0;
+    /* Refused before any OpenSSL work: nothing to load for a lost cause. */
+    if (t->verify && (o->servername == NULL || o->servername[0] == '\0'))
+        r = fail(n, SMTP_E_TLS, "no server name to verify");
+    else
+        r = make_ctx(t, n, o);
+    if (r == SMTP_OK)
+        r = make_ssl(t, n);
+    if (r == SMTP_OK)
+        r = set_peer_name(t, n, o->servername);
+    if (r == SMTP_OK)
+        r = handshake(t, n, o->servername, deadline);
+    if (r != SMTP_OK) {
+        int saved = errno; /* SMTP_E_IO promises the failing call's errno */
+        smtp_tls_free(t);
+        ERR_clear_error();
+        errno = saved;
+        return r;
+    }
+    n->errmsg[0] = '\0';
+    *out = t;
+    return SMTP_OK;
+}
+
+/* ---- transfer ------------------------------------------------------------ */
+
+static int check_transfer_args(smtp_tls *t, smtp_net *n, size_t len)
+{
+    if (n->fd < 0 || t == NULL) {
+        errno = EBADF;
+        return fail(n, SMTP_E_IO, "not connected");
+    }
+    if (n->fd != t->fd)
+        return fail(n, SMTP_E_ARGUMENT, "TLS session belongs to another socket");
+    /* The API promises at least one byte on success. */
+    if (len == 0)
+        return fail(n, SMTP_E_ARGUMENT, "zero-length transfer");
+    return SMTP_OK;
+}
+
+ssize_t smtp_tls_send(smtp_tls *t, smtp_net *n, const void *buf, size_t len, double deadline)
+{
+    int r = check_transfer_args(t, n, len);
+
+    if (r != SMTP_OK)
+        return r;
+    if (len > INT_MAX)
+        len = INT_MAX;
+    for (;;) {
+        int k, err;
+
+        t->io_errno = 0;
+        ERR_clear_error();
+        k = SSL_write(t->ssl, buf, (int)len);
+        if (k > 0)
+            return k;
+        err = SSL_get_error(t->ssl, k);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+            return classify(t, n, err, "TLS error", NULL);
+        r = wait_for(t, n, err, deadline, "timed out sending data");
+        if (r != 1)
+            return r;
+    }
+}
+
+ssize_t smtp_tls_recv(smtp_tls *t, smtp_net *n, void *buf, size_t len, double deadline)
+{
+    int r = check_transfer_args(t, n, len);
+
+    if (r != SMTP_OK)
+        return r;
+    if (len > INT_MAX)
+        len = INT_MAX;
+    for (;;) {
+        int k, err;
+
+        /* SSL_read comes before any wait: it returns what OpenSSL already
+         * holds (SSL_pending) and whatever the socket has, without poll. */
+        t->io_errno = 0;
+        ERR_clear_error();
+        k = SSL_read(t->ssl, buf, (int)len);
+        if (k > 0)
+            return k;
+        err = SSL_get_error(t->ssl, k);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+            return classify(t, n, err, "TLS error", NULL);
+        r = wait_for(t, n, err, deadline, "timed out waiting for data");
+        if (r != 1)
+            return r;
+    }
+}
+
+/* ---- information --------------------------------------------------------- */
+
+size_t smtp_tls_pending(const smtp_tls *t)
+{
+    int p;
+
+    if (t == NULL)
+        return 0;
+    p = SSL_pending(t->ssl);
+    return p > 0 ? (size_t)p : 0;
+}
+
+const char *smtp_tls_version(const smtp_tls *t)
+{
+    return t != NULL ? SSL_get_version(t->ssl) : "";
+}
+
+const char *smtp_tls_cipher(const smtp_tls *t)
+{
+    const char *name;
+
+    if (t == NULL)
+        return "";
+    name = SSL_CIPHER_get_name(SSL_get_current_cipher(t->ssl));
+    return name != NULL ? name : "";
+}

@@ -1,0 +1,117 @@
+/* TLS (OpenSSL) on top of smtp_net, for STARTTLS (RFC 3207) and implicit
+ * TLS (RFC 8314). Secure by default: TLS 1.2 or later, the server's chain
+ * verified against the trust store and its name checked against the
+ * certificate.
+ *
+ * Same conventions as smtp_net: the socket stays non-blocking, every call
+ * takes an absolute deadline on the smtp_net_now() time line (0 = none) and
+ * no call waits past it; a failing call returns a negative SMTP_E_* code and
+ * leaves a readable reason in n->errmsg. SIGPIPE is never raised (the record
+ * layer writes with MSG_NOSIGNAL through a BIO of its own, never through
+ * OpenSSL's socket BIO). There is no global state here; OpenSSL 1.1.1 and
+ * 3.x initialise themselves. One smtp_tls may be used by one thread at a
+ * time; separate objects are independent.
+ *
+ * Error codes used by every function below:
+ *   SMTP_E_TLS      handshake refused, certificate verification failed, a TLS
+ *                   protocol error or alert, or a configuration problem
+ *                   (trust store, client certificate or key not loadable);
+ *                   errmsg gives the precise reason, e.g.
+ *                   "certificate verify failed: certificate has expired".
+ *   SMTP_E_TIMEOUT  the deadline passed.
+ *   SMTP_E_CLOSED   the peer closed the connection: TLS close_notify, end of
+ *                   stream without close_notify, or a reset.
+ *   SMTP_E_IO       a system error on the socket (errno is kept), or the
+ *                   smtp_net is not connected ("not connected", EBADF).
+ *   SMTP_E_NOMEM    allocation failed.
+ *   SMTP_E_ARGUMENT misuse: a zero-length transfer, a client key without a
+ *                   certificate, a session used with another socket.
+ * After any error other than SMTP_E_TIMEOUT from smtp_tls_recv the session
+ * is unusable: free it and close the socket. After SMTP_E_TIMEOUT from
+ * smtp_tls_send, only a retry with the same bytes is valid (OpenSSL may
+ * hold part of a record); in practice treat it as fatal too.
+ */
+#ifndef SMTP_TLS_H
+#define SMTP_TLS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "smtp_net.h"
+
+typedef struct smtp_tls_opts {
+    const char *servername; /* SNI and the name verified. A host name is sent
+                             * as SNI and checked against the certificate's
+                             * DNS names (no partial wildcards such as
+                             * "w*.example.com"). An IPv4 or IPv6 literal
+                             * ("192.0.2.1", "::1", also "[::1]") is checked
+                             * against its IP addresses and never sent as
+                             * SNI (RFC 6066). NULL or "": no SNI, and with
+                             * verify = 1 the handshake is refused. */
+    int verify;             /* non-zero: chain and name verified (default, see
+                             * smtp_tls_opts_init); 0: no checks at all */
+    const char *cafile;     /* PEM bundle; cafile and/or capath replace the */
+    const char *capath;     /* system trust store (NULL, NULL: system default
+                             * paths). Ignored when verify = 0. */
+    const char *cert;       /* client certificate chain file (PEM), optional */
+    const char *key;        /* its private key (PEM, unencrypted), optional;
+                             * NULL with cert set: the key is read from cert */
+} smtp_tls_opts;
+
+typedef struct smtp_tls smtp_tls; /* opaque: owns the SSL_CTX and SSL */
+
+/* Fills o with the defaults: verify = 1, every string NULL. A zeroed struct
+ * would mean verify = 0, so start from this rather than from memset. */
+void smtp_tls_opts_init(smtp_tls_opts *o);
+
+/* Runs a TLS client handshake on n's connected socket (n->fd), with the
+ * options o (NULL: the smtp_tls_opts_init defaults, which are refused for
+ * lack of a server name). Returns 0 and stores the session in *out, or
+ * returns SMTP_E_TLS, SMTP_E_TIMEOUT, SMTP_E_CLOSED, SMTP_E_IO,
+ * SMTP_E_NOMEM or SMTP_E_ARGUMENT with *out set to NULL and nothing leaked.
+ * out and n must not be NULL.
+ * Verification failures read "certificate verify failed: <OpenSSL's
+ * reason>", e.g. "certificate has expired", "unable to get local issuer
+ * certificate", "self-signed certificate" ("self signed" in 1.1.1), and
+ * "hostname mismatch (server name 'x')" / "IP address mismatch (server
+ * name 'x')" (1.1.1 capitalises "Hostname"); verify = 1 without a server
+ * name gives "no server name to verify"; other handshake failures read
+ * "TLS handshake failed: <OpenSSL's reason>" (e.g. "wrong version number"
+ * for a peer not speaking TLS, "tlsv1 alert protocol version" for a server
+ * below TLS 1.2). n keeps owning the socket; no bytes beyond the handshake
+ * are consumed. */
+int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double deadline);
+
+/* Encrypts and sends up to len bytes of buf: returns the number of bytes
+ * taken (>= 1; short writes are normal, at most one TLS record's worth) or
+ * a negative SMTP_E_* code, like smtp_net_send. May need to read from the
+ * socket as well (TLS post-handshake messages). n must be the smtp_net the
+ * session was started on. */
+ssize_t smtp_tls_send(smtp_tls *t, smtp_net *n, const void *buf, size_t len, double deadline);
+
+/* Receives and decrypts up to len bytes: returns the number read (>= 1) or
+ * a negative SMTP_E_* code, like smtp_net_recv: SMTP_E_CLOSED at the peer's
+ * close_notify or at end of stream. Data already decrypted inside OpenSSL
+ * is returned at once, without waiting on the socket and even with a past
+ * deadline. May need to write to the socket as well. */
+ssize_t smtp_tls_recv(smtp_tls *t, smtp_net *n, void *buf, size_t len, double deadline);
+
+/* Bytes already decrypted and buffered inside OpenSSL (SSL_pending), which
+ * smtp_tls_recv hands back without touching the socket; 0 for NULL. A
+ * caller that polls the socket itself must check this first. */
+size_t smtp_tls_pending(const smtp_tls *t);
+
+/* Negotiated protocol version, e.g. "TLSv1.3" or "TLSv1.2"; "" for NULL.
+ * The string is static or owned by t. */
+const char *smtp_tls_version(const smtp_tls *t);
+
+/* Negotiated cipher suite (OpenSSL name, e.g. "TLS_AES_256_GCM_SHA384");
+ * "" for NULL. The string is static or owned by t. */
+const char *smtp_tls_cipher(const smtp_tls *t);
+
+/* Frees the session and its OpenSSL objects; NULL is allowed. Does no I/O
+ * (no close_notify is sent: the socket may already be closed or reused)
+ * and does not close the socket; that stays smtp_net_close's job. */
+void smtp_tls_free(smtp_tls *t);
+
+#endif

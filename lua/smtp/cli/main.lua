@@ -1,0 +1,476 @@
+-- smtp-send: the command line front end of lua-smtp (bin/smtp-send).
+--   require("smtp.cli.main").main(arg) -> exit status
+local options = require "smtp.cli.options"
+local config = require "smtp.cli.config"
+local progress = require "smtp.cli.progress"
+local rawmsg = require "smtp.cli.rawmsg"
+
+local M = {}
+
+-- Exit statuses from sysexits.h.
+local EX = {
+  OK = 0, USAGE = 64, DATAERR = 65, NOINPUT = 66, NOUSER = 67, UNAVAILABLE = 69,
+  SOFTWARE = 70, TEMPFAIL = 75, PROTOCOL = 76, NOPERM = 77, CONFIG = 78,
+}
+M.EX = EX
+
+-- Messages at least this large get a progress bar on a terminal.
+M.PROGRESS_MIN = 256 * 1024
+
+M.USAGE = [[
+usage: smtp-send [options] [recipient ...]          compose a message from options
+       smtp-send [options] [-t] [recipient ...] <msg  send a whole message (sendmail mode)
+
+Compose mode (any of --subject, --body, --body-file, --html-file, --attach,
+--header): the message is built from the options; the recipients are
+--to/--cc/--bcc plus the arguments (as To). Otherwise the whole message
+(RFC 5322: headers, empty line, body) is read from standard input.
+
+Server:
+  --server HOST[:PORT]   or a URL: smtp://[user@]host[:port] (port 25),
+                         smtps://... (implicit TLS, port 465), lmtp://... (port 24)
+  --port N               port (default 25; 465 with --tls implicit)
+  --tls MODE             auto (default), starttls, implicit or none
+  --cafile FILE          CA certificates (PEM) to verify the server with
+  --user NAME            authenticate as NAME; the password comes from
+  --password-file FILE   the first line of FILE, else $SMTP_PASSWORD, else the
+                         account's password/passwordeval, else a prompt on the
+                         terminal. Never from an argument.
+  --auth MECH            SASL mechanism (PLAIN, LOGIN, ...; default: the best
+                         one the server offers)
+  --insecure-auth        allow AUTH without TLS (a trusted local relay only)
+  --helo NAME            name to send with EHLO (default: this host's name)
+  --timeout SECONDS      for each network wait (default 30)
+  --config FILE          accounts file (default $XDG_CONFIG_HOME/lua-smtp/config,
+                         else ~/.config/lua-smtp/config)
+  --account NAME         use this account of the config file
+
+Message (compose mode):
+  --from ADDR            sender (From; default: the account's from)
+  --to ADDR, --cc ADDR, --bcc ADDR
+                         recipients; repeatable, each may hold a comma list
+  --subject TEXT         subject
+  --body TEXT            text body; or --body-file FILE (- = standard input)
+  --html-file FILE       HTML body (with --body: multipart/alternative)
+  --attach FILE          attach a file (repeatable)
+  --header 'Name: value' add a header field (repeatable)
+
+Delivery:
+  --dsn LIST             delivery status notifications, e.g.
+                         ret=hdrs,notify=failure+delay,envid=ID,orcpt
+  -v, --verbose          SMTP transcript on stderr; -vv with time stamps
+  --dry-run              print the message on stdout and the envelope on
+                         stderr; connect to nothing
+  --progress, --no-progress
+                         force the progress bar on or off (default: on for
+                         large messages when stderr is a terminal)
+  --help, --version
+
+Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
+  -t                     recipients from the To, Cc and Bcc headers (the
+                         Resent-* ones for a resent message), added to the
+                         arguments; Bcc and Resent-Bcc headers are removed
+                         (always, with or without -t)
+  -f ADDR, -r ADDR       envelope sender (default: the From header, then the
+                         account's from)
+  -F NAME                full name for the From header added when missing
+  -N LIST, -R RET, -V ID DSN notify (never or success,failure,delay), ret
+                         (hdrs, full), envelope id
+  -C FILE                same as --config
+  Accepted and ignored:  -i, -oi (input is always read to its end), -U, -m,
+                         -bm, -Am, -Ac, -B TYPE, -od*, -oe*, -e*, -om, -oo
+  A message without From, Date or Message-ID gets one.
+
+Environment:
+  SMTP_SERVER            server (as --server) when no account is in use
+  SMTP_PASSWORD          password (see --password-file)
+
+Exit status (sysexits.h):
+  0   sent: the server accepted the message for at least one recipient
+      (any refused recipients are listed on stderr)
+  64  EX_USAGE        bad options or arguments
+  65  EX_DATAERR      bad message, address or header; message too large
+  66  EX_NOINPUT      a file given (body, attachment, password) cannot be read
+  67  EX_NOUSER       every recipient was refused permanently (5xx)
+  69  EX_UNAVAILABLE  the server refused permanently (greeting, sender, data),
+                      or TLS/authentication is unavailable
+  70  EX_SOFTWARE     internal error
+  75  EX_TEMPFAIL     temporary failure: connection refused or lost, timeout,
+                      4xx replies; try again later
+  76  EX_PROTOCOL     the server broke the protocol
+  77  EX_NOPERM       authentication failed
+  78  EX_CONFIG       configuration problem (config file, account, password
+                      source, a config holding a password readable by others)
+]]
+
+local function execute(cmd)
+  local a, _, c = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (c == nil or c == 0)
+end
+
+-- Raises an exit: caught by M.main, which prints the message and returns code.
+local function die(code, msg)
+  error({ exit = code, message = msg }, 0)
+end
+
+local function read_file(path, what)
+  if path == "-" then
+    local s = io.stdin:read("*a")
+    if not s then die(EX.NOINPUT, "cannot read " .. what .. " from standard input") end
+    return s
+  end
+  local f, err = io.open(path, "rb")
+  if not f then die(EX.NOINPUT, "cannot read " .. what .. ": " .. tostring(err)) end
+  local s = f:read("*a")
+  f:close()
+  if not s then die(EX.NOINPUT, "cannot read " .. what .. ": " .. path) end
+  return s
+end
+
+-- The exit status for a failure triple's info.
+function M.exit_code(info)
+  info = info or {}
+  local kind = info.kind
+  if kind == "argument" or kind == "size" or info.enhanced == "5.3.4" then return EX.DATAERR end
+  if info.temporary then return EX.TEMPFAIL end
+  if kind == "recipients" then return EX.NOUSER end
+  if kind == "auth" then return EX.NOPERM end
+  if kind == "protocol" then return EX.PROTOCOL end
+  return EX.UNAVAILABLE
+end
+
+-- Asks for a password on the terminal without echo. nil when there is no
+-- terminal or nothing was typed.
+local function prompt_password(prompt)
+  local tty = io.open("/dev/tty", "r")
+  if not tty then return nil end
+  tty:close()
+  local script = 'exec </dev/tty >/dev/tty 2>/dev/tty; s=$(stty -g) || exit 1; ' ..
+    'trap \'stty "$s"\' EXIT; trap \'stty "$s"; exit 130\' INT TERM HUP; ' ..
+    'stty -echo; printf "%s" "$1"; IFS= read -r p; rc=$?; printf "\\n"; ' ..
+    'printf "%s\\n" "$p" >&3; exit $rc'
+  local p = io.popen("sh -c " .. config.shell_quote(script) .. " sh " .. config.shell_quote(prompt) .. " 3>&1")
+  if not p then return nil end
+  local line = p:read("*l")
+  p:close()
+  if not line or line == "" then return nil end
+  return line
+end
+
+local function first_line_of(path)
+  local text = read_file(path, "password file " .. path)
+  local line = text:match("^([^\n]*)")
+  return (line:gsub("\r$", ""))
+end
+
+-- The password for user: --password-file, $SMTP_PASSWORD, the account's
+-- password or passwordeval, or a prompt.
+local function resolve_password(opts, acct, getenv, user, host)
+  if opts.password_file then return first_line_of(opts.password_file) end
+  local env = getenv("SMTP_PASSWORD")
+  if env then return env end
+  if acct.password then return acct.password end
+  if acct.passwordeval then
+    local pw, err = config.eval_password(acct.passwordeval)
+    if not pw then die(EX.CONFIG, err) end
+    return pw
+  end
+  local pw = prompt_password("Password for " .. user .. " at " .. host .. ": ")
+  if pw then return pw end
+  die(EX.CONFIG, "no password for " .. user .. ": use --password-file, SMTP_PASSWORD," ..
+    " or password/passwordeval in the config file")
+end
+
+-- Addresses of a list of strings (each may hold a comma list): bare
+-- addresses, or dies with EX_DATAERR.
+local function bare_addresses(list, what)
+  local address = require "smtp.address"
+  local out = {}
+  for _, s in ipairs(list or {}) do
+    local parsed, err = address.parse_list(s)
+    if not parsed then die(EX.DATAERR, what .. ": " .. err .. " in " .. string.format("%q", s)) end
+    for _, m in ipairs(parsed) do out[#out + 1] = m.address end
+  end
+  return out
+end
+
+local function dedup(list)
+  local out, seen = {}, {}
+  for _, a in ipairs(list) do
+    local key = a:lower()
+    if not seen[key] then
+      seen[key] = true
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
+
+local function is_compose(opts)
+  for _, k in ipairs(options.COMPOSE) do
+    if opts[k] ~= nil then return true end
+  end
+  return false
+end
+
+-- The connection settings: command line, then the account, then
+-- SMTP_SERVER (only when no account is in use), then the defaults.
+local function connection(opts, acct, acct_name, getenv)
+  local srv = opts.server
+  if not srv and acct.server then srv = acct.server end
+  if not srv and not acct_name then
+    local env = getenv("SMTP_SERVER")
+    if env and env ~= "" then
+      local s, err = options.parse_server(env)
+      if not s then die(EX.CONFIG, "SMTP_SERVER: " .. err) end
+      srv = s
+    end
+  end
+  srv = srv or { host = "localhost" }
+  local c = {
+    host = srv.host,
+    tls = opts.tls or srv.tls or acct.tls or "auto",
+    protocol = srv.protocol or acct.protocol,
+    cafile = opts.cafile or acct.cafile,
+    helo = opts.helo or acct.helo,
+    timeout = opts.timeout or acct.timeout,
+    user = opts.user or srv.user or acct.user,
+    auth = opts.auth or acct.auth or nil,
+    insecure_auth = opts.insecure_auth or acct.insecure_auth or nil,
+  }
+  c.port = opts.port or srv.port or acct.port or
+    (c.tls == "implicit" and 465) or (c.protocol == "lmtp" and 24) or 25
+  return c
+end
+
+-- Compose mode: the message object from the options.
+local function compose(opts, acct)
+  local smtp = require "smtp"
+  local from = opts.from or opts.f or acct.from
+  if not from then die(EX.USAGE, "no sender: give --from (or from in the account)") end
+  if opts.F and not from:find("<", 1, true) then
+    from = { name = opts.F, address = options.trim(from) }
+  end
+  local to = {}
+  for _, v in ipairs(opts.to or {}) do to[#to + 1] = v end
+  for _, v in ipairs(opts.args) do to[#to + 1] = v end
+  if #to == 0 and not opts.cc and not opts.bcc then
+    die(EX.USAGE, "no recipients: give --to, --cc, --bcc or recipient arguments")
+  end
+  local spec = { from = from, to = to, cc = opts.cc, bcc = opts.bcc, subject = opts.subject }
+  if opts.body then spec.text = opts.body end
+  if opts.body_file then spec.text = read_file(opts.body_file, "body file " .. opts.body_file) end
+  if opts.html_file then spec.html = read_file(opts.html_file, "HTML file " .. opts.html_file) end
+  if opts.attach then
+    spec.attachments = {}
+    for _, path in ipairs(opts.attach) do
+      local f, err = io.open(path, "rb")
+      if not f then die(EX.NOINPUT, "cannot read attachment: " .. tostring(err)) end
+      f:close()
+      spec.attachments[#spec.attachments + 1] = { path = path }
+    end
+  end
+  if opts.header then
+    spec.headers = {}
+    for _, h in ipairs(opts.header) do
+      local name, value = options.split_header(h)
+      spec.headers[#spec.headers + 1] = { name, value }
+    end
+  end
+  local msg, err, info = smtp.message(spec)
+  if not msg then die(M.exit_code(info), err) end
+  local envelope = { from = msg.envelope.from, to = dedup(msg.envelope.to) }
+  if opts.f then
+    envelope.from = bare_addresses({ opts.f }, "-f")[1]
+    if not envelope.from then die(EX.USAGE, "-f needs an address") end
+  end
+  return { object = msg, text = msg:tostring(), envelope = envelope, message_id = msg.message_id }
+end
+
+-- Sendmail mode: the message from standard input, its envelope from the
+-- arguments and (-t) its headers.
+local function sendmail(opts, acct)
+  local message = require "smtp.message"
+  local address = require "smtp.address"
+  local raw = io.stdin:read("*a")
+  if not raw or raw == "" then die(EX.DATAERR, "no message on standard input") end
+  local long = rawmsg.long_line(raw)
+  if long then
+    die(EX.DATAERR, "message line " .. long .. " is longer than 998 octets (RFC 5322 2.1.1)")
+  end
+  local msg = rawmsg.parse(raw)
+
+  local rcpts = bare_addresses(opts.args, "recipient")
+  for _, field in ipairs({ "to", "cc", "bcc" }) do
+    for _, a in ipairs(bare_addresses(opts[field], "--" .. field)) do rcpts[#rcpts + 1] = a end
+  end
+  if opts.t then
+    local list, err = msg:header_recipients()
+    if not list then die(EX.DATAERR, err) end
+    for _, a in ipairs(list) do rcpts[#rcpts + 1] = a end
+  end
+  rcpts = dedup(rcpts)
+  if #rcpts == 0 then
+    die(EX.USAGE, opts.t and "no recipients in the To, Cc and Bcc headers nor in the arguments"
+      or "no recipients: give them as arguments, or use -t to read them from the headers")
+  end
+  msg:remove("Bcc")
+  msg:remove("Resent-Bcc")
+
+  -- The envelope sender: -f, --from, the From header, the account's from.
+  local sender
+  local given = opts.f or opts.from
+  if given then
+    sender = bare_addresses({ given }, opts.f and "-f" or "--from")[1]
+    if not sender then die(EX.USAGE, "no address in " .. string.format("%q", given)) end
+  else
+    local from = msg:get("From")
+    if from then
+      local list = address.parse_list(from)
+      if list and list[1] and list[1].address:find("@", 1, true) then sender = list[1].address end
+    end
+    if not sender and acct.from then sender = bare_addresses({ acct.from }, "from")[1] end
+    if not sender and from then
+      local list = address.parse_list(from)
+      sender = list and list[1] and list[1].address
+    end
+  end
+  if not sender then
+    die(EX.DATAERR, "no sender: give -f ADDR, a From header, or from in the account")
+  end
+
+  if not msg:has("From") then
+    local value = sender
+    if opts.F then value = address.format({ name = opts.F, address = sender }, 6) end
+    msg:add("From", value)
+  end
+  if not msg:has("Date") then msg:add("Date", message.date()) end
+  local message_id = msg:get("Message-ID")
+  if not message_id then
+    message_id = message.message_id(address.domain(sender))
+    msg:add("Message-ID", message_id)
+  end
+  local text = msg:tostring()
+  return { text = text, envelope = { from = sender, to = rcpts }, message_id = message_id }
+end
+
+local function describe(code, enhanced, text)
+  return require("smtp.errors").describe(code, enhanced, text)
+end
+
+local function run(argv, getenv)
+  local opts, perr = options.parse(argv)
+  if not opts then die(EX.USAGE, perr) end
+  if opts.help then
+    io.stdout:write(M.USAGE)
+    return EX.OK
+  end
+  if opts.version then
+    local smtp = require "smtp"
+    io.stdout:write("smtp-send (", smtp._VERSION, ")\n")
+    return EX.OK
+  end
+  local compose_mode = is_compose(opts)
+  if compose_mode and opts.t then
+    die(EX.USAGE, "-t reads a whole message from standard input: it does not go with --subject," ..
+      " --body, --body-file, --html-file, --attach or --header")
+  end
+  local cfg_path = opts.config or config.default_path(getenv)
+  local cfg, cerr = config.load(cfg_path, opts.config ~= nil)
+  if not cfg then die(EX.CONFIG, cerr) end
+  local acct, acct_name = config.select(cfg, opts.account)
+  if not acct then die(EX.CONFIG, acct_name) end
+
+  local conn = connection(opts, acct, acct_name, getenv)
+  if opts.password_file and not conn.user then
+    die(EX.USAGE, "--password-file needs a user (--user, user@ in the URL or user in the account)")
+  end
+
+  local job = compose_mode and compose(opts, acct) or sendmail(opts, acct)
+
+  if opts.dry_run then
+    io.stdout:write(job.text)
+    io.stdout:flush()
+    local e = { string.format("smtp-send: dry run: would connect to %s port %d (tls %s%s)%s",
+      conn.host, conn.port, conn.tls, conn.protocol == "lmtp" and ", lmtp" or "",
+      conn.user and " as " .. conn.user or "") }
+    e[#e + 1] = "mail from: <" .. job.envelope.from .. ">"
+    for _, r in ipairs(job.envelope.to) do e[#e + 1] = "rcpt to: <" .. r .. ">" end
+    io.stderr:write(table.concat(e, "\n"), "\n")
+    return EX.OK
+  end
+
+  local send = {
+    host = conn.host, port = conn.port, tls = conn.tls, protocol = conn.protocol,
+    cafile = conn.cafile, helo = conn.helo, timeout = conn.timeout,
+    envelope = job.envelope, dsn = opts.dsn,
+  }
+  if opts.verbose > 0 then send.debug = opts.verbose >= 2 and 2 or 1 end
+  if conn.user then
+    send.user, send.auth, send.insecure_auth = conn.user, conn.auth, conn.insecure_auth
+    send.password = resolve_password(opts, acct, getenv, conn.user, conn.host)
+  end
+
+  local tty = execute("test -t 2")
+  local bar
+  if opts.progress or (tty and not opts.no_progress and opts.verbose == 0 and #job.text >= M.PROGRESS_MIN) then
+    local ok, core = pcall(require, "smtp.core")
+    bar = progress.new{ total = #job.text, clock = ok and core.time or os.time }
+    local text = job.text
+    send.message = {
+      size = #text,
+      source = function()
+        local done = false
+        return bar:wrap(function()
+          if done then return nil end
+          done = true
+          return text
+        end)
+      end,
+    }
+  else
+    send.message = job.object or job.text
+  end
+
+  local smtp = require "smtp"
+  local res, err, info = smtp.send(send)
+  if bar then bar:finish(res ~= nil) end
+  if not res then die(M.exit_code(info), err) end
+
+  for _, r in ipairs(job.envelope.to) do
+    local rep = res.refused and res.refused[r]
+    if rep then
+      io.stderr:write("smtp-send: warning: recipient refused: ", r, " (",
+        describe(rep.code, rep.enhanced, rep.message), ")\n")
+    end
+  end
+  if tty or opts.verbose > 0 then
+    local n = #(res.accepted or {})
+    io.stderr:write(string.format("smtp-send: sent to %d recipient%s: %s\n", n, n == 1 and "" or "s",
+      describe(res.code, res.enhanced, res.message)))
+  end
+  return EX.OK
+end
+
+-- Runs smtp-send with argv (an array of strings); returns the exit status.
+-- getenv defaults to os.getenv.
+function M.main(argv, getenv)
+  getenv = getenv or os.getenv
+  local code
+  local ok, e = xpcall(function() code = run(argv, getenv) end, function(x)
+    if type(x) == "table" and x.exit then return x end
+    return debug.traceback(tostring(x), 2)
+  end)
+  if ok then return code end
+  if type(e) == "table" then
+    if e.message then io.stderr:write("smtp-send: ", e.message, "\n") end
+    if e.exit == EX.USAGE then io.stderr:write("Try 'smtp-send --help' for more information.\n") end
+    return e.exit
+  end
+  if tostring(e):find("interrupted!", 1, true) then return 130 end
+  io.stderr:write("smtp-send: internal error: ", tostring(e), "\n")
+  return EX.SOFTWARE
+end
+
+return M

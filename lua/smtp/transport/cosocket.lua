@@ -1,0 +1,238 @@
+-- The OpenResty transport: an ngx.socket.tcp() cosocket. Every operation
+-- yields to nginx's event loop instead of blocking the worker, so it may
+-- only run where cosockets are enabled (rewrite, access, content, timer,
+-- ssl_certificate, ...). It speaks the transport interface of
+-- smtp.transport:
+--   send(s, i) -> n | nil, code, msg      receive() -> bytes | nil, code, msg
+--   starttls{ servername =, verify = } -> true | nil, code, msg
+--   settimeouts(timeout, deadline)        close()
+--   setkeepalive(timeout, size) -> true | nil, code, msg
+--   getreusedtimes() -> n
+-- with codes timeout, closed, connect, tls, io.
+--
+-- Time: timeout is seconds per operation (nil or <= 0: no per-operation
+-- limit); deadline is an absolute time on smtp.core.now()'s monotonic
+-- clock (nil: none). Both are turned into the millisecond timeouts nginx
+-- wants right before each operation, so a long exchange cannot overrun the
+-- deadline however many operations it takes.
+local core = require "smtp.core"
+
+local M = {}
+
+local RECV_SIZE = 16384
+-- nginx refuses timeouts that do not fit a signed 32-bit number of ms.
+local MAX_MS = 2147483647
+-- "No limit" is not something nginx can express: 0 would mean "nginx's
+-- default" (lua_socket_*_timeout, 60 s). This is about 24 days.
+local NO_LIMIT_MS = MAX_MS
+
+-- Phases where ngx.socket.tcp() is disabled (lua-nginx-module raises
+-- "API disabled in the context of ...").
+local disabled_phases = {
+  init = true, init_worker = true, set = true, log = true,
+  header_filter = true, body_filter = true, balancer = true,
+  exit_worker = true, ssl_session_store = true,
+}
+
+local well_known_ports = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
+
+local function phase_error(phase)
+  return "cosockets are disabled in nginx's " .. tostring(phase) .. " phase; send mail" ..
+    " from a timer instead: ngx.timer.at(0, function(premature) ... smtp.send{...} end)"
+end
+
+-- An nginx error string as a transport code.
+local function code_of(err)
+  if err == "timeout" then return "timeout" end
+  if err == "closed" or (type(err) == "string" and
+      (err:find("reset by peer", 1, true) or err:find("broken pipe", 1, true))) then
+    return "closed"
+  end
+  return "io"
+end
+
+local Cosocket = {}
+Cosocket.__index = Cosocket
+
+-- Milliseconds left for the next operation, or nil when the deadline has
+-- passed already.
+function Cosocket:_ms()
+  local ms = NO_LIMIT_MS
+  local timeout, deadline = self.timeout, self.deadline
+  if timeout and timeout > 0 then ms = timeout * 1000 end
+  if deadline then
+    local left = (deadline - core.now()) * 1000
+    if left <= 0 then return nil end
+    if left < ms then ms = left end
+  end
+  -- Round up (never wake before the deadline) and never pass 0, which
+  -- nginx reads as "use the configured default".
+  ms = math.ceil(ms)
+  if ms < 1 then ms = 1 end
+  if ms > MAX_MS then ms = MAX_MS end
+  return ms
+end
+
+-- Applies the current limits to the cosocket; false when none is left.
+function Cosocket:_arm()
+  local ms = self:_ms()
+  if not ms then return false end
+  self.sock:settimeouts(ms, ms, ms)
+  return true
+end
+
+function Cosocket:settimeouts(timeout, deadline)
+  self.timeout = timeout
+  self.deadline = deadline
+end
+
+-- Sends s from position i (1-based). Cosocket sends are all or nothing:
+-- on success every remaining byte was written.
+function Cosocket:send(s, i)
+  i = i or 1
+  if self.closed then return nil, "closed", "connection is closed" end
+  local n = #s - i + 1
+  if n <= 0 then return 0 end
+  if not self:_arm() then return nil, "timeout", "deadline exceeded" end
+  local ok, err = self.sock:send(i == 1 and s or s:sub(i))
+  if not ok then
+    local code = code_of(err)
+    if code ~= "timeout" then self:close() end
+    return nil, code, "send to " .. self.peer .. ": " .. tostring(err)
+  end
+  return n
+end
+
+-- Whatever bytes are available (at most 16 KiB), waiting for at least one.
+function Cosocket:receive()
+  if self.closed then return nil, "closed", "connection is closed" end
+  if not self:_arm() then return nil, "timeout", "deadline exceeded" end
+  local data, err = self.sock:receiveany(RECV_SIZE)
+  if not data then
+    local code = code_of(err)
+    if code ~= "timeout" then self:close() end
+    if code == "closed" then
+      return nil, "closed", "connection closed by " .. self.peer
+    end
+    return nil, code, "receive from " .. self.peer .. ": " .. tostring(err)
+  end
+  return data
+end
+
+-- TLS on the connected socket (after "220" to STARTTLS, or right after
+-- connect for implicit TLS). opts.servername: SNI and the name checked
+-- against the certificate; opts.verify: check chain and name (needs
+-- lua_ssl_trusted_certificate in nginx.conf).
+function Cosocket:starttls(opts)
+  opts = opts or {}
+  if self.closed then return nil, "closed", "connection is closed" end
+  if not self:_arm() then return nil, "timeout", "deadline exceeded" end
+  local verify = opts.verify and true or false
+  -- reused_session must be nil, never false: with false, Debian's
+  -- lua-resty-core 0.1.25 can report a failed verification as success.
+  -- And it can raise "assertion failed!" instead of returning an error
+  -- when verification fails (openresty/lua-resty-core#499): pcall it.
+  local ok, sess, err = pcall(self.sock.sslhandshake, self.sock, nil, opts.servername, verify)
+  if not ok then
+    self:close()
+    return nil, "tls", "TLS handshake with " .. self.peer .. " failed: " .. tostring(sess)
+  end
+  if not sess then
+    local code = err == "timeout" and "timeout" or "tls"
+    self:close()
+    return nil, code, "TLS handshake with " .. self.peer .. " failed: " .. tostring(err)
+  end
+  self.tls = true
+  return true
+end
+
+function Cosocket:close()
+  if not self.closed then
+    self.closed = true
+    self.sock:close()
+  end
+  return true
+end
+
+-- Puts the connection into nginx's per-worker pool (the pool chosen at
+-- connect). timeout: seconds the connection may stay idle there (nil:
+-- lua_socket_keepalive_timeout); size: the pool's size (nil:
+-- lua_socket_pool_size). The object is unusable afterwards either way.
+function Cosocket:setkeepalive(timeout, size)
+  if self.closed then return nil, "closed", "connection is closed" end
+  self.closed = true
+  local ms
+  if timeout ~= nil then
+    ms = math.ceil(timeout * 1000)
+    if ms < 0 then ms = 0 end
+    if ms > MAX_MS then ms = MAX_MS end
+  end
+  local ok, err = self.sock:setkeepalive(ms, size)
+  if not ok then
+    self.sock:close()
+    return nil, code_of(err), "setkeepalive: " .. tostring(err)
+  end
+  return true
+end
+
+-- How often this connection was taken from the pool: 0 for a fresh one.
+-- A reused connection has already been greeted, said EHLO and (if it was
+-- pooled after TLS) negotiated TLS: the session must not do that again.
+function Cosocket:getreusedtimes()
+  if self.closed then return 0 end
+  return self.sock:getreusedtimes() or 0
+end
+
+function Cosocket:peername()
+  return self.peer
+end
+
+-- host, port (number or well-known service name); timeout, deadline as
+-- in settimeouts; opts: { pool = name, pool_size = n, backlog = n }.
+-- The pool name must tell apart connections that are not interchangeable
+-- (TLS or not, server name, EHLO name, authenticated user); without one
+-- nginx pools by "host:port".
+function M.connect(host, port, timeout, deadline, opts)
+  local ngx = ngx
+  local phase = ngx.get_phase and ngx.get_phase()
+  if disabled_phases[phase] then
+    return nil, "connect", phase_error(phase)
+  end
+  local created, sock = pcall(ngx.socket.tcp)
+  if not created then
+    return nil, "connect", phase_error(phase) .. " (" .. tostring(sock) .. ")"
+  end
+  local nport = tonumber(port) or well_known_ports[port]
+  if not nport then
+    return nil, "connect", "invalid port " .. tostring(port)
+  end
+  local self = setmetatable({
+    sock = sock, timeout = timeout, deadline = deadline, closed = false, tls = false,
+    peer = host .. ":" .. nport,
+  }, Cosocket)
+  if not self:_arm() then
+    sock:close()
+    return nil, "timeout", "connect to " .. self.peer .. ": deadline exceeded"
+  end
+  -- Host names need a `resolver` in nginx.conf; "localhost" (the library's
+  -- default host) is common enough to spare users that.
+  local target = host == "localhost" and "127.0.0.1" or host
+  local ok, err
+  if opts and (opts.pool or opts.pool_size or opts.backlog) then
+    ok, err = sock:connect(target, nport, {
+      pool = opts.pool, pool_size = opts.pool_size, backlog = opts.backlog,
+    })
+  else
+    ok, err = sock:connect(target, nport)
+  end
+  if not ok then
+    sock:close()
+    local code = err == "timeout" and "timeout" or "connect"
+    local msg = err == "timeout" and "timed out" or tostring(err)
+    return nil, code, "connect to " .. self.peer .. ": " .. msg
+  end
+  return self
+end
+
+M.Cosocket = Cosocket
+return M
