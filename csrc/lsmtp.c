@@ -227,8 +227,9 @@ static const char *fail_name(smtp_fail f)
     }
 }
 
-/* kind, cmd, index, code, enhanced, text, fail, error: flat values, so the
- * driver loop allocates no table per event. */
+/* kind, cmd, index, code, enhanced, text, fail, error, txn: flat values, so
+ * the driver loop allocates no table per event. index: the recipient (from
+ * 1) for RCPT, the reply's position (from 1) for an LMTP end of data. */
 static int l_engine_next(lua_State *L)
 {
     smtp_engine *e = check_engine(L);
@@ -240,7 +241,8 @@ static int l_engine_next(lua_State *L)
     if (ev.kind == SMTP_EV_NEED_INPUT || ev.kind == SMTP_EV_NEED_BODY || ev.kind == SMTP_EV_IDLE)
         return 1;
     lua_pushstring(L, smtp_cmd_name(ev.cmd));
-    if (ev.kind == SMTP_EV_REPLY && ev.cmd == SMTP_CMD_RCPT && ev.index >= 0)
+    if (ev.kind == SMTP_EV_REPLY && ev.index >= 0 &&
+        (ev.cmd == SMTP_CMD_RCPT || ev.cmd == SMTP_CMD_DOT || ev.cmd == SMTP_CMD_BDAT))
         lua_pushinteger(L, ev.index + 1);
     else
         lua_pushnil(L);
@@ -265,7 +267,11 @@ static int l_engine_next(lua_State *L)
         lua_pushstring(L, smtp_strerror(ev.error));
     else
         lua_pushnil(L);
-    return 8;
+    if (ev.txn)
+        lua_pushinteger(L, (lua_Integer)ev.txn);
+    else
+        lua_pushnil(L);
+    return 9;
 }
 
 static int l_engine_hello(lua_State *L)
@@ -379,6 +385,34 @@ static int l_engine_body(lua_State *L)
     return push_result(L, rc, "output buffer full: write smaller chunks");
 }
 
+/* eng:bdat(chunk, last) */
+static int l_engine_bdat(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = smtp_engine_bdat(e, s, len, lua_toboolean(L, 3));
+    if (rc == SMTP_E_LINE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "line");
+        lua_pushfstring(L, "message line %d is longer than 998 octets", (int)e->frame.error_line);
+        return 3;
+    }
+    return push_result(L, rc, "output buffer full: write smaller chunks");
+}
+
+static int l_engine_transactions(lua_State *L)
+{
+    lua_pushinteger(L, smtp_engine_transactions(check_engine(L)));
+    return 1;
+}
+
+static int l_engine_can_chain(lua_State *L)
+{
+    lua_pushboolean(L, smtp_engine_can_chain(check_engine(L)));
+    return 1;
+}
+
 static int l_engine_body_end(lua_State *L)
 {
     return push_result(L, smtp_engine_body_end(check_engine(L)), NULL);
@@ -476,6 +510,9 @@ static const luaL_Reg engine_methods[] = {
     {"data", l_engine_data},
     {"body", l_engine_body},
     {"body_end", l_engine_body_end},
+    {"bdat", l_engine_bdat},
+    {"transactions", l_engine_transactions},
+    {"can_chain", l_engine_can_chain},
     {"rset", l_engine_rset},
     {"noop", l_engine_noop},
     {"quit", l_engine_quit},

@@ -14,7 +14,7 @@
 
 static const char *const cmd_names[SMTP_CMD_COUNT] = {
     "none", "greeting", "ehlo", "helo", "lhlo", "starttls", "auth", "auth",
-    "mail", "rcpt", "data", "dot", "rset", "noop", "quit",
+    "mail", "rcpt", "data", "dot", "bdat", "rset", "noop", "quit",
 };
 
 const char *smtp_cmd_name(smtp_cmd c)
@@ -48,6 +48,12 @@ int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
     smtp_buf_init(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32));
     smtp_buf_init(&e->caps, e->parser.text.limit);
     smtp_buf_init(&e->saved, e->parser.text.limit);
+    smtp_buf_init(&e->scratch, e->limits.max_output);
+    {
+        int i;
+        for (i = 0; i < SMTP_TXN_MAX; i++)
+            smtp_buf_init(&e->txns[i].text, e->parser.text.limit);
+    }
     smtp_frame_init(&e->frame, SMTP_MAX_LINE);
     e->pipelining = 1;
     return 0;
@@ -61,6 +67,12 @@ void smtp_engine_free(smtp_engine *e)
     smtp_buf_free(&e->staged);
     smtp_buf_free(&e->caps);
     smtp_buf_free(&e->saved);
+    smtp_buf_free(&e->scratch);
+    {
+        int i;
+        for (i = 0; i < SMTP_TXN_MAX; i++)
+            smtp_buf_free(&e->txns[i].text);
+    }
     free(e->inflight.items);
     free(e->stage.items);
     e->inflight.items = e->stage.items = NULL;
@@ -205,7 +217,7 @@ unsigned long long smtp_engine_max_size(const smtp_engine *e)
 
 /* ---- in-flight and staged commands -------------------------------------- */
 
-static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, unsigned long long n)
+static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, int txn, unsigned long long n)
 {
     smtp_cmd_entry *slot;
     if (r->count == r->cap) {
@@ -228,6 +240,8 @@ static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, unsigned long long n
     slot = &r->items[(r->head + r->count) % r->cap];
     slot->cmd = cmd;
     slot->index = index;
+    slot->txn = txn;
+    slot->left = 0;
     slot->n = n;
     r->count++;
     return 0;
@@ -249,16 +263,19 @@ static int write_out(smtp_engine *e, const char *p, size_t n)
     return rc;
 }
 
-static int push_inflight(smtp_engine *e, smtp_cmd cmd, int index)
+static int push_inflight(smtp_engine *e, smtp_cmd cmd, int index, int txn)
 {
-    return ring_push(&e->inflight, cmd, index, e->written);
+    return ring_push(&e->inflight, cmd, index, txn, e->written);
 }
 
 /* RFC 2920 3.1: only these may be followed by more commands before their
  * reply arrives; every other command ends a group. */
 static int may_be_followed(smtp_cmd c)
 {
-    return c == SMTP_CMD_MAIL || c == SMTP_CMD_RCPT || c == SMTP_CMD_RSET;
+    /* The end of data and BDAT chunks end no group either: the next
+     * transaction may follow them (RFC 2920 3.1, RFC 3030 4). */
+    return c == SMTP_CMD_MAIL || c == SMTP_CMD_RCPT || c == SMTP_CMD_RSET ||
+           c == SMTP_CMD_DOT || c == SMTP_CMD_BDAT;
 }
 
 static int pipelining_active(const smtp_engine *e)
@@ -288,7 +305,7 @@ static int release_staged(smtp_engine *e)
         if (rc)
             return rc;
         smtp_buf_consume(&e->staged, (size_t)s->n);
-        rc = push_inflight(e, s->cmd, s->index);
+        rc = push_inflight(e, s->cmd, s->index, s->txn);
         if (rc)
             return rc;
         ring_pop(&e->stage);
@@ -298,13 +315,20 @@ static int release_staged(smtp_engine *e)
 
 static void drop_staged(smtp_engine *e)
 {
+    int i;
+    for (i = 0; i < e->stage.count; i++) {
+        const smtp_cmd_entry *c = &e->stage.items[(e->stage.head + i) % e->stage.cap];
+        if (c->txn >= 0)
+            e->txns[c->txn].pending--;
+    }
     e->stage.head = e->stage.count = 0;
     smtp_buf_clear(&e->staged);
 }
 
 /* Stages "parts[0] parts[1] ... CRLF" as one command; every part has been
  * validated by the caller. Nothing is staged on error. */
-static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const *parts, int n)
+static int stage_cmd_data(smtp_engine *e, smtp_cmd cmd, int index, int txn,
+                          const char *const *parts, int n, const char *data, size_t len)
 {
     size_t before = smtp_buf_len(&e->staged);
     int i, rc = 0;
@@ -315,11 +339,22 @@ static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const 
         rc = smtp_buf_append_str(&e->staged, parts[i]);
     if (rc == 0)
         rc = smtp_buf_append(&e->staged, "\r\n", 2);
+    if (rc == 0 && len)
+        rc = smtp_buf_append(&e->staged, data, len);
     if (rc == 0)
-        rc = ring_push(&e->stage, cmd, index, smtp_buf_len(&e->staged) - before);
-    if (rc)
+        rc = ring_push(&e->stage, cmd, index, txn, smtp_buf_len(&e->staged) - before);
+    if (rc) {
         e->staged.end = e->staged.start + before;
-    return rc;
+        return rc;
+    }
+    if (txn >= 0)
+        e->txns[txn].pending++;
+    return 0;
+}
+
+static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const *parts, int n)
+{
+    return stage_cmd_data(e, cmd, index, -1, parts, n, NULL, 0);
 }
 
 /* ---- operations --------------------------------------------------------- */
@@ -361,7 +396,7 @@ int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp)
     memcpy(e->hello_name, name, len + 1);
     e->lmtp = lmtp;
     if (!e->greeted && e->inflight.count == 0) {
-        rc = push_inflight(e, SMTP_CMD_GREETING, 0);
+        rc = push_inflight(e, SMTP_CMD_GREETING, 0, -1);
         if (rc)
             return rc;
     }
@@ -460,13 +495,63 @@ int smtp_engine_auth_response(smtp_engine *e, const char *response)
     return rc ? rc : release_staged(e);
 }
 
+/* ---- transactions ------------------------------------------------------- */
+
+static smtp_txn *txn_at(smtp_engine *e, int slot)
+{
+    return &e->txns[slot];
+}
+
+static int txn_tail_slot(const smtp_engine *e)
+{
+    return (e->txn_head + e->txn_count - 1) % SMTP_TXN_MAX;
+}
+
+/* The transaction being built (commands may still be added), or NULL. */
+static smtp_txn *txn_building(smtp_engine *e)
+{
+    smtp_txn *t;
+    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+        return NULL;
+    t = txn_at(e, txn_tail_slot(e));
+    return t->body_done || t->failed ? NULL : t;
+}
+
+int smtp_engine_transactions(const smtp_engine *e)
+{
+    return e->op == SMTP_OP_TRANSACTION ? e->txn_count : 0;
+}
+
+int smtp_engine_can_chain(const smtp_engine *e)
+{
+    const smtp_txn *t;
+    if (e->op != SMTP_OP_TRANSACTION || e->dead || e->in_body || e->txn_count == 0 ||
+        e->txn_count >= SMTP_TXN_MAX || !pipelining_active(e))
+        return 0;
+    t = &e->txns[txn_tail_slot(e)];
+    return t->body_done;
+}
+
+static int txn_open(smtp_engine *e)
+{
+    int slot = (e->txn_head + e->txn_count) % SMTP_TXN_MAX;
+    smtp_txn *t = txn_at(e, slot);
+    smtp_buf text = t->text;
+    memset(t, 0, sizeof *t);
+    t->text = text;
+    smtp_buf_clear(&t->text);
+    t->id = ++e->txn_next_id;
+    e->txn_count++;
+    return slot;
+}
+
 int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
                      const char *params)
 {
     const char *parts[6];
     char size_param[32];
     unsigned long long max;
-    int n = 0, rc;
+    int n = 0, rc, slot, chained;
 
     if (!params)
         params = "";
@@ -477,18 +562,22 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
     max = smtp_engine_max_size(e);
     if (size > 0 && max > 0 && size > max)
         return SMTP_E_SIZE;
-    rc = op_start(e, SMTP_OP_TRANSACTION);
-    if (rc)
-        return rc;
-    e->rcpt_count = e->rcpt_replied = e->rcpt_accepted = 0;
-    e->txn_failed = 0;
-    e->data_staged = 0;
-    e->dot_sent = 0;
+    chained = smtp_engine_can_chain(e);
+    if (!chained) {
+        rc = op_start(e, SMTP_OP_TRANSACTION);
+        if (rc)
+            return rc;
+    }
+    /* A chunked transaction still in flight may yet fail and leave the
+     * server mid-transaction: the next one starts clean with RSET. */
+    if (chained && txn_at(e, txn_tail_slot(e))->bdat)
+        e->need_rset = 1;
+    slot = txn_open(e);
     smtp_frame_init(&e->frame, SMTP_MAX_LINE);
 
     if (e->need_rset) {
         static const char *const rset[1] = {"RSET"};
-        rc = stage_cmd(e, SMTP_CMD_RSET, -1, rset, 1);
+        rc = stage_cmd_data(e, SMTP_CMD_RSET, -1, slot, rset, 1, NULL, 0);
         if (rc)
             return rc;
         e->need_rset = 0;
@@ -504,20 +593,22 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
         parts[n++] = " ";
         parts[n++] = params;
     }
-    rc = stage_cmd(e, SMTP_CMD_MAIL, 0, parts, n);
+    rc = stage_cmd_data(e, SMTP_CMD_MAIL, 0, slot, parts, n, NULL, 0);
     return rc ? rc : release_staged(e);
 }
 
 int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
 {
     const char *parts[5];
+    smtp_txn *t;
     int n = 0, rc;
     if (!params)
         params = "";
     if (smtp_check_address(to) || to[0] == '\0' ||
         smtp_check_arg(params, strlen(params), MAX_PARAMS))
         return SMTP_E_ARGUMENT;
-    if (e->op != SMTP_OP_TRANSACTION || e->data_staged || e->op_finished)
+    t = txn_building(e);
+    if (!t || t->data_staged)
         return SMTP_E_STATE;
     parts[n++] = "RCPT TO:<";
     parts[n++] = to;
@@ -526,23 +617,24 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
         parts[n++] = " ";
         parts[n++] = params;
     }
-    rc = stage_cmd(e, SMTP_CMD_RCPT, e->rcpt_count, parts, n);
+    rc = stage_cmd_data(e, SMTP_CMD_RCPT, t->rcpt_count, txn_tail_slot(e), parts, n, NULL, 0);
     if (rc)
         return rc;
-    e->rcpt_count++;
+    t->rcpt_count++;
     return release_staged(e);
 }
 
 int smtp_engine_data(smtp_engine *e)
 {
     static const char *const parts[1] = {"DATA"};
+    smtp_txn *t = txn_building(e);
     int rc;
-    if (e->op != SMTP_OP_TRANSACTION || e->data_staged || e->rcpt_count == 0 || e->op_finished)
+    if (!t || t->data_staged || t->rcpt_count == 0)
         return SMTP_E_STATE;
-    rc = stage_cmd(e, SMTP_CMD_DATA, 0, parts, 1);
+    rc = stage_cmd_data(e, SMTP_CMD_DATA, 0, txn_tail_slot(e), parts, 1, NULL, 0);
     if (rc)
         return rc;
-    e->data_staged = 1;
+    t->data_staged = 1;
     return release_staged(e);
 }
 
@@ -562,17 +654,51 @@ int smtp_engine_body(smtp_engine *e, const char *data, size_t len)
 int smtp_engine_body_end(smtp_engine *e)
 {
     size_t before;
-    int rc;
+    int rc, slot;
     if (!e->in_body)
         return SMTP_E_STATE;
+    slot = txn_tail_slot(e);
     before = smtp_buf_len(&e->out);
     rc = smtp_frame_finish(&e->frame, &e->out);
     if (rc)
         return rc;
     e->written += smtp_buf_len(&e->out) - before;
+    rc = push_inflight(e, SMTP_CMD_DOT, 0, slot);
+    if (rc)
+        return rc;
     e->in_body = 0;
-    e->dot_sent = 1;
-    return push_inflight(e, SMTP_CMD_DOT, 0);
+    txn_at(e, slot)->body_done = 1;
+    txn_at(e, slot)->pending++;
+    /* With PIPELINING the next transaction may travel with the end of data. */
+    return release_staged(e);
+}
+
+int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
+{
+    const char *parts[2];
+    char line[48];
+    smtp_txn *t = txn_building(e);
+    int rc;
+    if (!t || t->rcpt_count == 0 || (t->data_staged && !t->bdat))
+        return SMTP_E_STATE;
+    if (!t->bdat)
+        e->frame.stuffing = 0;
+    smtp_buf_clear(&e->scratch);
+    rc = smtp_frame_write(&e->frame, data, len, &e->scratch);
+    if (rc)
+        return rc;
+    snprintf(line, sizeof line, "BDAT %lu%s", (unsigned long)smtp_buf_len(&e->scratch),
+             last ? " LAST" : "");
+    parts[0] = line;
+    rc = stage_cmd_data(e, SMTP_CMD_BDAT, last ? 1 : 0, txn_tail_slot(e), parts, 1,
+                        smtp_buf_ptr(&e->scratch), smtp_buf_len(&e->scratch));
+    if (rc)
+        return rc;
+    t->bdat = 1;
+    t->data_staged = 1;
+    if (last)
+        t->body_done = 1;
+    return release_staged(e);
 }
 
 static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
@@ -675,7 +801,9 @@ static void protocol_error(smtp_engine *e, int err)
  * session is not trusted with another command. */
 static void unexpected_input(smtp_engine *e)
 {
-    if (e->op_finished && e->op_fail == SMTP_FAIL_NONE) {
+    int txn_ok = e->op == SMTP_OP_TRANSACTION && e->txn_count > 0 &&
+                 e->txns[e->txn_head].done;
+    if ((e->op_finished && e->op_fail == SMTP_FAIL_NONE) || txn_ok) {
         e->error = SMTP_E_PROTOCOL;
         e->dead = 1;
         drop_staged(e);
@@ -689,62 +817,153 @@ static int is_2xx(int code)
     return code >= 200 && code < 300;
 }
 
-static void fail_transaction(smtp_engine *e, smtp_fail fail, smtp_cmd cmd, const smtp_reply *r)
+static void txn_save(smtp_txn *t, const smtp_reply *r)
 {
-    if (e->txn_failed)
-        return;
-    e->txn_failed = 1;
-    e->op_fail = fail;
-    e->op_fail_cmd = cmd;
-    if (save_reply(e, r))
-        smtp_buf_clear(&e->saved);
-    /* Sequentially staged commands of a failed transaction must never go
-     * out; pipelined ones are already in flight and get drained. */
-    drop_staged(e);
+    t->code = r->code;
+    memcpy(t->enhanced, r->enhanced, SMTP_ENHANCED_MAX);
+    smtp_buf_clear(&t->text);
+    if (smtp_buf_append(&t->text, r->text, r->text_len))
+        smtp_buf_clear(&t->text); /* too long to keep: the code stays */
 }
 
-static void on_transaction_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *r)
+/* Drops the staged commands of one transaction: they must never go out.
+ * Its commands already in flight get drained. */
+static void drop_staged_txn(smtp_engine *e, int slot)
 {
+    smtp_ring kept;
+    smtp_buf bytes;
+    int i;
+    if (e->stage.count == 0)
+        return;
+    /* Rare path: rebuild the stage without this transaction's entries. */
+    kept = e->stage;
+    kept.items = NULL;
+    kept.head = kept.count = kept.cap = 0;
+    smtp_buf_init(&bytes, e->staged.limit);
+    for (i = 0; i < e->stage.count; i++) {
+        const smtp_cmd_entry *c = &e->stage.items[(e->stage.head + i) % e->stage.cap];
+        const char *p = smtp_buf_ptr(&e->staged);
+        size_t off = 0;
+        int j;
+        for (j = 0; j < i; j++)
+            off += (size_t)e->stage.items[(e->stage.head + j) % e->stage.cap].n;
+        if (c->txn == slot) {
+            e->txns[slot].pending--;
+            continue;
+        }
+        if (smtp_buf_append(&bytes, p + off, (size_t)c->n) ||
+            ring_push(&kept, c->cmd, c->index, c->txn, c->n)) {
+            free(kept.items);
+            smtp_buf_free(&bytes);
+            protocol_error(e, SMTP_E_NOMEM);
+            return;
+        }
+    }
+    free(e->stage.items);
+    smtp_buf_free(&e->staged);
+    e->stage = kept;
+    e->staged = bytes;
+}
+
+static void fail_transaction(smtp_engine *e, int slot, smtp_fail fail, smtp_cmd cmd,
+                             const smtp_reply *r)
+{
+    smtp_txn *t = txn_at(e, slot);
+    if (t->failed || t->done)
+        return;
+    t->failed = 1;
+    t->fail = fail;
+    t->fail_cmd = cmd;
+    txn_save(t, r);
+    e->need_rset = 1;
+    drop_staged_txn(e, slot);
+}
+
+static void succeed_transaction(smtp_txn *t, const smtp_reply *r)
+{
+    if (t->failed || t->done)
+        return;
+    t->done = 1;
+    txn_save(t, r);
+}
+
+/* The final reply(ies) to the end of data or BDAT LAST. Under LMTP there
+ * is one per accepted recipient (RFC 2033 4.2): the message is delivered
+ * when any of them is 2xx. */
+static void on_final_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
+{
+    smtp_txn *t = txn_at(e, c->txn);
+    if (!e->lmtp) {
+        if (is_2xx(r->code))
+            succeed_transaction(t, r);
+        else
+            fail_transaction(e, c->txn, SMTP_FAIL_DATA, c->cmd, r);
+        return;
+    }
+    if (t->lmtp_replies == 0)
+        c->left = t->rcpt_accepted; /* counts this reply too */
+    t->lmtp_replies++;
+    c->left--;
+    if (is_2xx(r->code)) {
+        t->lmtp_ok++;
+        if (!t->code || !is_2xx(t->code))
+            txn_save(t, r);
+    } else if (t->lmtp_ok == 0) {
+        txn_save(t, r);
+    }
+    if (c->left > 0)
+        return;
+    if (t->lmtp_ok > 0) {
+        t->done = 1;
+    } else {
+        smtp_reply last = *r;
+        fail_transaction(e, c->txn, SMTP_FAIL_DATA, c->cmd, &last);
+    }
+}
+
+static void on_transaction_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
+{
+    smtp_txn *t = txn_at(e, c->txn);
     switch (c->cmd) {
     case SMTP_CMD_RSET:
         break; /* a clean-up RSET ahead of MAIL: its reply decides nothing */
     case SMTP_CMD_MAIL:
         if (!is_2xx(r->code))
-            fail_transaction(e, SMTP_FAIL_SENDER, SMTP_CMD_MAIL, r);
+            fail_transaction(e, c->txn, SMTP_FAIL_SENDER, SMTP_CMD_MAIL, r);
         break;
     case SMTP_CMD_RCPT:
-        e->rcpt_replied++;
+        t->rcpt_replied++;
         if (is_2xx(r->code))
-            e->rcpt_accepted++;
-        else if (e->rcpt_replied == e->rcpt_count && e->rcpt_accepted == 0)
-            fail_transaction(e, SMTP_FAIL_RECIPIENTS, SMTP_CMD_RCPT, r);
+            t->rcpt_accepted++;
+        else if (t->rcpt_replied == t->rcpt_count && t->rcpt_accepted == 0)
+            fail_transaction(e, c->txn, SMTP_FAIL_RECIPIENTS, SMTP_CMD_RCPT, r);
         break;
     case SMTP_CMD_DATA:
-        if (r->code == 354 && e->txn_failed) {
+        if (r->code == 354 && t->failed) {
             /* A server that opens DATA for a failed envelope gets an empty
              * message ended at once, so it cannot wait for a body. */
-            if (write_out(e, ".\r\n", 3) == 0)
-                push_inflight(e, SMTP_CMD_DOT, -1);
+            if (write_out(e, ".\r\n", 3) == 0 && push_inflight(e, SMTP_CMD_DOT, -1, c->txn) == 0)
+                t->pending++;
         } else if (r->code == 354) {
             e->in_body = 1;
         } else {
-            fail_transaction(e, SMTP_FAIL_DATA, SMTP_CMD_DATA, r);
+            fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_DATA, r);
         }
         break;
     case SMTP_CMD_DOT:
-        if (c->index < 0 || e->txn_failed)
+        if (c->index >= 0 && !t->failed)
+            on_final_reply(e, c, r);
+        break;
+    case SMTP_CMD_BDAT:
+        if (t->failed)
             break;
-        if (is_2xx(r->code))
-            finish_op(e, SMTP_FAIL_NONE, SMTP_CMD_DOT, r);
-        else
-            fail_transaction(e, SMTP_FAIL_DATA, SMTP_CMD_DOT, r);
+        if (!is_2xx(r->code))
+            fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_BDAT, r);
+        else if (c->index == 1)
+            on_final_reply(e, c, r);
         break;
     default:
         break;
-    }
-    if (e->txn_failed && e->inflight.count == 0 && e->stage.count == 0 && !e->in_body) {
-        e->need_rset = 1;
-        e->op_finished = 1;
     }
 }
 
@@ -789,7 +1008,7 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
     finish_op(e, SMTP_FAIL_HELLO, c->cmd, r);
 }
 
-static void on_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_reply *r)
+static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
 {
     if (r->code == 421 && c->cmd != SMTP_CMD_QUIT) {
         /* RFC 5321 3.8: the server is shutting the channel down. */
@@ -858,8 +1077,38 @@ static void fill_outcome(smtp_engine *e, smtp_event *ev)
     ev->reply.text = smtp_buf_ptr(&e->saved);
     ev->reply.text_len = smtp_buf_len(&e->saved);
     ev->reply.lines = e->saved_code ? 1 : 0;
+    /* A session-level failure ends every transaction still in flight: the
+     * driver reports them all. */
+    e->txn_count = 0;
     e->op = SMTP_OP_NONE;
     e->op_finished = 0;
+}
+
+/* The oldest transaction, once every reply it waits for has come. */
+static int txn_report(smtp_engine *e, smtp_event *ev)
+{
+    smtp_txn *t;
+    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+        return 0;
+    t = txn_at(e, e->txn_head);
+    if (!(t->done || t->failed) || t->pending > 0)
+        return 0;
+    if (e->in_body && e->txn_count == 1)
+        return 0;
+    ev->kind = t->done ? SMTP_EV_DONE : SMTP_EV_FAILED;
+    ev->txn = t->id;
+    ev->cmd = t->done ? (t->bdat ? SMTP_CMD_BDAT : SMTP_CMD_DOT) : t->fail_cmd;
+    ev->fail = t->done ? SMTP_FAIL_NONE : t->fail;
+    ev->reply.code = t->code;
+    memcpy(ev->reply.enhanced, t->enhanced, SMTP_ENHANCED_MAX);
+    ev->reply.text = smtp_buf_ptr(&t->text);
+    ev->reply.text_len = smtp_buf_len(&t->text);
+    ev->reply.lines = t->code ? 1 : 0;
+    e->txn_head = (e->txn_head + 1) % SMTP_TXN_MAX;
+    e->txn_count--;
+    if (e->txn_count == 0)
+        e->op = SMTP_OP_NONE;
+    return 1;
 }
 
 int smtp_engine_next(smtp_engine *e, smtp_event *ev)
@@ -876,6 +1125,8 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             fill_outcome(e, ev);
             return 0;
         }
+        if (txn_report(e, ev))
+            return 0;
         if (!e->dead) {
             rc = release_staged(e);
             if (rc) {
@@ -928,11 +1179,23 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         if (rc == 0)
             continue;
         {
-            smtp_cmd_entry c = ring_pop(&e->inflight);
+            /* Work on a copy: answering may push entries and move the ring.
+             * An LMTP end of data stays at the front until every
+             * recipient's reply is in. */
+            smtp_cmd_entry c = *ring_front(&e->inflight);
             on_reply(e, &c, &r);
+            if (c.left > 0) {
+                ring_front(&e->inflight)->left = c.left;
+            } else {
+                ring_pop(&e->inflight);
+                if (c.txn >= 0)
+                    e->txns[c.txn].pending--;
+            }
             ev->kind = SMTP_EV_REPLY;
             ev->cmd = c.cmd;
-            ev->index = c.index;
+            ev->index = c.cmd == SMTP_CMD_DOT || c.cmd == SMTP_CMD_BDAT ? c.txn >= 0 ?
+                e->txns[c.txn].lmtp_replies - 1 : 0 : c.index;
+            ev->txn = c.txn >= 0 ? e->txns[c.txn].id : 0;
             ev->reply = r;
             /* Leftover bytes with nothing sent awaiting them: the server
              * answered ahead of the client (an injection or a broken peer).

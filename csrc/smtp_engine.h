@@ -50,6 +50,7 @@ typedef enum smtp_cmd {
     SMTP_CMD_RCPT,
     SMTP_CMD_DATA,
     SMTP_CMD_DOT,      /* the end of data */
+    SMTP_CMD_BDAT,     /* a CHUNKING chunk, its data attached */
     SMTP_CMD_RSET,
     SMTP_CMD_NOOP,
     SMTP_CMD_QUIT,
@@ -84,6 +85,8 @@ typedef enum smtp_fail {
 
 typedef struct smtp_event {
     smtp_event_kind kind;
+    unsigned txn;        /* the transaction (from 1) a REPLY, DONE or FAILED
+                            belongs to; 0 for other operations */
     smtp_cmd cmd;        /* REPLY: the command answered; FAILED: the one refused */
     int index;           /* REPLY to RCPT: the recipient's position, from 0 */
     smtp_fail fail;      /* FAILED only */
@@ -103,8 +106,30 @@ typedef struct smtp_limits {
 typedef struct smtp_cmd_entry {
     smtp_cmd cmd;
     int index;
+    int txn;                 /* slot in e->txns, -1 outside transactions */
+    int left;                /* LMTP end of data: replies still expected */
     unsigned long long n;
 } smtp_cmd_entry;
+
+/* Transactions in flight at once: with PIPELINING the next one starts as
+ * soon as the previous one's data is written (its outcome still unknown). */
+#define SMTP_TXN_MAX 64
+
+typedef struct smtp_txn {
+    unsigned id;             /* from 1, in the order they were started */
+    int rcpt_count, rcpt_replied, rcpt_accepted;
+    int data_staged;         /* DATA, or a first BDAT, is on its way */
+    int bdat;                /* the body goes in BDAT chunks */
+    int body_done;           /* the end of data or BDAT LAST is written */
+    int pending;             /* its commands staged or awaiting replies */
+    int lmtp_replies, lmtp_ok;
+    int done, failed;
+    smtp_fail fail;
+    smtp_cmd fail_cmd;
+    int code;                /* the reply it ended on */
+    char enhanced[SMTP_ENHANCED_MAX];
+    smtp_buf text;
+} smtp_txn;
 
 /* A FIFO of commands that grows on demand up to a limit. */
 typedef struct smtp_ring {
@@ -133,6 +158,7 @@ typedef struct smtp_engine {
     smtp_buf staged;         /* command lines waiting for their turn */
     smtp_buf caps;           /* EHLO reply text, lines after the first */
     smtp_buf saved;          /* text of the reply an operation ended on */
+    smtp_buf scratch;        /* a BDAT chunk being framed */
     smtp_frame frame;
 
     smtp_ring inflight;      /* sent (or in out), awaiting replies */
@@ -162,13 +188,12 @@ typedef struct smtp_engine {
     int insecure_auth;       /* the caller allowed AUTH without TLS, by name */
     int challenge;           /* a 334 awaits smtp_engine_auth_response */
     int in_body;             /* 354 received, body being written */
-    int dot_sent;
     char hello_name[256];
 
-    /* the current transaction */
-    int rcpt_count, rcpt_replied, rcpt_accepted;
-    int txn_failed;          /* decisive failure seen, draining replies */
-    int data_staged;
+    /* transactions, oldest first; the newest is the one being built */
+    smtp_txn txns[SMTP_TXN_MAX];
+    int txn_head, txn_count;
+    unsigned txn_next_id;
 } smtp_engine;
 
 void smtp_limits_default(smtp_limits *l);
@@ -208,6 +233,14 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params);
 int smtp_engine_data(smtp_engine *e);
 int smtp_engine_body(smtp_engine *e, const char *data, size_t len);
 int smtp_engine_body_end(smtp_engine *e);
+/* CHUNKING (RFC 3030): instead of DATA, the body in chunks, each sent as
+ * "BDAT n" with its bytes (line ends made CRLF, no dot-stuffing); last
+ * marks the final chunk (it may be empty). */
+int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last);
+/* Transactions started and not yet reported. With PIPELINING a new one may
+ * start (smtp_engine_mail) once the newest one's body is complete. */
+int smtp_engine_transactions(const smtp_engine *e);
+int smtp_engine_can_chain(const smtp_engine *e);
 int smtp_engine_rset(smtp_engine *e);
 int smtp_engine_noop(smtp_engine *e);
 int smtp_engine_quit(smtp_engine *e);

@@ -10,6 +10,7 @@ void smtp_frame_init(smtp_frame *f, size_t max_line)
     f->line_len = 0;
     f->pending_cr = 0;
     f->at_line_start = 1;
+    f->stuffing = 1;
     f->lines = 0;
     f->error_line = 0;
 }
@@ -53,7 +54,7 @@ static long long frame_run(smtp_frame *f, const char *data, size_t len, char *w)
             i++;
             continue;
         }
-        if (f->at_line_start && c == '.') {
+        if (f->at_line_start && c == '.' && f->stuffing) {
             if (w)
                 *w++ = '.';
         }

@@ -26,6 +26,7 @@ typedef struct smtp_frame {
     size_t line_len;    /* octets in the current line so far */
     int pending_cr;     /* previous chunk ended with CR */
     int at_line_start;
+    int stuffing;       /* 1: dot-stuff (DATA); 0: BDAT, line ends only */
     unsigned long long lines;  /* completed lines, for error messages */
     unsigned long long error_line; /* after SMTP_E_LINE: the long line, from 1 */
 } smtp_frame;

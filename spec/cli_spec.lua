@@ -609,6 +609,7 @@ describe("smtp-send", function()
       assert.equal("mx.example port 24 (tls auto, lmtp)", conn_line{ "--server", "lmtp://mx.example" })
       assert.equal("mx.example port 465 (tls implicit)", conn_line{ "--server", "mx.example", "--tls", "implicit" })
       assert.equal("localhost port 25 (tls none)", conn_line{ "--tls", "none" })
+      assert.equal("mx.example port 465 (tls implicit)", conn_line{ "--server", "mx.example:465" })
       assert.equal("mx.example port 587 (tls starttls) as al",
         conn_line{ "--server", "smtp://al@mx.example:587", "--tls", "starttls" })
     end)
@@ -741,6 +742,35 @@ describe("smtp-send", function()
       assert.matches("^mail from: <cron@x.org>", msg)
       assert.matches("\nSubject: cron output\nFrom: Cron Daemon <cron@x.org>\nDate: %a%a%a, %d+ %a%a%a %d%d%d%d ", msg)
       assert.matches("\nMessage%-ID: <[%x.]+@x.org>\n\nall good\n$", msg)
+    end)
+
+    it("works as cron calls sendmail: From without a domain falls back to the account's from", function()
+      local dbg = servers.debug_server{ max_messages = 1 }
+      local home = tmpdir()
+      assert(sh("mkdir -p " .. q(home .. "/.config/lua-smtp")))
+      write_file(home .. "/.config/lua-smtp/config",
+        "account relay\nserver 127.0.0.1:" .. dbg.port .. "\nfrom cron@x.org\ndefault relay\n")
+      local code, _, err = run({ "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "admin@y.org" }, { home = home,
+        stdin = "From: root (Cron Daemon)\nTo: admin@y.org\nSubject: Cron <root@host> backup\n\ndone\n" })
+      assert.equal(0, code, err)
+      local msg = received(dbg)
+      assert.matches("^mail from: <cron@x.org>", msg)
+      assert.same({ "admin@y.org" }, rcpts_of(msg))
+      assert.matches("\nFrom: root %(Cron Daemon%)\n", msg)
+    end)
+
+    it("works as cronie calls sendmail (-t -f root): the account's from replaces a bare name", function()
+      local dbg = servers.debug_server{ max_messages = 1 }
+      local home = tmpdir()
+      assert(sh("mkdir -p " .. q(home .. "/.config/lua-smtp")))
+      write_file(home .. "/.config/lua-smtp/config",
+        "account relay\nserver 127.0.0.1:" .. dbg.port .. "\nfrom cron@x.org\ndefault relay\n")
+      local code, _, err = run({ "-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root" }, { home = home,
+        stdin = "From: root (Cron Daemon)\nTo: admin@y.org\nSubject: Cron <root@host> backup\n\ndone\n" })
+      assert.equal(0, code, err)
+      local msg = received(dbg)
+      assert.matches("^mail from: <cron@x.org>", msg)
+      assert.same({ "admin@y.org" }, rcpts_of(msg))
     end)
 
     it("takes a plain text without headers as the body", function()

@@ -158,6 +158,7 @@ describe("test harness", function()
       assert.matches("DNS:localhost", out, 1, true)
       assert.matches("IP Address:127.0.0.1", out, 1, true)
       ok, out = run("openssl x509 -noout -ext subjectAltName -in " .. sh_quote(C.wronghost))
+      assert.is_true(ok, out)
       assert.matches("DNS:wrong.example", out, 1, true)
       assert.not_matches("localhost", out, 1, true)
 
@@ -168,6 +169,7 @@ describe("test harness", function()
       assert.is_false(ok)
       assert.matches("expired", out, 1, true)
       ok, out = run("openssl x509 -noout -startdate -enddate -in " .. sh_quote(C.expired))
+      assert.is_true(ok, out)
       assert.matches("notBefore=Jan  1 00:00:00 2020 GMT", out, 1, true)
       assert.matches("notAfter=Jan  2 00:00:00 2020 GMT", out, 1, true)
 
@@ -178,6 +180,7 @@ describe("test harness", function()
       ok, out = verify(C.other_ca, C.other_ca)
       assert.is_true(ok, out)
       ok, out = run("openssl x509 -noout -ext extendedKeyUsage -in " .. sh_quote(C.client))
+      assert.is_true(ok, out)
       assert.matches("Client Authentication", out, 1, true)
     end)
 
@@ -476,7 +479,10 @@ describe("test harness", function()
       assert.equal(250, (cmd(t, "RCPT TO:<carol@example.net>")))
       assert.equal(221, (cmd(t, "QUIT")))
       t:close()
-      assert.matches("sasl_username=bób", pf.log(), 1, true)
+      -- the maillog is written asynchronously (postlogd)
+      assert.is_true(wait_for(5, function()
+        return pf.log():find("sasl_username=bób", 1, true) ~= nil
+      end), pf.log())
     end)
 
     it("delivers a message sent over plain SMTP to the maildir", function()
@@ -518,7 +524,7 @@ describe("test harness", function()
       if not need() then return end
       local pids = pf:pids()
       assert.is_true(#pids >= 4)
-      local dir = pf.dir
+      local dir, pidns = pf.dir, pf.pidns
       pf:stop()
       for _, pid in ipairs(pids) do
         assert.is_false(servers.alive(pid), "pid " .. pid .. " still there")
@@ -535,6 +541,9 @@ describe("test harness", function()
         .. "pipe proxymap anvil scache bounce sh dovecot log config auth stats"):gmatch("%S+") do
         names[n] = true
       end
+      -- without a PID namespace Dovecot's log process outlives its master
+      -- (a known limitation of that fallback, see postfix.lua)
+      if not pidns then names.log = nil end
       local new = {}
       for _, z in ipairs(orphan_zombies()) do
         if not zombies_before[z.pid] and names[z.comm] then new[#new + 1] = z.pid .. " " .. z.comm end

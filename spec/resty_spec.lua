@@ -39,7 +39,9 @@ describe("#resty smtp inside nginx", function()
 
   setup(function()
     if have_tls then
-      local dir = (io.popen("mktemp -d"):read("*l"))
+      local p = io.popen("mktemp -d")
+      local dir = p:read("*l")
+      p:close()
       pki = certs.make(dir)
       os.execute("chmod 755 '" .. dir .. "'")
     end
@@ -140,8 +142,9 @@ describe("#resty smtp inside nginx", function()
   it("pools connections: a pooled one comes back reused, another pool gets a new one", function()
     local status, body = ngx_srv:get("/keepalive?" .. query{ port = dbg.port })
     assert.equal(200, status)
-    assert.equal("reused1=0 greeting=220 ehlo=250 pooled=true after=closed reused2=1 noop=250" ..
-      " quit=221 reused3=0\n", body)
+    assert.equal("reused1=0 greeting=220 ehlo=250 pooled=true after=closed reused2=1" ..
+      " state2=remembered noop=250 quit=221 reused3=0 state3=nil name_has_secret=false" ..
+      " names_differ=true\n", body)
   end)
 
   it("sends from a timer after the response", function()
@@ -222,6 +225,57 @@ describe("#resty smtp inside nginx", function()
         assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.body))
         assert.matches("starttls=220 FAILED tls: tls TLS handshake with 127%.0%.0%.1:%d+ failed: ", r.body)
       end
+    end)
+
+    it("smtp.send: STARTTLS, verified", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local _, body = ngx_srv:get("/send?" .. query{ port = tls_srv.port, tls = "starttls",
+        servername = "localhost", subject = "over STARTTLS" })
+      assert.matches("^ok 250 ", body)
+      assert.matches("TLS TLSv1%.[23] CLIENT %-\n", tls_srv:output())
+      local found
+      for _, m in ipairs(tls_srv:messages()) do found = found or m.subject == "over STARTTLS" end
+      assert.is_true(found)
+    end)
+
+    it("smtp.send: implicit TLS, verified", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local _, body = ngx_srv:get("/send?" .. query{ port = implicit_srv.port, tls = "implicit",
+        servername = "localhost", subject = "over implicit TLS" })
+      assert.matches("^ok 250 ", body)
+    end)
+
+    it("smtp.send: a name mismatch is a tls error at starttls", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local _, body = ngx_srv:get("/send?" .. query{ port = tls_srv.port, tls = "starttls",
+        servername = "wrong.example" })
+      assert.matches("^error tls: TLS handshake with 127%.0%.0%.1:%d+ failed: certificate host mismatch", body)
+      assert.matches("kind=tls stage=starttls", body, 1, true)
+    end)
+
+    it("smtp.send: an untrusted chain names lua_ssl_trusted_certificate", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local self_signed = nginx.slow_server{ delay = 0, cert = pki.selfsigned, key = pki.selfsigned_key }
+      local _, body = ngx_srv:get("/send?" .. query{ port = self_signed.port, tls = "starttls",
+        servername = "localhost", cafile = pki.selfsigned })
+      self_signed:stop()
+      assert.matches("^error tls: TLS handshake with [^\n]* failed: %d+: ", body)
+      assert.matches("lua_ssl_trusted_certificate", body, 1, true)
+      assert.matches("cafile/capath are not used", body, 1, true)
+    end)
+
+    it("smtp.send: a client certificate", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local mtls = nginx.slow_server{ delay = 0, cert = pki.good, key = pki.good_key, client_ca = pki.ca }
+      local _, body = ngx_srv:get("/send?" .. query{ port = mtls.port, tls = "starttls",
+        servername = "localhost", cert = pki.client, key = pki.client_key })
+      local _, without = ngx_srv:get("/send?" .. query{ port = mtls.port, tls = "starttls",
+        servername = "localhost" })
+      local out = mtls:output()
+      mtls:stop()
+      assert.matches("^ok 250 ", body)
+      assert.matches("TLS TLSv1%.[23] CLIENT [^%-\n]", out)
+      assert.matches("^error ", without)
     end)
 
     it("does not check anything with verify off", function()

@@ -125,7 +125,9 @@ local function header_pairs(h, level)
   local list = {}
   if #h > 0 then
     for i, pair in ipairs(h) do
-      if type(pair) ~= "table" then type_error("headers[" .. i .. "]", "a { name, value } pair", pair, level + 1) end
+      if type(pair) ~= "table" then
+        type_error("headers[" .. i .. "]", "a { name, value } pair", pair, level + 1)
+      end
       list[#list + 1] = { pair[1], pair[2] }
     end
   else
@@ -201,7 +203,7 @@ end
 -- ---- the header --------------------------------------------------------------------------
 
 local function header_values(spec, level)
-  local v = {}
+  local v = { subject = spec.subject }
   if spec.subject and header.has_line_break(spec.subject) then
     return nil, "subject contains CR or LF"
   end
@@ -277,14 +279,17 @@ end
 -- ---- the message --------------------------------------------------------------------------
 
 -- Builds a message; returns the message object or nil, "argument: ...", info.
-function M.new(spec)
-  if type(spec) ~= "table" then error("smtp.message expects a table", 2) end
-  check_types(spec, 3)
+-- A wrong type raises an error blaming the caller, or the function `level`
+-- frames up from the caller (as error() counts: 1, the default, is the
+-- caller; smtp.send can pass 3 to blame its own caller through prepare).
+function M.new(spec, level)
+  level = (level or 1) + 1
+  if type(spec) ~= "table" then error("smtp.message expects a table", level) end
+  check_types(spec, level + 1)
   local lists, aerr = address_entries(spec)
   if not lists then return argerror(aerr) end
-  local values, verr = header_values(spec, 3)
+  local values, verr = header_values(spec, level + 1)
   if not values then return argerror(verr) end
-  values.subject = spec.subject
 
   local id_from = (lists.sender[1] or lists.from[1]).address
   local domain = spec.message_id_domain or id_domain(address.domain(id_from))

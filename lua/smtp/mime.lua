@@ -89,8 +89,8 @@ end
 
 -- ---- parameters (RFC 2045 5.1, RFC 2231) ---------------------------------------------
 
--- Whole UTF-8 characters (a byte that starts none is one on its own), so
--- that RFC 2231 sections never split one: decoders decode each section.
+-- The length of the UTF-8 sequence a lead byte starts (1 for ASCII and
+-- for bytes that start none).
 local function sequence_length(b)
   if b >= 0xc2 and b <= 0xdf then return 2 end
   if b >= 0xe0 and b <= 0xef then return 3 end
@@ -98,6 +98,8 @@ local function sequence_length(b)
   return 1
 end
 
+-- s cut into whole UTF-8 characters (an invalid byte is one on its own),
+-- so that RFC 2231 sections never split one: decoders decode each section.
 local function characters(s)
   local out, i = {}, 1
   while i <= #s do
@@ -283,9 +285,8 @@ local function set_body(leaf, att, raw_params)
   return true
 end
 
--- One attachment as a leaf, or nil, message. Types were checked by the
--- caller; this checks values.
-function M.attachment(att)
+-- The values a header would carry, checked before anything is built.
+local function check_attachment(att)
   if (att.path == nil) == (att.content == nil) then
     return nil, "give either path or content"
   end
@@ -294,23 +295,29 @@ function M.attachment(att)
       return nil, field .. " contains CR or LF"
     end
   end
+  if att.filename == "" then return nil, "filename is empty" end
+  if att.disposition ~= nil and att.disposition ~= "attachment" and att.disposition ~= "inline" then
+    return nil, "disposition must be \"attachment\" or \"inline\""
+  end
+  return true
+end
+
+-- One attachment as a leaf, or nil, message. Types were checked by the
+-- caller; this checks values.
+function M.attachment(att)
+  local ok, err = check_attachment(att)
+  if not ok then return nil, err end
   local filename = att.filename or (att.path and basename(att.path))
-  if filename == "" then return nil, "filename is empty" end
   local ctype, raw = attachment_type(att, filename)
   if not ctype then return nil, raw end
   local leaf = { type = ctype, params = {}, filename = filename, disposition = att.disposition }
   if raw then leaf.params[1] = { raw } end
   if filename then leaf.params[#leaf.params + 1] = { "name", filename, true } end
-  if att.disposition ~= nil and att.disposition ~= "attachment" and att.disposition ~= "inline" then
-    return nil, "disposition must be \"attachment\" or \"inline\""
-  end
   if att.content_id ~= nil then
     leaf.content_id = check_content_id(att.content_id)
-    if not leaf.content_id then
-      return nil, "invalid content_id " .. string.format("%q", att.content_id)
-    end
+    if not leaf.content_id then return nil, "invalid content_id " .. string.format("%q", att.content_id) end
   end
-  local ok, err = set_body(leaf, att, raw)
+  ok, err = set_body(leaf, att, raw)
   if not ok then return nil, err end
   -- RFC 2046 5.2.1: message/* may not be encoded.
   if ctype:match("^message/") and leaf.encoding ~= "7bit" then

@@ -368,7 +368,8 @@ SlowServer.__index = SlowServer
 
 -- opts: delay (seconds per reply, default 0.2), max_time (default 60),
 -- lua (interpreter, default $LUA_SERVER or lua5.4), cert + key (PEM files:
--- offer STARTTLS), implicit (TLS from the first byte).
+-- offer STARTTLS), implicit (TLS from the first byte), client_ca (demand a
+-- client certificate signed by it).
 function M.slow_server(opts)
   opts = opts or {}
   local out, err = os.tmpname(), os.tmpname()
@@ -378,6 +379,10 @@ function M.slow_server(opts)
   if opts.cert then
     for _, a in ipairs({ "--cert", opts.cert, "--key", opts.key }) do argv[#argv + 1] = a end
     if opts.implicit then argv[#argv + 1] = "--implicit" end
+    if opts.client_ca then
+      argv[#argv + 1] = "--client-ca"
+      argv[#argv + 1] = opts.client_ca
+    end
   end
   local proc = spawn(argv, out, err)
   setmetatable(proc, SlowServer)

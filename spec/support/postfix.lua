@@ -512,13 +512,17 @@ end
 -- orphaned, never be reaped: end them first, while the master reaps them.
 -- It may respawn one (postlogd, to log those deaths): repeat a few times.
 local function end_master_children(master)
-  for _ = 1, 5 do
+  local deadline = socket.gettime() + 4
+  local quiet_since
+  while socket.gettime() < deadline do
     local kids = descendants({ master })
-    if #kids == 0 then
-      socket.sleep(0.1)
-      if #descendants({ master }) == 0 then return end
-    else
+    if #kids > 0 then
+      quiet_since = nil
       kill_wait(kids, 2)
+    else
+      quiet_since = quiet_since or socket.gettime()
+      if socket.gettime() - quiet_since >= 0.3 then return end
+      socket.sleep(0.05)
     end
   end
 end

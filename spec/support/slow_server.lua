@@ -2,7 +2,8 @@
 -- client does not block (many sessions at once, each reply late):
 --
 --   lua5.4 spec/support/slow_server.lua [--delay SECONDS] [--max-time SECONDS]
---                                        [--cert FILE --key FILE [--implicit]]
+--                                        [--cert FILE --key FILE [--implicit]
+--                                         [--client-ca FILE]]
 --
 -- Binds 127.0.0.1 on a free port, prints "PORT <n>" on stdout, then serves
 -- any number of connections at the same time (LuaSocket + one coroutine per
@@ -13,14 +14,16 @@
 --   MESSAGE <n> FROM <sender> TO <rcpt>[,<rcpt>...] SIZE <octets> SUBJECT <subject>
 -- With --cert/--key (LuaSec needed) it offers STARTTLS until TLS is up;
 -- with --implicit as well it starts TLS right after accepting (SMTPS).
--- Each handshake is reported on stdout: "TLS <protocol>".
+-- With --client-ca it demands a client certificate signed by that CA.
+-- Each handshake is reported on stdout: "TLS <protocol> CLIENT <subject CN
+-- or ->".
 -- Exits after --max-time seconds (default 60) or on SIGTERM.
 -- Works with Lua 5.1 .. 5.4 and LuaSocket.
 
 local socket = require "socket"
 
 local delay, max_time = 0.2, 60
-local cert, key, implicit
+local cert, key, implicit, client_ca
 do
   local i = 1
   while i <= #arg do
@@ -39,6 +42,9 @@ do
       i = i + 1
     elseif a == "--implicit" then
       implicit = true
+    elseif a == "--client-ca" then
+      client_ca = assert(arg[i + 1], "--client-ca needs a file")
+      i = i + 1
     else
       io.stderr:write("usage: slow_server.lua [--delay S] [--max-time S] [--cert F --key F [--implicit]]\n")
       os.exit(2)
@@ -53,6 +59,10 @@ if cert then
     mode = "server", protocol = "any", key = key, certificate = cert,
     options = { "all", "no_sslv3" },
   }
+  if client_ca then
+    tls_params.cafile = client_ca
+    tls_params.verify = { "peer", "fail_if_no_peer_cert" }
+  end
 end
 
 local server = assert(socket.bind("127.0.0.1", 0, 128))
@@ -133,7 +143,14 @@ function Conn:start_tls()
     self:sleep(0.002)
   end
   self.handshaking = false
-  io.stdout:write("TLS ", tostring(conn:info("protocol")), "\n")
+  local client = "-"
+  local peer = client_ca and conn:getpeercertificate()
+  if peer then
+    for _, e in ipairs(peer:subject()) do
+      if e.oid == "2.5.4.3" or e.name == "commonName" then client = e.value end
+    end
+  end
+  io.stdout:write("TLS ", tostring(conn:info("protocol")), " CLIENT ", client, "\n")
   io.stdout:flush()
   return true
 end

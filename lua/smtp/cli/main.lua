@@ -18,8 +18,8 @@ M.EX = EX
 M.PROGRESS_MIN = 256 * 1024
 
 M.USAGE = [[
-usage: smtp-send [options] [recipient ...]          compose a message from options
-       smtp-send [options] [-t] [recipient ...] <msg  send a whole message (sendmail mode)
+usage: smtp-send [options] --subject TEXT ... [recipient ...]   compose
+       smtp-send [options] [-t] [recipient ...] < message       sendmail mode
 
 Compose mode (any of --subject, --body, --body-file, --html-file, --attach,
 --header): the message is built from the options; the recipients are
@@ -28,8 +28,10 @@ Compose mode (any of --subject, --body, --body-file, --html-file, --attach,
 
 Server:
   --server HOST[:PORT]   or a URL: smtp://[user@]host[:port] (port 25),
-                         smtps://... (implicit TLS, port 465), lmtp://... (port 24)
-  --port N               port (default 25; 465 with --tls implicit)
+                         smtps://... (implicit TLS, port 465),
+                         lmtp://... (port 24); default localhost:25
+  --port N               port (default 25; 465 with --tls implicit, and
+                         --tls auto on port 465 means implicit)
   --tls MODE             auto (default), starttls, implicit or none
   --cafile FILE          CA certificates (PEM) to verify the server with
   --user NAME            authenticate as NAME; the password comes from
@@ -41,8 +43,9 @@ Server:
   --insecure-auth        allow AUTH without TLS (a trusted local relay only)
   --helo NAME            name to send with EHLO (default: this host's name)
   --timeout SECONDS      for each network wait (default 30)
-  --config FILE          accounts file (default $XDG_CONFIG_HOME/lua-smtp/config,
-                         else ~/.config/lua-smtp/config)
+  --config FILE          accounts file (default:
+                         $XDG_CONFIG_HOME/lua-smtp/config, else
+                         ~/.config/lua-smtp/config)
   --account NAME         use this account of the config file
 
 Message (compose mode):
@@ -71,14 +74,17 @@ Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
                          Resent-* ones for a resent message), added to the
                          arguments; Bcc and Resent-Bcc headers are removed
                          (always, with or without -t)
-  -f ADDR, -r ADDR       envelope sender (default: the From header, then the
-                         account's from)
+  -f ADDR, -r ADDR       envelope sender (also --from here; default: the From
+                         header, then the account's from). A name without a
+                         domain (cron's -f root) gives way to the account's from
+  --to, --cc, --bcc      more recipients (envelope only)
   -F NAME                full name for the From header added when missing
   -N LIST, -R RET, -V ID DSN notify (never or success,failure,delay), ret
                          (hdrs, full), envelope id
   -C FILE                same as --config
   Accepted and ignored:  -i, -oi (input is always read to its end), -U, -m,
-                         -bm, -Am, -Ac, -B TYPE, -od*, -oe*, -e*, -om, -oo
+                         -bm, -Am, -Ac, -B TYPE, -odX, -oeX, -eX, -om, -oo
+  Other sendmail modes (-bp, -bs, -q, ...) are refused (exit 64).
   A message without From, Date or Message-ID gets one.
 
 Environment:
@@ -96,7 +102,9 @@ Exit status (sysexits.h):
                       or TLS/authentication is unavailable
   70  EX_SOFTWARE     internal error
   75  EX_TEMPFAIL     temporary failure: connection refused or lost, timeout,
-                      4xx replies; try again later
+                      4xx replies; try again later (when the error says the
+                      server may have accepted the message, a retry may
+                      deliver it twice)
   76  EX_PROTOCOL     the server broke the protocol
   77  EX_NOPERM       authentication failed
   78  EX_CONFIG       configuration problem (config file, account, password
@@ -169,7 +177,7 @@ end
 local function resolve_password(opts, acct, getenv, user, host)
   if opts.password_file then return first_line_of(opts.password_file) end
   local env = getenv("SMTP_PASSWORD")
-  if env then return env end
+  if env and env ~= "" then return env end
   if acct.password then return acct.password end
   if acct.passwordeval then
     local pw, err = config.eval_password(acct.passwordeval)
@@ -241,6 +249,8 @@ local function connection(opts, acct, acct_name, getenv)
   }
   c.port = opts.port or srv.port or acct.port or
     (c.tls == "implicit" and 465) or (c.protocol == "lmtp" and 24) or 25
+  -- As the library does: port 465 speaks TLS from the start.
+  if c.tls == "auto" and c.port == 465 then c.tls = "implicit" end
   return c
 end
 
@@ -293,6 +303,10 @@ end
 local function sendmail(opts, acct)
   local message = require "smtp.message"
   local address = require "smtp.address"
+  if execute("test -t 0") then
+    io.stderr:write("smtp-send: reading the message (headers, empty line, body) from standard input;",
+      " end it with Ctrl-D\n")
+  end
   local raw = io.stdin:read("*a")
   if not raw or raw == "" then die(EX.DATAERR, "no message on standard input") end
   local long = rawmsg.long_line(raw)
@@ -322,6 +336,8 @@ local function sendmail(opts, acct)
   local sender
   local given = opts.f or opts.from
   if given then
+    -- cron passes "-f root": a local name means nothing to a remote server.
+    if not given:find("@", 1, true) and acct.from then given = acct.from end
     sender = bare_addresses({ given }, opts.f and "-f" or "--from")[1]
     if not sender then die(EX.USAGE, "no address in " .. string.format("%q", given)) end
   else
@@ -345,10 +361,14 @@ local function sendmail(opts, acct)
     if opts.F then value = address.format({ name = opts.F, address = sender }, 6) end
     msg:add("From", value)
   end
-  if not msg:has("Date") then msg:add("Date", message.date()) end
+  if not msg:has("Date") then
+    msg:add("Date", message.date and message.date() or os.date("!%a, %d %b %Y %H:%M:%S +0000"))
+  end
   local message_id = msg:get("Message-ID")
   if not message_id then
-    message_id = message.message_id(address.domain(sender))
+    local domain = address.domain(sender) or "localhost"
+    message_id = message.message_id and message.message_id(domain) or
+      string.format("<%d.%d@%s>", os.time(), math.random(1, 2147483646), domain)
     msg:add("Message-ID", message_id)
   end
   local text = msg:tostring()

@@ -6,8 +6,8 @@
 --   send(s, i) -> n | nil, code, msg      receive() -> bytes | nil, code, msg
 --   starttls{ servername =, verify = } -> true | nil, code, msg
 --   settimeouts(timeout, deadline)        close()
---   setkeepalive(timeout, size) -> true | nil, code, msg
---   getreusedtimes() -> n
+--   setkeepalive(timeout, size[, state]) -> true | nil, code, msg
+--   getreusedtimes() -> n                 pooled_state() -> state | nil
 -- with codes timeout, closed, connect, tls, io.
 --
 -- Time: timeout is seconds per operation (nil or <= 0: no per-operation
@@ -119,14 +119,61 @@ function Cosocket:receive()
   return data
 end
 
+-- Client certificates (PEM files), parsed once per worker.
+local client_certs = {}
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+function Cosocket:_clientcert(cert, key)
+  if not (cert and key) then
+    return nil, "a client certificate needs both cert and key"
+  end
+  if not self.sock.setclientcert then
+    return nil, "this lua-nginx-module cannot send client certificates (needs 0.10.23 or later)"
+  end
+  local id = cert .. "\0" .. key
+  local entry = client_certs[id]
+  if not entry then
+    local has_ssl, ssl = pcall(require, "ngx.ssl")
+    if not has_ssl then return nil, "client certificates need lua-resty-core's ngx.ssl" end
+    local cert_pem, cerr = read_file(cert)
+    if not cert_pem then return nil, "cannot read cert: " .. tostring(cerr) end
+    local key_pem, kerr = read_file(key)
+    if not key_pem then return nil, "cannot read key: " .. tostring(kerr) end
+    local c, perr = ssl.parse_pem_cert(cert_pem)
+    if not c then return nil, "invalid cert " .. cert .. ": " .. tostring(perr) end
+    local k, pkerr = ssl.parse_pem_priv_key(key_pem)
+    if not k then return nil, "invalid key " .. key .. ": " .. tostring(pkerr) end
+    entry = { cert = c, key = k }
+    client_certs[id] = entry
+  end
+  return self.sock:setclientcert(entry.cert, entry.key)
+end
+
 -- TLS on the connected socket (after "220" to STARTTLS, or right after
 -- connect for implicit TLS). opts.servername: SNI and the name checked
--- against the certificate; opts.verify: check chain and name (needs
--- lua_ssl_trusted_certificate in nginx.conf).
+-- against the certificate; opts.verify: check chain and name. Inside nginx
+-- the trusted CAs are lua_ssl_trusted_certificate's (and the chain depth
+-- lua_ssl_verify_depth's): opts.cafile and opts.capath cannot be applied
+-- per connection and are not used. opts.cert/opts.key: a client
+-- certificate (PEM files).
 function Cosocket:starttls(opts)
   opts = opts or {}
   if self.closed then return nil, "closed", "connection is closed" end
   if not self:_arm() then return nil, "timeout", "deadline exceeded" end
+  if opts.cert or opts.key then
+    local ok, err = self:_clientcert(opts.cert, opts.key)
+    if not ok then
+      self:close()
+      return nil, "tls", "client certificate: " .. tostring(err)
+    end
+  end
   local verify = opts.verify and true or false
   -- reused_session must be nil, never false: with false, Debian's
   -- lua-resty-core 0.1.25 can report a failed verification as success.
@@ -138,9 +185,17 @@ function Cosocket:starttls(opts)
     return nil, "tls", "TLS handshake with " .. self.peer .. " failed: " .. tostring(sess)
   end
   if not sess then
-    local code = err == "timeout" and "timeout" or "tls"
     self:close()
-    return nil, code, "TLS handshake with " .. self.peer .. " failed: " .. tostring(err)
+    if err == "timeout" then
+      return nil, "timeout", "TLS handshake with " .. self.peer .. ": timed out"
+    end
+    local msg = "TLS handshake with " .. self.peer .. " failed: " .. tostring(err)
+    -- chain errors ("20: unable to get local issuer certificate", ...)
+    if verify and type(err) == "string" and err:match("^%d+: ") then
+      msg = msg .. " (inside nginx the trusted CAs are set with lua_ssl_trusted_certificate" ..
+        " and lua_ssl_verify_depth" .. ((opts.cafile or opts.capath) and "; cafile/capath are not used" or "") .. ")"
+    end
+    return nil, "tls", msg
   end
   self.tls = true
   return true
@@ -154,11 +209,19 @@ function Cosocket:close()
   return true
 end
 
+-- What a session remembers about the pooled connections of each pool (the
+-- EHLO capabilities, TLS, authentication), so that a reused connection can
+-- go on without greeting and EHLO. Per worker, like the pools themselves.
+local pool_states = {}
+
 -- Puts the connection into nginx's per-worker pool (the pool chosen at
 -- connect). timeout: seconds the connection may stay idle there (nil:
 -- lua_socket_keepalive_timeout); size: the pool's size (nil:
--- lua_socket_pool_size). The object is unusable afterwards either way.
-function Cosocket:setkeepalive(timeout, size)
+-- lua_socket_pool_size); state: any value, handed back by pooled_state()
+-- on the connections later taken from this pool. The object is unusable
+-- afterwards either way. nginx refuses (and we close) a connection with
+-- unread input.
+function Cosocket:setkeepalive(timeout, size, state)
   if self.closed then return nil, "closed", "connection is closed" end
   self.closed = true
   local ms
@@ -172,6 +235,7 @@ function Cosocket:setkeepalive(timeout, size)
     self.sock:close()
     return nil, code_of(err), "setkeepalive: " .. tostring(err)
   end
+  if state ~= nil then pool_states[self.pool] = state end
   return true
 end
 
@@ -181,6 +245,32 @@ end
 function Cosocket:getreusedtimes()
   if self.closed then return 0 end
   return self.sock:getreusedtimes() or 0
+end
+
+-- The state given to setkeepalive() for this pool, when this connection
+-- came from the pool; nil for a fresh connection.
+function Cosocket:pooled_state()
+  if self:getreusedtimes() > 0 then return pool_states[self.pool] end
+  return nil
+end
+
+-- A pool name for connections that are interchangeable: same server, same
+-- TLS mode and certificate checks, same EHLO name and protocol, same
+-- credentials. Secrets only enter it hashed. o: host, port, tls,
+-- servername, verify, cert, helo, protocol, user, password, token.
+function M.pool_name(o)
+  local ngx = ngx
+  local secret = ""
+  if o.user or o.password or o.token then
+    local material = table.concat({ tostring(o.user), tostring(o.password), tostring(o.token) }, "\0")
+    secret = ngx.encode_base64(ngx.sha1_bin(material))
+  end
+  return table.concat({
+    "lua-smtp", tostring(o.host), tostring(o.port), tostring(o.tls or "auto"),
+    tostring(o.servername or o.host), o.verify == false and "noverify" or "verify",
+    tostring(o.cert or ""), tostring(o.helo or ""), tostring(o.protocol or "smtp"),
+    tostring(o.user or ""), secret,
+  }, "|")
 end
 
 function Cosocket:peername()
@@ -217,6 +307,8 @@ function M.connect(host, port, timeout, deadline, opts)
   -- Host names need a `resolver` in nginx.conf; "localhost" (the library's
   -- default host) is common enough to spare users that.
   local target = host == "localhost" and "127.0.0.1" or host
+  -- nginx's own default pool name
+  self.pool = (opts and opts.pool) or (target .. ":" .. nport)
   local ok, err
   if opts and (opts.pool or opts.pool_size or opts.backlog) then
     ok, err = sock:connect(target, nport, {

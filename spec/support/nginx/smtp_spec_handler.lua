@@ -15,8 +15,9 @@ end
 
 -- One message through the public API: the transport is whatever
 -- smtp.transport picks (it must be the cosocket one in here).
--- Args: host, port, from, to, subject, text, timeout, deadline; blocking=1
--- forces the blocking C socket (the control case: it stalls the worker).
+-- Args: host, port, from, to, subject, text, timeout, deadline, tls,
+-- servername, verify (0: off), cafile, cert, key; blocking=1 forces the
+-- blocking C socket (the control case: it stalls the worker).
 function M.send()
   local smtp = require "smtp"
   local now = require("smtp.core").now
@@ -36,6 +37,12 @@ function M.send()
     text = arg("text", "Hello from a cosocket.\n"),
     timeout = num("timeout"),
     deadline = num("deadline"),
+    tls = arg("tls"),
+    servername = arg("servername"),
+    verify = arg("verify") ~= "0",
+    cafile = arg("cafile"),
+    cert = arg("cert"),
+    key = arg("key"),
   }
   local elapsed = now() - t0
   if res then
@@ -91,7 +98,7 @@ function M.keepalive()
   out[#out + 1] = "greeting=" .. tostring(read_reply(t, st))
   assert(t:send("EHLO keepalive.test\r\n", 1))
   out[#out + 1] = "ehlo=" .. tostring(read_reply(t, st))
-  local ok, kcode, kmsg = t:setkeepalive(10, 4)
+  local ok, kcode, kmsg = t:setkeepalive(10, 4, { ehlo = "remembered" })
   if not ok then return fail("setkeepalive", kcode, kmsg) end
   out[#out + 1] = "pooled=true"
   -- the object is spent once pooled
@@ -102,6 +109,7 @@ function M.keepalive()
   if not t2 then return fail("reconnect", code, msg) end
   st = { buf = "" }
   out[#out + 1] = "reused2=" .. t2:getreusedtimes()
+  out[#out + 1] = "state2=" .. tostring((t2:pooled_state() or {}).ehlo)
   assert(t2:send("NOOP\r\n", 1))
   out[#out + 1] = "noop=" .. tostring(read_reply(t2, st))
   assert(t2:send("QUIT\r\n", 1))
@@ -112,7 +120,14 @@ function M.keepalive()
   t3, code, msg = cosocket.connect(host, port, 5, nil, { pool = pool .. ":other" })
   if not t3 then return fail("other pool", code, msg) end
   out[#out + 1] = "reused3=" .. t3:getreusedtimes()
+  out[#out + 1] = "state3=" .. tostring(t3:pooled_state())
   t3:close()
+  local name = cosocket.pool_name{ host = host, port = port, tls = "starttls", helo = "h",
+    user = "ann", password = "s3cret" }
+  local other = cosocket.pool_name{ host = host, port = port, tls = "starttls", helo = "h",
+    user = "ann", password = "other" }
+  out[#out + 1] = "name_has_secret=" .. tostring(name:find("s3cret", 1, true) ~= nil)
+  out[#out + 1] = "names_differ=" .. tostring(name ~= other)
   ngx.say(table.concat(out, " "))
 end
 

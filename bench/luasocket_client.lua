@@ -1,0 +1,127 @@
+-- Benchmark driver for LuaSocket's socket.smtp (Debian's lua-socket).
+--
+--   lua5.4 bench/luasocket_client.lua loop|oneshot COUNT SIZE PORT [nodelay]
+--   lua5.4 bench/luasocket_client.lua file PATH PORT [nodelay]
+--
+-- loop     smtp.open() + :greet() once, COUNT x :send{from, rcpt, source}, :quit()
+--          (socket.smtp's low-level session object: smtp.send opens a
+--          connection for every message)
+-- oneshot  COUNT x smtp.send{server, port, from, rcpt, source}
+-- file     smtp.send with ltn12.source.file(io.open(PATH))
+--
+-- As shipped, LuaSocket leaves Nagle's algorithm on, and socket.smtp writes
+-- the end of data ("\r\n.\r\n") as its own small segment after the body:
+-- it waits for the server's delayed ACK (about 40 ms on Linux) on every
+-- message. "nodelay" passes socket.smtp a `create` function that sets
+-- TCP_NODELAY, to show what LuaSocket does once that is tuned; the client
+-- then reports itself as luasocket+nodelay.
+--
+-- socket.smtp raises on any reply other than the expected 2xx/3xx, so a
+-- message counts as sent when its call returned without error. Prints
+-- "RESULT client=luasocket mode=MODE ok=N fail=N elapsed=SECONDS" and exits 1
+-- on any failure.
+local socket = require "socket"
+local smtp = require "socket.smtp"
+local ltn12 = require "ltn12"
+
+local FROM, TO = "<a@x.test>", "<b@y.test>"
+local HOST = "127.0.0.1"
+
+-- The same message as bench/lua_smtp_client.lua builds.
+local BASE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod " ..
+  "tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis " ..
+  "nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. "
+local function make_message(size)
+  local head = "From: bench <a@x.test>\r\nTo: <b@y.test>\r\nSubject: bench\r\n\r\n"
+  local parts, n, i = { head }, #head, 0
+  local twice = BASE .. BASE
+  while n < size do
+    local off = (i * 7) % #BASE
+    local want = math.min(70, size - n - 2)
+    if want < 1 then want = 1 end
+    local line = twice:sub(off + 1, off + want) .. "\r\n"
+    parts[#parts + 1] = line
+    n = n + #line
+    i = i + 1
+  end
+  return table.concat(parts)
+end
+
+local function usage()
+  io.stderr:write("usage: luasocket_client.lua loop|oneshot COUNT SIZE PORT\n" ..
+    "       luasocket_client.lua file PATH PORT\n")
+  os.exit(2)
+end
+
+local mode = arg[1]
+local nodelay = arg[#arg] == "nodelay"
+local create, NAME = nil, "luasocket"
+if nodelay then
+  NAME = "luasocket+nodelay"
+  create = function()
+    local c = assert(socket.tcp4())
+    assert(c:setoption("tcp-nodelay", true))
+    return c
+  end
+end
+local ok_n, fail_n, shown = 0, 0, 0
+local function failed(i, err)
+  fail_n = fail_n + 1
+  if shown < 5 then
+    shown = shown + 1
+    io.stderr:write(string.format(NAME .. ": message %s failed: %s\n", tostring(i), tostring(err)))
+  end
+end
+
+local count, t0, t1
+if mode == "file" then
+  local path, port = arg[2], tonumber(arg[3])
+  if not path or not port then usage() end
+  count = 1
+  t0 = socket.gettime()
+  local f = assert(io.open(path, "rb"))
+  local r, e = smtp.send{ server = HOST, port = port, from = FROM, rcpt = TO,
+    source = ltn12.source.file(f), create = create }
+  t1 = socket.gettime()
+  if r then ok_n = 1 else failed(1, e) end
+else
+  count = tonumber(arg[2])
+  local size, port = tonumber(arg[3]), tonumber(arg[4])
+  if not count or not size or not port then usage() end
+  local raw = make_message(size)
+  if mode == "loop" then
+    t0 = socket.gettime()
+    local okc, s = pcall(smtp.open, HOST, port, create)
+    if not okc then
+      failed("connect", s)
+    else
+      local okg, gerr = pcall(s.greet, s, "bench.local")
+      if not okg then
+        failed("greet", gerr)
+      else
+        for i = 1, count do
+          local okm, e = pcall(s.send, s, { from = FROM, rcpt = TO,
+            source = ltn12.source.string(raw) })
+          if okm then ok_n = ok_n + 1 else failed(i, e) end
+        end
+        pcall(s.quit, s)
+      end
+      pcall(s.close, s)
+    end
+    t1 = socket.gettime()
+  elseif mode == "oneshot" then
+    t0 = socket.gettime()
+    for i = 1, count do
+      local r, e = smtp.send{ server = HOST, port = port, from = FROM, rcpt = TO,
+        source = ltn12.source.string(raw), create = create }
+      if r then ok_n = ok_n + 1 else failed(i, e) end
+    end
+    t1 = socket.gettime()
+  else
+    usage()
+  end
+end
+
+print(string.format("RESULT client=%s mode=%s ok=%d fail=%d elapsed=%.6f",
+  NAME, mode, ok_n, fail_n, t1 - t0))
+os.exit((fail_n == 0 and ok_n == count) and 0 or 1)
