@@ -342,6 +342,12 @@ static int l_engine_mail(lua_State *L)
     if (bad1 || bad2)
         return push_result(L, SMTP_E_ARGUMENT, "sender contains a NUL byte");
     rc = smtp_engine_mail(e, from, (unsigned long long)size, params);
+    if (rc == 0) {
+        /* The transaction's id: DONE/FAILED and its replies carry it. */
+        lua_pushboolean(L, 1);
+        lua_pushinteger(L, (lua_Integer)e->txn_next_id);
+        return 2;
+    }
     if (rc == SMTP_E_SIZE) {
         lua_pushnil(L);
         lua_pushstring(L, "size");

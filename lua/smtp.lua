@@ -120,6 +120,8 @@ local function connect(opts, level)
     insecure_auth = opts.insecure_auth,
     implicit_tls = mode == "implicit",
     tls = tls_opts,
+    chunking = opts.chunking,
+    window = opts.window,
   })
   if not s then return nil, err, info end
   local ok
@@ -239,9 +241,7 @@ function Session:send(spec)
   if type(spec) ~= "table" then error("smtp: send expects a table", 2) end
   local job, err, info = prepare(spec)
   if not job then return nil, err, info end
-  local res, e2, i2 = self:transaction(job.envelope, job.source, job.size)
-  if res then res.message_id = job.message_id end
-  return res, e2, i2
+  return self:transaction(job.envelope, job.source, job.size, job.message_id)
 end
 
 -- s:sendmail(from, recipients, raw)
@@ -250,14 +250,21 @@ function Session:sendmail(from, rcpts, raw)
   return self:send{ envelope = { from = from, to = rcpts }, message = raw }
 end
 
--- One result per message, in order: the result table, or on failure a
--- table { error = "kind: text", info = info }.
-function Session:send_many(list)
+-- Many messages through one session, pipelined (with CHUNKING, `window`
+-- transactions in flight). One result per message, in order: the result
+-- table, or on failure a table { error = "kind: text", info = info }.
+function Session:send_many(list, opts)
   if type(list) ~= "table" then error("smtp: send_many expects an array", 2) end
-  local results = {}
+  if opts ~= nil and type(opts) ~= "table" then error("smtp: send_many options must be a table", 2) end
+  local jobs = {}
   for i, spec in ipairs(list) do
-    local res, err, info = self:send(spec)
-    results[i] = res or { error = err, info = info }
+    if type(spec) ~= "table" then error("smtp: send_many entry " .. i .. " is not a table", 2) end
+    local job, err, info = prepare(spec)
+    jobs[i] = job or { failed = { nil, err, info } }
+  end
+  local results = {}
+  for i, r in ipairs(self:submit(jobs, opts)) do
+    results[i] = r[1] or { error = r[2], info = r[3] }
   end
   return results
 end
@@ -279,9 +286,8 @@ function M.send(opts)
   local s
   s, err, info = connect(opts, 2)
   if not s then return nil, err, info end
-  local res, e2, i2 = s:transaction(job.envelope, job.source, job.size)
+  local res, e2, i2 = s:transaction(job.envelope, job.source, job.size, job.message_id)
   s:quit()
-  if res then res.message_id = job.message_id end
   return res, e2, i2
 end
 

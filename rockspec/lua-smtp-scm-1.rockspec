@@ -3,8 +3,10 @@
 -- --lua-version=5.1 LUA_INCDIR=/usr/include/luajit-2.1) against OpenSSL.
 --   luarocks make rockspec/lua-smtp-scm-1.rockspec            (from the checkout)
 --   luarocks --lua-version=5.4 --tree=/tmp/t make rockspec/lua-smtp-scm-1.rockspec
--- The module list must name every file under lua/: scripts/rockspec-check.sh
--- checks that nothing is missing.
+-- The module list must name every file under lua/ and every csrc/*.c:
+-- scripts/rockspec-check.sh checks that nothing is missing. (The builtin
+-- type also copies the whole lua/ directory into the tree, so a Lua module
+-- missing here is still installed, but not registered in the manifest.)
 rockspec_format = "3.0"
 package = "lua-smtp"
 version = "scm-1"
@@ -67,6 +69,7 @@ build = {
       ["smtp.mime"] = "lua/smtp/mime.lua",
       ["smtp.mimetypes"] = "lua/smtp/mimetypes.lua",
       ["smtp.session"] = "lua/smtp/session.lua",
+      ["smtp.submit"] = "lua/smtp/submit.lua",
       ["smtp.transport"] = "lua/smtp/transport.lua",
       ["smtp.transport.cosocket"] = "lua/smtp/transport/cosocket.lua",
       ["smtp.transport.socket"] = "lua/smtp/transport/socket.lua",

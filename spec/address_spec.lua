@@ -11,6 +11,17 @@ end
 
 local function mailbox(name, addr) return { name = name, address = addr } end
 
+-- Decodes RFC 2047 words (UTF-8, B or Q) as a reader does: white space
+-- between two adjacent encoded words disappears.
+local function decode_words(v)
+  v = v:gsub("(%?=)%s+(=%?)", "%1%2")
+  return (v:gsub("=%?UTF%-8%?([BQ])%?(.-)%?=", function(kind, payload)
+    if kind == "B" then return assert(core.b64decode(payload)) end
+    payload = payload:gsub("_", " ")
+    return (payload:gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end))
+end
+
 -- Every line of a folded value (first line counted from col).
 local function lines_of(value, col)
   local out, first = {}, true
@@ -165,6 +176,26 @@ describe("smtp.address", function()
       assert.matches("^=%?UTF%-8%?", address.format(mailbox("=?utf-8?q?x?=", "a@x.org")))
       -- Control characters other than CR/LF never appear raw.
       assert.matches("^=%?UTF%-8%?", address.format(mailbox("a\tb\1", "a@x.org")))
+    end)
+
+    it("encodes only the words that need it, so the ASCII words between stay atoms", function()
+      local s = address.format(mailbox("Ünïcode Name Ünïcode Name", "a@x.org"))
+      assert.matches("^=%?UTF%-8%?[BQ]%?[^ ]+%?= Name =%?UTF%-8%?[BQ]%?[^ ]+%?= Name <a@x%.org>$", s)
+      assert.equal("Ünïcode Name Ünïcode Name <a@x.org>", decode_words(s))
+      -- Irregular spacing is kept by encoding the whole name.
+      s = address.format(mailbox("Ünï  Name ", "a@x.org"))
+      assert.equal("Ünï  Name  <a@x.org>", decode_words(s))
+    end)
+
+    it("splits a long run of encoded words at spaces, each space inside the word before it", function()
+      local name = string.rep("Jörg-Müller Lüdenscheidt, ", 8) .. "Ëxtra"
+      local s = address.format(mailbox(name, "j@x.de"), 4)
+      local words = {}
+      for w in s:gmatch("=%?UTF%-8%?[BQ]%?.-%?=") do words[#words + 1] = decode_words(w) end
+      assert.is_true(#words > 3)
+      for i = 1, #words - 1 do assert.matches("^[^ ].* $", words[i]) end
+      assert.equal(name .. " <j@x.de>", decode_words((s:gsub("\r\n", ""))))
+      for _, l in ipairs(lines_of(s, 4)) do assert.is_true(l.width <= 78, l.text) end
     end)
 
     it("Q-encodes names with only phrase-safe characters", function()

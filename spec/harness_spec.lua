@@ -340,6 +340,31 @@ describe("test harness", function()
       assert.matches("TLS: handshake failed", srv:errors(), 1, true)
       srv:stop()
     end)
+
+    it("can require a client certificate", function()
+      if not need() then return end
+      local srv = servers.fake{
+        connections = 2,
+        implicit_tls = true,
+        tls = { cert = C.good, key = C.good_key, cafile = C.ca, verify = { "peer", "fail_if_no_peer_cert" } },
+        steps = { { send = "220 hi\r\n" } },
+      }
+      for _, with_cert in ipairs({ true, false }) do
+        local t = assert(ssl.wrap(connect(srv.port), {
+          mode = "client", protocol = "any", options = { "all" }, verify = "peer", cafile = C.ca,
+          certificate = with_cert and C.client or nil, key = with_cert and C.client_key or nil,
+        }))
+        t:settimeout(5)
+        t:dohandshake()   -- TLS 1.3: a refusal shows only on the first read
+        local line = t:receive("*l")
+        if with_cert then assert.equal("220 hi", line) else assert.is_nil(line) end
+        t:close()
+      end
+      assert.is_true(srv:wait(5))
+      assert.matches("TLS: client certificate CN=lua-smtp test client", srv:errors(), 1, true)
+      assert.matches("TLS: handshake failed: peer did not return a certificate", srv:errors(), 1, true)
+      srv:stop()
+    end)
   end)
 
   describe("Postfix #postfix", function()

@@ -111,7 +111,7 @@ end
 
 -- ---- names and parameters ----------------------------------------------------
 
--- RFC 5322 atext, plus the octets of UTF-8 (RFC 6532) for addresses.
+-- RFC 5322 atext, for Lua character classes.
 local ATEXT = "%w!#$%%&'*+/=?^_`{|}~%-"
 
 function M.is_atom_phrase(s)
@@ -124,8 +124,76 @@ function M.quote(s)
   return '"' .. s:gsub('(["\\])', "\\%1") .. '"'
 end
 
+-- A word that can stay as it is in a phrase: ASCII atext that does not
+-- look like an encoded word.
+local function is_plain_atom(word)
+  return word:match("^[" .. ATEXT .. "]+$") ~= nil and not word:find("=?", 1, true)
+    and #word <= M.SOFT_LIMIT - 4
+end
+
+-- Encodes a run of words, packing whole words into each encoded word.
+-- Readers ignore the white space between two encoded words (RFC 2047 6.2),
+-- so the space after a word travels inside its encoded word; cutting only
+-- there keeps every word whole even for readers that wrongly keep that
+-- white space too (Python's email shows one extra space, not a space in
+-- the middle of a word). Only a single word too long for one encoded word
+-- is cut, by the C encoder.
+local function add_encoded_run(f, words, sep)
+  local function emit(text)
+    local encoded = core.encode_words(text, 1)
+    if encoded:find("\r\n", 1, true) then
+      f:add_encoded(text, sep)
+    else
+      f:add(encoded, sep)
+    end
+    sep = " "
+  end
+  local chunk
+  for i, word in ipairs(words) do
+    local piece = i < #words and (word .. " ") or word
+    local candidate = chunk and (chunk .. piece) or piece
+    if chunk and core.encode_words(candidate, 1):find("\r\n", 1, true) then
+      emit(chunk)
+      chunk = piece
+    else
+      chunk = candidate
+    end
+  end
+  emit(chunk)
+end
+
+-- A name that is not printable ASCII: only the runs of words that need it
+-- become encoded words, the ASCII words between them stay atoms (the space
+-- between an atom and an encoded word is kept by every reader). A name
+-- with other spacing than single spaces is encoded whole, spaces and all.
+local function add_encoded_phrase(f, name, sep)
+  if name:find("^ ") or name:find(" $") or name:find("  ", 1, true) or name:find("\t") then
+    f:add_encoded(name, sep)
+    return
+  end
+  local run, first = {}, true
+  local function next_sep()
+    local s = first and sep or " "
+    first = false
+    return s
+  end
+  local function flush()
+    if #run > 0 then add_encoded_run(f, run, next_sep()) end
+    run = {}
+  end
+  for word in name:gmatch("[^ ]+") do
+    if is_plain_atom(word) then
+      flush()
+      f:add(word, next_sep())
+    else
+      run[#run + 1] = word
+    end
+  end
+  flush()
+end
+
 -- A display name (or group name) as a phrase: atoms when it is only
--- words, a quoted string when it holds specials, encoded words when it is
+-- words, a quoted string when it holds specials, encoded words where it is
 -- not printable ASCII or has a word no line could hold.
 function M.add_phrase(f, name, sep)
   local longest_word = 0
@@ -133,7 +201,7 @@ function M.add_phrase(f, name, sep)
     if #word > longest_word then longest_word = #word end
   end
   if not core.header_is_plain(name) or longest_word > M.SOFT_LIMIT - 4 then
-    f:add_encoded(name, sep)
+    add_encoded_phrase(f, name, sep)
     return
   end
   local text = M.is_atom_phrase(name) and name or M.quote(name)

@@ -5,14 +5,11 @@
 local core = require "smtp.core"
 local errors = require "smtp.errors"
 local debug = require "smtp.debug"
+local submit = require "smtp.submit"
 
 local M = {}
 local Session = {}
 Session.__index = Session
-
--- Body chunks handed to the engine at once: large enough to be cheap,
--- small enough to keep the output buffer and the memory bounded.
-local CHUNK = 65536
 
 local stage_of = {
   greeting = "greeting", ehlo = "hello", helo = "hello", lhlo = "hello",
@@ -57,20 +54,11 @@ end
 -- ---- I/O ------------------------------------------------------------------
 
 -- Hands the engine's whole output to the transport.
-function Session:_flush()
+-- quiet: the output is message data, traced by its writer instead.
+function Session:_flush(quiet)
   local eng, tr = self.engine, self.transport
   if eng:pending() == 0 then return true end
-  if self.trace then
-    if self._body then
-      local b = self._body
-      if #b.preview < debug.body_preview then
-        b.preview = b.preview .. eng:output():sub(1, debug.body_preview - #b.preview)
-      end
-      b.total = b.total + eng:pending()
-    else
-      self:_trace_commands(eng:output())
-    end
-  end
+  if self.trace and not quiet then self:_trace_commands(eng:output()) end
   if tr.flush then
     return tr:flush(eng)
   end
@@ -102,44 +90,10 @@ end
 
 -- ---- the loop -------------------------------------------------------------
 
--- Streams the body from source (a function returning chunks, nil at the end)
--- once the server has said 354.
-function Session:_write_body(source)
-  local eng = self.engine
-  if self.trace then self._body = { preview = "", total = 0 } end
-  while true do
-    local chunk, serr = source()
-    if chunk == nil then
-      if serr then return nil, "source", tostring(serr) end
-      break
-    end
-    if type(chunk) ~= "string" then
-      return nil, "source", "message source returned a " .. type(chunk)
-    end
-    local i = 1
-    while i <= #chunk do
-      local piece = (i == 1 and #chunk <= CHUNK) and chunk or chunk:sub(i, i + CHUNK - 1)
-      local ok, code, msg = eng:body(piece)
-      if not ok then return nil, code, msg end
-      i = i + #piece
-      ok, code, msg = self:_flush()
-      if not ok then return nil, code, msg end
-    end
-  end
-  eng:body_end()
-  local ok, code, msg = self:_flush()
-  if self._body then
-    self.trace("send", debug.preview(self._body.preview, self._body.total))
-    self._body = nil
-  end
-  if not ok then return nil, code, msg end
-  return true
-end
-
 -- Drives the engine until the operation started by the caller ends.
 -- Returns "done", code, enhanced, text | "failed", fail, code, enhanced,
 -- text, error, cmd | nil, err, info (the connection was lost).
-function Session:_run(source, on_reply)
+function Session:_run(on_reply)
   local eng, tr = self.engine, self.transport
   local last_cmd  -- the command of the last reply, for failures found after it
   while true do
@@ -162,19 +116,6 @@ function Session:_run(source, on_reply)
       last_cmd = cmd
       if self.trace then self:_trace_reply(cmd, rcode, enhanced, text) end
       if on_reply then on_reply(cmd, index, rcode, enhanced, text) end
-    elseif kind == "need_body" then
-      local wrote, wcode, wmsg = self:_write_body(source)
-      if not wrote then
-        -- No end of data may follow a broken body: closing the connection
-        -- makes the server discard what it got.
-        if wcode == "line" or wcode == "source" then
-          self:close()
-          return errors.fail("argument", wmsg .. "; the message was not sent",
-            { stage = "data", temporary = false })
-        end
-        -- _lost closes, after it has read the stage from the engine.
-        return self:_lost(wcode, wmsg)
-      end
     elseif kind == "challenge" then
       local resp, cerr = self._challenge(text)
       if not resp then
@@ -397,83 +338,28 @@ end
 
 -- The value checks on an envelope (from: string, to: table), so that
 -- smtp.send can make them before it connects: true or the failure triple.
-function M.check_envelope(from, to)
-  if #to == 0 then return errors.fail("argument", "no recipients") end
-  if not core.valid_address(from) then
-    return errors.fail("argument", "invalid sender address " .. string.format("%q", from))
-  end
-  for _, rcpt in ipairs(to) do
-    if type(rcpt) ~= "string" or rcpt == "" or not core.valid_address(rcpt) then
-      return errors.fail("argument", "invalid recipient address " .. string.format("%q", tostring(rcpt)))
-    end
-  end
-  return true
-end
+M.check_envelope = submit.check_envelope
 
--- envelope: { from = "a@x", to = { "b@y", ... }, params = { mail=, rcpt= } }
--- source: function returning chunks; size: octets, or nil when unknown.
-function Session:transaction(envelope, source, size)
+-- One transaction. envelope: { from = "a@x", to = { "b@y", ... },
+-- mail_params =, rcpt_params = }; source: a function returning chunks;
+-- size: octets, or nil when unknown.
+function Session:transaction(envelope, source, size, message_id)
   if self.closed then
     return errors.fail("closed", "session is closed", { temporary = true })
   end
-  local from, to = envelope.from, envelope.to
-  if type(from) ~= "string" then error("envelope sender must be a string", 3) end
-  if type(to) ~= "table" then error("envelope recipients must be a table", 3) end
-  local valid, verr, vinfo = M.check_envelope(from, to)
-  if not valid then return nil, verr, vinfo end
+  local r = submit.submit(self, { { envelope = envelope, source = source, size = size,
+                                    message_id = message_id } }, { window = 1 })
+  return r[1][1], r[1][2], r[1][3]
+end
 
-  local eng = self.engine
-  local ok, code, msg = eng:mail(from, size or 0, envelope.mail_params)
-  if not ok then
-    return errors.fail(code == "size" and "size" or "argument", msg, { stage = "mail" })
+-- Many transactions, pipelined; one { res } or { nil, err, info } each.
+function Session:submit(jobs, opts)
+  if self.closed then
+    local out = {}
+    for i = 1, #jobs do out[i] = { errors.fail("closed", "session is closed", { temporary = true }) } end
+    return out
   end
-  for _, rcpt in ipairs(to) do
-    ok, _, msg = eng:rcpt(rcpt, envelope.rcpt_params)
-    if not ok then
-      -- Addresses were checked above, so only a limit can get here; the
-      -- session cannot take back what is staged.
-      self:close()
-      return errors.fail("argument", msg, { stage = "rcpt" })
-    end
-  end
-  eng:data()
-
-  local accepted, refused, replies = {}, {}, {}
-  local function on_reply(cmd, index, code_, enhanced, text)
-    if cmd == "rcpt" and index then
-      local rcpt = to[index]
-      if code_ >= 200 and code_ < 300 then
-        accepted[#accepted + 1] = rcpt
-      else
-        refused[rcpt] = errors.reply(code_, enhanced, text)
-      end
-    end
-  end
-  local r, a, b, c, d, e, f = self:_run(source, on_reply)
-  if r == "done" then
-    return { accepted = accepted, refused = refused, code = a, enhanced = b,
-             message = c, replies = replies }
-  end
-  if r == "failed" then
-    local extra = { refused = refused, accepted = accepted }
-    local summary
-    if a == "recipients" then
-      -- Worth retrying only when every refusal was temporary.
-      local list = {}
-      extra.temporary = true
-      for _, rcpt in ipairs(to) do
-        local rep = refused[rcpt]
-        if rep then
-          list[#list + 1] = rcpt .. " (" .. errors.describe(rep.code, rep.enhanced, rep.message) .. ")"
-          if rep.code >= 500 then extra.temporary = false end
-        end
-      end
-      summary = "every recipient was refused: " .. table.concat(list, ", ")
-    end
-    return self:_failure(a, b, c, d, e, f, extra, summary)
-  end
-  if b then b.refused, b.accepted = refused, accepted end
-  return r, a, b
+  return submit.submit(self, jobs, opts)
 end
 
 -- ---- construction ------------------------------------------------------------
@@ -490,6 +376,7 @@ function M.open(transport, opts)
     closed = false,
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
+  self.chunking, self.window = opts.chunking, opts.window
   if opts.insecure_auth then self.engine:set_insecure_auth(true) end
   self.helo = opts.helo
   if opts.implicit_tls then

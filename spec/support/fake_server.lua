@@ -34,8 +34,10 @@
 -- the bytes exactly as the client sent them: plaintext before the
 -- handshake, then the decrypted plaintext, appended to the same file with
 -- no marker in between (the handshake itself is not recorded).  stderr
--- gets "TLS: handshake ok <protocol>" or "TLS: handshake failed: <error>";
--- a failed handshake ends the connection, not the server.
+-- gets "TLS: handshake ok <protocol>" or "TLS: handshake failed: <error>",
+-- and "TLS: client certificate CN=<cn>" when the client sent one (ask for
+-- it with verify = { "peer", "fail_if_no_peer_cert" } and cafile); a failed
+-- handshake ends the connection, not the server.
 -- Works with Lua 5.1 .. 5.4.
 
 local socket = require "socket"
@@ -233,6 +235,14 @@ function Conn:starttls()
   end
   local proto = conn.info and conn:info("protocol") or nil
   log("TLS: handshake ok ", tostring(proto or ""))
+  local cert = conn.getpeercertificate and conn:getpeercertificate()
+  if cert then
+    local cn
+    for _, e in ipairs(cert:subject() or {}) do
+      if e.name == "commonName" or e.oid == "2.5.4.3" then cn = e.value end
+    end
+    log("TLS: client certificate CN=", tostring(cn))
+  end
   return true
 end
 

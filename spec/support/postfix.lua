@@ -48,19 +48,31 @@
 --                                    all their descendants)
 --   pf:stop()                        stops Postfix and Dovecot, waits for
 --       their processes, removes pf.dir; safe to call twice.
--- postfix.available() -> true when postfix and dovecot are installed.
+--   pf.pidns                         true when the servers run in PID namespaces
+-- postfix.available() -> true when postfix, dovecot and openssl are
+--   installed and we are root.
 -- postfix.stop_all() stops every instance still running.
 --
--- Postfix runs in the foreground ("postfix start-fg") as a child of this
--- Lua process, Dovecot with -F, both started as "echo $$; exec ..." through
--- io.popen like spec/support/servers.lua, so both are reaped by us (PID 1
--- does not reap orphans here).  Before Postfix is stopped its child
--- processes are terminated while the master still runs, so the master
--- reaps them instead of leaving zombies behind.
+-- Processes.  Postfix runs in the foreground ("postfix start-fg"), Dovecot
+-- with -F, both started as "echo $$; exec ..." through io.popen like
+-- spec/support/servers.lua, so this Lua process is their parent and reaps
+-- them (PID 1 does not reap orphans here).  Where "unshare --pid" works
+-- (it does as root here) each runs as the init of its own PID namespace:
+-- "postfix start-fg" then runs "master -i" (Postfix's init mode), orphans
+-- are reaped inside, and when the server's main process exits the kernel
+-- ends and reaps whatever is left, so nothing becomes a zombie of PID 1.
+-- Log lines then show namespace PIDs.  The pid files (queue/pid/master.pid,
+-- dovecot/run/master.pid) are rewritten with the real PIDs, so
+-- "postfix -c pf.config_dir stop|status|reload" still work.  Without
+-- unshare (or with LUA_SMTP_NO_PIDNS=1) Postfix's children are ended while
+-- the master still runs, before the master; Dovecot's log process may then
+-- remain as a zombie.  With setpriv, the servers get SIGKILL when this Lua
+-- process dies without stopping them.  pf:stop() also runs, at the latest,
+-- when busted closes the Lua state (os.exit(code, true)).
 --
 -- Needs root (Postfix and Dovecot drop privileges to their own users) and
 -- the Debian packages postfix, dovecot-core and openssl.
--- Works with Lua 5.1 .. 5.4.
+-- Works with Lua 5.1 .. 5.4 and LuaJIT.
 
 local socket = require "socket"
 local servers = require "spec.support.servers"
@@ -152,8 +164,10 @@ end
 local POSTFIX = find_binary("postfix", { "/usr/sbin/postfix" })
 local DOVECOT = find_binary("dovecot", { "/usr/sbin/dovecot" })
 
+local IS_ROOT = capture("id -u 2>/dev/null"):match("^0%s*$") ~= nil
+
 function M.available()
-  return POSTFIX ~= nil and DOVECOT ~= nil and certs.available()
+  return POSTFIX ~= nil and DOVECOT ~= nil and IS_ROOT and certs.available()
 end
 
 -- parent PID of every process (from /proc)
@@ -621,6 +635,31 @@ local function use_pidns()
   return pidns_ok
 end
 
+-- setpriv --pdeathsig: the spawned process gets SIGKILL when this Lua
+-- process dies (killed by a timeout, say); with --kill-child, unshare then
+-- takes its namespace down, so no server outlives the specs.
+local pdeathsig_ok
+local function use_pdeathsig()
+  if pdeathsig_ok == nil then
+    pdeathsig_ok = execute("setpriv --pdeathsig KILL true >/dev/null 2>&1")
+  end
+  return pdeathsig_ok
+end
+
+-- An object whose finalizer stops pf.  busted ends with os.exit(code, true),
+-- which closes the Lua state and runs finalizers, newest first: made after
+-- the popen handles, it runs before them, so their close (which waits for
+-- the process) does not hang on a still running server.
+local function make_guard(fn)
+  local newproxy = rawget(_G, "newproxy")   -- Lua 5.1 / LuaJIT
+  if newproxy then
+    local u = newproxy(true)
+    getmetatable(u).__gc = fn
+    return u
+  end
+  return setmetatable({}, { __gc = fn })
+end
+
 -- rewrites a pid file in place (same inode: the master's lock stays)
 -- (Postfix pads the PID to a fixed width: keep the length)
 local function fix_pid_file(path, pid)
@@ -710,7 +749,11 @@ local function start_once(opts)
 
   -- Dovecot first: smtpd asks it for the mechanisms
   pf.pidns = use_pidns()
-  local prefix = pf.pidns and { "unshare", "--pid", "--fork", "--kill-child" } or {}
+  local prefix = {}
+  if use_pdeathsig() then prefix = { "setpriv", "--pdeathsig", "KILL" } end
+  if pf.pidns then
+    for _, w in ipairs({ "unshare", "--pid", "--fork", "--kill-child" }) do prefix[#prefix + 1] = w end
+  end
   local function argv(...)
     local t = {}
     for _, w in ipairs(prefix) do t[#t + 1] = w end
@@ -739,6 +782,9 @@ local function start_once(opts)
     fix_pid_file(dir .. "/queue/pid/master.pid", service_pid(pf.postfix_proc, true))
     fix_pid_file(dir .. "/dovecot/run/master.pid", service_pid(pf.dovecot_proc, true))
   end
+  if up then
+    live[pf] = make_guard(function() pf:stop() end)
+  end
   if not up then
     local busy = pf:log():find("Address already in use", 1, true) ~= nil
     local ok2, e = pcall(pf._fail, pf, "postfix did not start")
@@ -749,7 +795,7 @@ local function start_once(opts)
 end
 
 function M.start(opts)
-  assert(M.available(), "postfix.start: postfix, dovecot or openssl is not installed")
+  assert(M.available(), "postfix.start: needs root and postfix, dovecot-core, openssl")
   opts = opts or {}
   local last
   for _ = 1, 3 do
@@ -767,9 +813,5 @@ function M.stop_all()
   for _, pf in ipairs(list) do pf:stop() end
 end
 
--- best effort: stop what is left when the Lua state is closed
-if _VERSION ~= "Lua 5.1" then
-  M._guard = setmetatable({}, { __gc = function() M.stop_all() end })
-end
 
 return M

@@ -76,7 +76,8 @@ Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
                          (always, with or without -t)
   -f ADDR, -r ADDR       envelope sender (also --from here; default: the From
                          header, then the account's from). A name without a
-                         domain (cron's -f root) gives way to the account's from
+                         domain (cron's -f root) gives way to the account's
+                         from
   --to, --cc, --bcc      more recipients (envelope only)
   -F NAME                full name for the From header added when missing
   -N LIST, -R RET, -V ID DSN notify (never or success,failure,delay), ret

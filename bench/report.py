@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw results into the table.
+
+  python3 bench/report.py RAW.tsv [NOTE ...]
+
+RAW.tsv: one line per run: test, placement, client, value (or FAIL), unit,
+and optionally a ratio measured within the run (codec_bench). Prints the
+runs, then one row per (test, placement, client): the median, the ratio of
+medians against the reference client of that test (smtp-source; curl for
+(d); memcpy for (e), where the median of the per-run ratios is used), the
+target from the issue and whether it is met.
+"""
+import statistics
+import sys
+from collections import OrderedDict
+
+REFERENCE = {"a": "smtp-source", "a-cpu": "smtp-source", "b": "smtp-source",
+             "c": "smtp-source", "d": "curl", "d-rss": "curl", "e": "memcpy"}
+
+
+def target(test, placement, client):
+    """(text, check) where check(median, ratio) -> bool, or None."""
+    lua = client.startswith("lua-smtp")
+    if test == "a" and lua:
+        if placement == "same":
+            return ">= 1.25x smtp-source", lambda m, r: r is not None and r >= 1.25
+        if placement == "cross":
+            return ">= 3x smtp-source", lambda m, r: r is not None and r >= 3.0
+    if test == "b" and lua and placement == "same":
+        return ">= 1x smtp-source", lambda m, r: r is not None and r >= 1.0
+    if test == "c" and lua:
+        return "<= 1.2 RT/msg", lambda m, r: m <= 1.2
+    if test == "d" and lua:
+        return "<= curl time", lambda m, r: r is not None and r <= 1.0
+    if test == "d-rss" and lua:
+        return "< 8 MB", lambda m, r: m < 8.0
+    if test == "e" and client == "frame":
+        return ">= 0.35x memcpy", lambda m, r: r is not None and r >= 0.35
+    return None
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return "%.0f" % v
+    if abs(v) >= 100:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    groups = OrderedDict()
+    with open(sys.argv[1]) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 5:
+                continue
+            test, placement, client, value, unit = parts[:5]
+            ratio = parts[5] if len(parts) > 5 and parts[5] else None
+            g = groups.setdefault((test, placement, client),
+                                  {"unit": unit, "values": [], "ratios": [], "fails": 0})
+            if value == "FAIL":
+                g["fails"] += 1
+            else:
+                g["values"].append(float(value))
+                if ratio is not None:
+                    g["ratios"].append(float(ratio))
+
+    if not groups:
+        print("no results")
+        sys.exit(1)
+
+    print("runs (every value; medians below):")
+    for (test, placement, client), g in groups.items():
+        vals = " ".join(fmt(v) for v in g["values"])
+        fails = " FAIL x%d" % g["fails"] if g["fails"] else ""
+        print("  %-6s %-6s %-28s %s%s" % (test, placement, client, vals, fails))
+    print()
+
+    medians = {k: (statistics.median(g["values"]) if g["values"] else None)
+               for k, g in groups.items()}
+    rows = []
+    missed = 0
+    for key, g in groups.items():
+        test, placement, client = key
+        med = medians[key]
+        ref = REFERENCE.get(test)
+        ratio = None
+        if g["ratios"]:
+            ratio = statistics.median(g["ratios"])
+        elif ref and client != ref:
+            refmed = medians.get((test, placement, ref))
+            if med is not None and refmed:
+                ratio = med / refmed
+        elif ref and client == ref and med is not None:
+            ratio = 1.0
+        t = target(test, placement, client)
+        ttext, met = "-", "-"
+        if t:
+            ttext = t[0]
+            if med is None or g["fails"]:
+                met = "NO (%d failed)" % g["fails"] if g["fails"] else "NO (no data)"
+            else:
+                met = "yes" if t[1](med, ratio) else "NO"
+            if met != "yes":
+                missed += 1
+        elif g["fails"]:
+            met = "%d failed" % g["fails"]
+        rows.append((test, placement, client, fmt(med), g["unit"],
+                     ("%.2fx" % ratio) if ratio is not None else "-", ttext, met))
+
+    head = ("test", "placement", "client", "median", "unit", "ratio", "target", "met?")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = "  ".join("%-*s" % (widths[i], head[i]) for i in range(len(head)))
+    print(line)
+    print("  ".join("-" * w for w in widths))
+    prev = None
+    for r in rows:
+        if prev is not None and r[0] != prev:
+            print()
+        prev = r[0]
+        print("  ".join(("%*s" if i in (3, 5) else "%-*s") % (widths[i], r[i])
+                        for i in range(len(head))).rstrip())
+    print()
+    print("ratio: median / median of the reference client of the same test and placement")
+    print("  (smtp-source for a, b, c; curl for d; memcpy for e, median of per-run ratios).")
+    print("  Higher is better for msg/s and MB/s; lower is better for us/msg, RT/msg, s, MB.")
+    for note in sys.argv[2:]:
+        print(note)
+    print("targets missed: %d" % missed)
+
+
+if __name__ == "__main__":
+    main()
