@@ -81,6 +81,12 @@ def main():
         print("  %-6s %-6s %-28s %s%s" % (test, placement, client, vals, fails))
     print()
 
+    order = {"a": 0, "a-cpu": 1, "b": 2, "c": 3, "d": 4, "d-rss": 5, "e": 6}
+    porder = {"same": 0, "cross": 1}
+    seen = {k: i for i, k in enumerate(groups)}
+    groups = OrderedDict(sorted(groups.items(), key=lambda kv: (
+        order.get(kv[0][0], 99), porder.get(kv[0][1], 2), seen[kv[0]])))
+
     medians = {k: (statistics.median(g["values"]) if g["values"] else None)
                for k, g in groups.items()}
     rows = []
@@ -120,9 +126,9 @@ def main():
     print("  ".join("-" * w for w in widths))
     prev = None
     for r in rows:
-        if prev is not None and r[0] != prev:
+        if prev is not None and r[:2] != prev:
             print()
-        prev = r[0]
+        prev = r[:2]
         print("  ".join(("%*s" if i in (3, 5) else "%-*s") % (widths[i], r[i])
                         for i in range(len(head))).rstrip())
     print()

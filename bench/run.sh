@@ -7,6 +7,7 @@
 #   BENCH_QUICK=1 bash bench/run.sh   fewer messages and runs (a smoke test)
 #   BENCH_ONLY="a c" bash bench/run.sh   only some tests (a b c d e)
 #   BENCH_WINDOW=N               passed to s:send_many(list, { window = N })
+#   BENCH_NO_MAKE=1              do not run make first
 #
 # Everything it starts (smtp-sink, the delay proxy, the clients) listens on
 # or connects to 127.0.0.1 only, is started and stopped by PID, and runs
@@ -55,7 +56,7 @@ if [ -n "$QUICK" ]; then
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
-log() { printf '%s\n' "$*" >&2; }
+log() { printf "[%3ds] %s\n" "$SECONDS" "$*" >&2; }
 
 for tool in smtp-sink smtp-source curl taskset timeout ss "$PY" "$LUA" cc; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || die "missing $tool (see bench/run.sh header for the packages)"
@@ -63,10 +64,11 @@ done
 [ -x /usr/bin/time ] || die "missing /usr/bin/time (apt-get install time)"
 "$LUA" -e 'require "socket.smtp"' 2>/dev/null || die "LuaSocket for $LUA is missing (apt-get install lua-socket)"
 export PATH="$PATH:/usr/sbin"
-if [ ! -f "$MODULE" ]; then
-  log "bench: $MODULE is missing; building it"
+# The module as the sources are now (a no-op when it is up to date).
+if [ -z "${BENCH_NO_MAKE:-}" ]; then
   make --no-print-directory LUA="$LUA" >&2 || die "make failed"
 fi
+[ -f "$MODULE" ] || die "$MODULE is missing: run make"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lua-smtp-bench.XXXXXX")
 RAW="$WORK/raw.tsv"
@@ -323,8 +325,12 @@ with open(path, "wb") as f:
     while n + len(block) <= total:
         f.write(block)
         n += len(block)
+    # The rest in lines of at most 70 characters (+ CRLF).
     rest = total - n
-    f.write((b"x" * (rest - 2) + b"\r\n") if rest >= 2 else b"")
+    while rest > 0:
+        k = min(72, rest)
+        f.write(b"x" * max(0, k - 2) + b"\r\n"[-min(k, 2):])
+        rest -= k
 EOF
   start_sink
   cpu=$(placement_cpu "$placement")

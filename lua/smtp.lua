@@ -8,6 +8,7 @@ local debug = require "smtp.debug"
 local address = require "smtp.address"
 local message = require "smtp.message"
 local session = require "smtp.session"
+local ext = require "smtp.extensions"
 
 local M = { _VERSION = "lua-smtp " .. core.version }
 M.error_kinds = errors.kinds
@@ -221,17 +222,29 @@ end
 
 -- Prepares what one message needs: envelope, source, size, message_id.
 local function prepare(spec)
+  local dsn, derr = ext.check_dsn(spec.dsn)
+  if derr then return errors.fail("argument", derr) end
   if spec.message ~= nil then
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end
-    local source, size, info2 = raw_source(spec.message)
+    local raw = spec.message
+    local source, size, info2 = raw_source(raw)
     if not source then return nil, size, info2 end
-    return { envelope = env, source = source, size = size }
+    local job = { envelope = env, source = source, size = size, dsn = dsn }
+    if type(raw) == "string" then
+      -- Known content: say exactly what it needs.
+      job.eightbit = raw:find("[\128-\255]") ~= nil
+      local head = raw:match("^(.-)\r?\n\r?\n") or raw
+      job.utf8_headers = head:find("[\128-\255]") ~= nil
+    elseif type(raw) == "table" and getmetatable(raw) == message.Message then
+      job.eightbit = false
+    end
+    return job
   end
   local msg, err, info = message.new(spec)
   if not msg then return nil, err, info end
   return { envelope = msg.envelope, source = msg:source(), size = msg.size,
-           message_id = msg.message_id }
+           message_id = msg.message_id, dsn = dsn, eightbit = false }
 end
 
 local Session = session.Session
@@ -241,7 +254,7 @@ function Session:send(spec)
   if type(spec) ~= "table" then error("smtp: send expects a table", 2) end
   local job, err, info = prepare(spec)
   if not job then return nil, err, info end
-  return self:transaction(job.envelope, job.source, job.size, job.message_id)
+  return self:transaction(job)
 end
 
 -- s:sendmail(from, recipients, raw)
@@ -286,7 +299,7 @@ function M.send(opts)
   local s
   s, err, info = connect(opts, 2)
   if not s then return nil, err, info end
-  local res, e2, i2 = s:transaction(job.envelope, job.source, job.size, job.message_id)
+  local res, e2, i2 = s:transaction(job)
   s:quit()
   return res, e2, i2
 end

@@ -14,6 +14,8 @@ local C = {
   ehlo = "EHLO client.test\r\n",
   helo = "HELO client.test\r\n",
   mail = "MAIL FROM:<sender@example.org>\r\n",
+  -- A streamed raw message of unknown content, to a server offering 8BITMIME.
+  mail8 = "MAIL FROM:<sender@example.org> BODY=8BITMIME\r\n",
   rcpt = "RCPT TO:<rcpt@example.net>\r\n",
   rcpt2 = "RCPT TO:<other@example.net>\r\n",
   data = "DATA\r\n",
@@ -295,7 +297,7 @@ describe("smtp.send against a faulty server #socket", function()
     it("after DATA 354, while the body is being written -> closed at data", function()
       -- A body far larger than the socket buffers: writing it must fail.
       local line = string.rep("x", 76) .. "\r\n"
-      local block = string.rep(line, 65536 // #line)
+      local block = string.rep(line, math.floor(65536 / #line))
       local n, given = 0, 0
       local function source()
         n = n + 1
@@ -303,13 +305,13 @@ describe("smtp.send against a faulty server #socket", function()
         given = given + #block
         return block
       end
-      local r = run(script(OPEN, hear(C.mail), say("250 ok\r\n"), hear(C.rcpt), say("250 ok\r\n"),
+      local r = run(script(OPEN, hear(C.mail8), say("250 ok\r\n"), hear(C.rcpt), say("250 ok\r\n"),
         hear(C.data), say("354 go\r\n"), { close = true }),
         { envelope = { from = FROM, to = { TO } }, message = source })
       failed(r, "closed", { temporary = true, stage = "data", code = false })
       assert.is_true(n <= 1024, "the client kept reading the source after the connection broke")
       assert.is_true(given < 64 * 1024 * 1024)
-      assert.equal(C.ehlo .. C.mail .. C.rcpt .. C.data, r.sent)
+      assert.equal(C.ehlo .. C.mail8 .. C.rcpt .. C.data, r.sent)
     end)
 
     it("after the end of data, before the final reply -> closed at data_end, temporary", function()
@@ -525,14 +527,14 @@ describe("smtp.send against a faulty server #socket", function()
         i = i + 1
         return chunks[i]
       end
-      r = run(script(OPEN, hear(C.mail), say("250 ok\r\n"), hear(C.rcpt), say("250 ok\r\n"),
+      r = run(script(OPEN, hear(C.mail8), say("250 ok\r\n"), hear(C.rcpt), say("250 ok\r\n"),
         hear(C.data), say("354 go\r\n"), { read = "data" }, say("250 queued\r\n")),
         { envelope = { from = FROM, to = { TO } }, message = source })
       failed(r, "argument", { temporary = false, stage = "data" })
       assert.matches("998", r.err, 1, true)
       assert.is_nil(r.sent:find("bbbb", 1, true))
       assert.is_nil(r.sent:find("\r\n.\r\n", 1, true))
-      assert.equal(C.ehlo .. C.mail .. C.rcpt .. C.data, r.sent:sub(1, #C.ehlo + #C.mail + #C.rcpt + #C.data))
+      assert.equal(C.ehlo .. C.mail8 .. C.rcpt .. C.data, r.sent:sub(1, #C.ehlo + #C.mail8 + #C.rcpt + #C.data))
     end)
 
     it("a raw body with a lone dot line, bare LF and bare CR is framed safely", function()

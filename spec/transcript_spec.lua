@@ -20,7 +20,7 @@ end
 local function load_fixture(name)
   local path = FIXTURES .. name .. ".txt"
   local f = assert(io.open(path, "rb"))
-  local src = f:read("a")
+  local src = f:read("*a")
   f:close()
   local steps, client, out = {}, {}, {}
   local body, in_body, saw_354 = {}, false, false

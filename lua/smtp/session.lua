@@ -340,15 +340,13 @@ end
 -- smtp.send can make them before it connects: true or the failure triple.
 M.check_envelope = submit.check_envelope
 
--- One transaction. envelope: { from = "a@x", to = { "b@y", ... },
--- mail_params =, rcpt_params = }; source: a function returning chunks;
--- size: octets, or nil when unknown.
-function Session:transaction(envelope, source, size, message_id)
+-- One transaction: job = { envelope = { from, to }, source = fn, size = n,
+-- message_id, dsn, eightbit, utf8_headers } (see smtp.submit).
+function Session:transaction(job)
   if self.closed then
     return errors.fail("closed", "session is closed", { temporary = true })
   end
-  local r = submit.submit(self, { { envelope = envelope, source = source, size = size,
-                                    message_id = message_id } }, { window = 1 })
+  local r = submit.submit(self, { job }, { window = 1 })
   return r[1][1], r[1][2], r[1][3]
 end
 

@@ -6,6 +6,7 @@
 local core = require "smtp.core"
 local errors = require "smtp.errors"
 local debug = require "smtp.debug"
+local ext = require "smtp.extensions"
 
 local M = {}
 
@@ -32,10 +33,12 @@ function M.check_envelope(from, to)
 end
 
 -- Reads the next string from a message source; nil at the end, or
--- nil, message when the source failed.
+-- nil, message, kind when the source failed (kind "source" unless the
+-- source said otherwise with an error table { kind =, message = }).
 local function next_chunk(source)
   local chunk, err = source()
   if chunk == nil then
+    if type(err) == "table" then return nil, tostring(err.message), err.kind end
     if err then return nil, tostring(err) end
     return nil
   end
@@ -50,9 +53,9 @@ local function write_data(self, source)
   local eng = self.engine
   local preview, total = self.trace and {} or nil, 0
   while true do
-    local chunk, serr = next_chunk(source)
+    local chunk, serr, skind = next_chunk(source)
     if not chunk then
-      if serr then return nil, "source", serr end
+      if serr then return nil, skind or "source", serr end
       break
     end
     if preview and total < debug.body_preview then preview[#preview + 1] = chunk:sub(1, debug.body_preview - total) end
@@ -86,13 +89,13 @@ local function write_chunks(self, source)
     local ok, code, msg = self:_flush()   -- MAIL and RCPT lines, traced as commands
     if not ok then return nil, code, msg end
   end
-  local cur, serr = next_chunk(source)
-  if serr then return nil, "source", serr end
+  local cur, serr, skind = next_chunk(source)
+  if serr then return nil, skind or "source", serr end
   local sent = false
   while cur do
     local nxt
-    nxt, serr = next_chunk(source)
-    if serr then return nil, "source", serr end
+    nxt, serr, skind = next_chunk(source)
+    if serr then return nil, skind or "source", serr end
     local i = 1
     repeat
       local piece = (i == 1 and #cur <= CHUNK) and cur or cur:sub(i, i + CHUNK - 1)
@@ -230,14 +233,17 @@ function M.submit(self, jobs, opts)
     local env = job.envelope
     local valid, verr, vinfo = M.check_envelope(env.from, env.to)
     if not valid then results[i] = { nil, verr, vinfo } return true end
-    local ok, code, msg = eng:mail(env.from, job.size or 0, env.mail_params)
+    local params, perr, pinfo = ext.params(self.capabilities, job)
+    if not params then results[i] = { nil, perr, pinfo } return true end
+    local source = params.guard and ext.seven_bit_only(job.source) or job.source
+    local ok, code, msg = eng:mail(env.from, job.size or 0, params.mail)
     if not ok then
       results[i] = { errors.fail(code == "size" and "size" or "argument", msg, { stage = "mail" }) }
       return true
     end
     local id = code  -- on success: the transaction's id
     for _, rcpt in ipairs(env.to) do
-      local rok, _, rmsg = eng:rcpt(rcpt, env.rcpt_params)
+      local rok, _, rmsg = eng:rcpt(rcpt, params.rcpt and params.rcpt(rcpt))
       if not rok then
         -- Addresses were checked, so only a limit gets here; what is
         -- staged cannot be taken back.
@@ -246,12 +252,12 @@ function M.submit(self, jobs, opts)
         return false, "closed", "too many recipients for one session"
       end
     end
-    local rec = { i = i, job = job, accepted = {}, refused = {}, replies = {} }
+    local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {} }
     recs[id] = rec
     inflight = inflight + 1
     if use_bdat then
       body_rec = rec
-      local wok, wcode, wmsg = write_chunks(self, job.source)
+      local wok, wcode, wmsg = write_chunks(self, source)
       body_rec = nil
       if not wok then return false, wcode, wmsg end
       rec.body_done = true
@@ -265,11 +271,11 @@ function M.submit(self, jobs, opts)
   -- A broken body: no end of data may follow it. Closing the connection
   -- makes the server discard what it got.
   local function abandon(rec, code, msg)
-    if code == "line" or code == "source" then
+    if code == "line" or code == "source" or code == "unsupported" then
       self:close()
       if rec then
-        results[rec.i] = { errors.fail("argument", msg .. "; the message was not sent",
-          { stage = "data", temporary = false }) }
+        results[rec.i] = { errors.fail(code == "unsupported" and code or "argument",
+          msg .. "; the message was not sent", { stage = "data", temporary = false }) }
         for id, r in pairs(recs) do if r == rec then recs[id] = nil end end
       end
       return fail_rest("closed", "the session was closed after a message could not be sent")
@@ -318,7 +324,7 @@ function M.submit(self, jobs, opts)
     elseif kind == "need_body" then
       local rec = awaiting_body
       awaiting_body = nil
-      local wok, wcode, wmsg = write_data(self, rec.job.source)
+      local wok, wcode, wmsg = write_data(self, rec.source)
       if not wok then return abandon(rec, wcode, wmsg) end
       rec.body_done = true
     elseif (kind == "done" or kind == "failed") and txn then

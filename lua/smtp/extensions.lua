@@ -1,0 +1,120 @@
+-- ESMTP parameters a transaction may need: DSN (RFC 3461), BODY=8BITMIME
+-- (RFC 6152), SMTPUTF8 (RFC 6531). Each is used only when the server offers
+-- it; a message that needs one the server lacks fails with kind
+-- "unsupported" before anything of it is sent.
+local errors = require "smtp.errors"
+
+local M = {}
+
+-- RFC 3461 4: "+" and "=" and anything outside "!".."~" as "+HH".
+function M.xtext(s)
+  return (s:gsub("[^!-*,-<>-~]", function(c) return string.format("+%02X", c:byte()) end))
+end
+
+local notify_words = { never = "NEVER", success = "SUCCESS", failure = "FAILURE", delay = "DELAY" }
+
+-- Validates a dsn option and returns it normalised, or nil, message.
+-- dsn = { ret = "hdrs"|"full", envid = "...", notify = { "failure", "delay" } | "never", orcpt = true }
+function M.check_dsn(dsn)
+  if dsn == nil then return nil end
+  if type(dsn) ~= "table" then return nil, "dsn must be a table" end
+  local out = {}
+  if dsn.ret ~= nil then
+    local ret = type(dsn.ret) == "string" and dsn.ret:upper()
+    if ret ~= "HDRS" and ret ~= "FULL" then return nil, "dsn.ret must be \"hdrs\" or \"full\"" end
+    out.ret = ret
+  end
+  if dsn.envid ~= nil then
+    if type(dsn.envid) ~= "string" or dsn.envid == "" or #dsn.envid > 100 then
+      return nil, "dsn.envid must be a string of 1 to 100 octets"
+    end
+    out.envid = dsn.envid
+  end
+  if dsn.notify ~= nil then
+    local list = type(dsn.notify) == "string" and { dsn.notify } or dsn.notify
+    if type(list) ~= "table" or #list == 0 then return nil, "dsn.notify must be a list" end
+    local words, never = {}, false
+    for _, w in ipairs(list) do
+      local word = type(w) == "string" and notify_words[w:lower()]
+      if not word then return nil, "dsn.notify takes never, success, failure, delay" end
+      if word == "NEVER" then never = true end
+      words[#words + 1] = word
+    end
+    if never and #words > 1 then return nil, "dsn.notify: never excludes the others" end
+    out.notify = table.concat(words, ",")
+  end
+  out.orcpt = dsn.orcpt and true or nil
+  return out
+end
+
+local function has_non_ascii(s)
+  return s:find("[\128-\255]") ~= nil
+end
+
+-- Parameters for one transaction. job: { envelope, dsn, eightbit
+-- (true/false/nil: unknown), utf8_headers }. Returns { mail = string|nil,
+-- rcpt = function(addr)|nil, guard = bool (refuse 8-bit octets while
+-- streaming) } or nil, err, info.
+function M.params(caps, job)
+  caps = caps or {}
+  local env = job.envelope
+  local mail, rcpt_extra = {}, {}
+  local utf8 = job.utf8_headers or has_non_ascii(env.from)
+  for _, r in ipairs(env.to) do if has_non_ascii(r) then utf8 = true end end
+  if utf8 then
+    if not caps.SMTPUTF8 then
+      return errors.fail("unsupported", "the message needs SMTPUTF8 (non-ASCII addresses or" ..
+        " headers) and the server does not offer it", { stage = "mail", temporary = false })
+    end
+    mail[#mail + 1] = "SMTPUTF8"
+  end
+  local guard = false
+  if job.eightbit or utf8 then
+    if not caps["8BITMIME"] then
+      return errors.fail("unsupported", "the message has 8-bit data and the server does not" ..
+        " offer 8BITMIME", { stage = "mail", temporary = false })
+    end
+    mail[#mail + 1] = "BODY=8BITMIME"
+  elseif job.eightbit == nil then
+    -- A stream of unknown content: declare 8-bit when the server takes it,
+    -- otherwise refuse 8-bit octets as they come.
+    if caps["8BITMIME"] then mail[#mail + 1] = "BODY=8BITMIME" else guard = true end
+  end
+  local dsn = job.dsn
+  if dsn then
+    if not caps.DSN then
+      return errors.fail("unsupported", "delivery status notifications were asked for and the" ..
+        " server does not offer DSN", { stage = "mail", temporary = false })
+    end
+    if dsn.ret then mail[#mail + 1] = "RET=" .. dsn.ret end
+    if dsn.envid then mail[#mail + 1] = "ENVID=" .. M.xtext(dsn.envid) end
+    if dsn.notify then rcpt_extra[#rcpt_extra + 1] = "NOTIFY=" .. dsn.notify end
+  end
+  local rcpt_params
+  if #rcpt_extra > 0 or (dsn and dsn.orcpt) then
+    local fixed = table.concat(rcpt_extra, " ")
+    rcpt_params = function(addr)
+      if dsn.orcpt then
+        local orcpt = (utf8 and "utf-8;" or "rfc822;") .. M.xtext(addr)
+        return fixed == "" and ("ORCPT=" .. orcpt) or (fixed .. " ORCPT=" .. orcpt)
+      end
+      return fixed
+    end
+  end
+  return { mail = #mail > 0 and table.concat(mail, " ") or nil, rcpt = rcpt_params, guard = guard }
+end
+
+-- Wraps a source so that an 8-bit octet ends it with kind "unsupported"
+-- (the server did not offer 8BITMIME and the content was not known).
+function M.seven_bit_only(source)
+  return function()
+    local chunk, err = source()
+    if type(chunk) == "string" and has_non_ascii(chunk) then
+      return nil, { kind = "unsupported", message = "the message has 8-bit data and the server" ..
+        " does not offer 8BITMIME" }
+    end
+    return chunk, err
+  end
+end
+
+return M
