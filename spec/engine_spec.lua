@@ -860,8 +860,35 @@ describe("engine transactions", function()
 end)
 
 describe("engine LMTP", function()
-  pending("takes one reply per accepted recipient after the end of data (RFC 2033 4.2);" ..
-    " today the second one is treated as unsolicited input")
+  it("takes one reply per accepted recipient after the end of data (RFC 2033 4.2)", function()
+    local lhlo = "250-mx.example\r\n250 PIPELINING\r\n"
+    local log = same_at_every_split({ GREETING, lhlo,
+      OK .. OK .. "550 5.1.1 unknown\r\n" .. OK .. "354 go\r\n",
+      "250 2.0.0 a delivered\r\n452 4.2.2 c over quota\r\n" },
+      function(c)
+        assert(c.eng:hello("client.example", true))
+        c:run()
+        transaction(c, { "a@x.example", "b@x.example", "c@x.example" }, "hi\r\n")
+      end)
+    assert.same({
+      'reply greeting 220 "mx.example ESMTP ready"',
+      "> LHLO client.example\r\n",
+      'reply lhlo 250 "mx.example\\nPIPELINING"',
+      'done lhlo 250 "mx.example\\nPIPELINING"',
+      "> MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@x.example>\r\nRCPT TO:<b@x.example>\r\n" ..
+        "RCPT TO:<c@x.example>\r\nDATA\r\n",
+      'reply mail 250 2.0.0 "2.0.0 ok"',
+      'reply rcpt #1 250 2.0.0 "2.0.0 ok"',
+      'reply rcpt #2 550 5.1.1 "5.1.1 unknown"',
+      'reply rcpt #3 250 2.0.0 "2.0.0 ok"',
+      'reply data 354 "go"',
+      "need_body",
+      "> hi\r\n.\r\n",
+      'reply dot #1 250 2.0.0 "2.0.0 a delivered"',
+      'reply dot #2 452 4.2.2 "4.2.2 c over quota"',
+      'done dot 250 2.0.0 "2.0.0 a delivered"',
+    }, log)
+  end)
 end)
 
 describe("engine STARTTLS", function()
