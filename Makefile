@@ -60,14 +60,26 @@ lint:
 	luacheck -q lua spec bin examples
 
 install: all
-	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(LUA_SHAREDIR)/smtp/transport $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(BINDIR)
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/smtp/core.so
-	install -m 644 lua/smtp.lua $(DESTDIR)$(LUA_SHAREDIR)/smtp.lua
-	install -m 644 $(filter lua/smtp/%,$(filter-out lua/smtp/transport/%,$(LUA_FILES))) $(DESTDIR)$(LUA_SHAREDIR)/smtp/
-	install -m 644 $(wildcard lua/smtp/transport/*.lua) $(DESTDIR)$(LUA_SHAREDIR)/smtp/transport/
+	for f in $(patsubst lua/%,%,$(LUA_FILES)); do \
+		install -D -m 644 lua/$$f $(DESTDIR)$(LUA_SHAREDIR)/$$f || exit 1; done
 	install -m 755 bin/smtp-debug-server $(DESTDIR)$(BINDIR)/smtp-debug-server
+	install -m 755 bin/smtp-send $(DESTDIR)$(BINDIR)/smtp-send
+
+bench: deps all
+	@bash bench/run.sh
+
+asan:
+	@bash scripts/asan.sh
+
+valgrind: all
+	@bash scripts/valgrind.sh
+
+fuzz:
+	@bash fuzz/run.sh $(or $(SECONDS),60)
 
 clean:
 	rm -rf build
 
-.PHONY: all check deps test demo lint install clean
+.PHONY: all check deps test demo lint install clean bench asan valgrind fuzz

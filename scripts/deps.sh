@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages that building, the demo and the tests need.
 # As root it installs what is missing; otherwise it prints the command.
-PKGS="gcc make pkg-config libssl-dev openssl ca-certificates lua5.4 liblua5.4-dev lua-busted lua-socket lua-check postfix"
+PKGS="gcc make pkg-config libssl-dev openssl ca-certificates lua5.4 liblua5.4-dev lua-busted lua-socket lua-sec lua-check postfix dovecot-core python3"
 
 missing=""
 for p in $PKGS; do
