@@ -1006,6 +1006,21 @@ static int l_socket_connect(lua_State *L)
     return 1;
 }
 
+/* sock:connect_unix(path) -> true | nil, code, msg */
+static int l_socket_connect_unix(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    const char *path = luaL_checkstring(L, 2);
+    int rc;
+    if (u->net.fd >= 0)
+        return luaL_error(L, "smtp.core: socket already connected");
+    rc = smtp_net_connect_unix(&u->net, path, op_deadline(u));
+    if (rc)
+        return push_net_error(L, u, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* sock:send(s [, i]) -> bytes sent from position i (1-based) | nil, code, msg */
 static int l_socket_send(lua_State *L)
 {
@@ -1136,6 +1151,7 @@ static int l_socket_peer(lua_State *L)
 static const luaL_Reg socket_methods[] = {
     {"settimeouts", l_socket_settimeouts},
     {"connect", l_socket_connect},
+    {"connect_unix", l_socket_connect_unix},
     {"send", l_socket_send},
     {"flush", l_socket_flush},
     {"receive", l_socket_receive},

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -169,6 +170,10 @@ static void format_address(const struct addrinfo *ai, char *out, size_t size)
 {
     char host[NI_MAXHOST], serv[NI_MAXSERV];
 
+    if (ai->ai_family == AF_UNIX) {
+        format_bounded(out, size, "unix:%s", ((const struct sockaddr_un *)ai->ai_addr)->sun_path);
+        return;
+    }
     if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
         format_bounded(out, size, "(unknown address)");
@@ -354,6 +359,28 @@ int smtp_net_connect(smtp_net *n, const char *host, const char *port, double dea
 
 /* send()/recv() report through ssize_t, so a larger request is shortened;
  * the caller sees a short count, which it must handle anyway. */
+int smtp_net_connect_unix(smtp_net *n, const char *path, double deadline)
+{
+    struct sockaddr_un sun;
+    struct addrinfo ai;
+    size_t len = strlen(path);
+
+    smtp_net_close(n);
+    n->errmsg[0] = '\0';
+    n->peer[0] = '\0';
+    if (len == 0 || len >= sizeof sun.sun_path)
+        return fail(n, SMTP_E_CONNECT, "socket path '%.64s' is empty or too long", path);
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, len + 1);
+    memset(&ai, 0, sizeof ai);
+    ai.ai_family = AF_UNIX;
+    ai.ai_socktype = SOCK_STREAM;
+    ai.ai_addr = (struct sockaddr *)&sun;
+    ai.ai_addrlen = (socklen_t)sizeof sun;
+    return try_address(n, &ai, deadline);
+}
+
 static size_t clamp_len(size_t len)
 {
     return len > (size_t)SSIZE_MAX ? (size_t)SSIZE_MAX : len;

@@ -30,6 +30,10 @@ void smtp_net_init(smtp_net *n);
  * until one connects; each attempt is bounded by the deadline. */
 int smtp_net_connect(smtp_net *n, const char *host, const char *port, double deadline);
 
+/* Connects to a Unix-domain stream socket (LMTP servers such as Dovecot
+ * listen on one). */
+int smtp_net_connect_unix(smtp_net *n, const char *path, double deadline);
+
 /* Sends up to len bytes: returns the number sent (>= 1; short writes are
  * normal) or a negative SMTP_E_* code. */
 ssize_t smtp_net_send(smtp_net *n, const void *buf, size_t len, double deadline);

@@ -101,12 +101,16 @@ local function connect(opts, level)
   local timeout = opts.timeout or 30
   local deadline = opts.deadline and (core.now() + opts.deadline) or nil
   local tls_opts = tls_options(opts, host)
-  if trace then trace("connect", string.format("to ('%s', %s)", host, tostring(port))) end
+  if trace then
+    trace("connect", opts.path and ("to " .. opts.path)
+      or string.format("to ('%s', %s)", host, tostring(port)))
+  end
 
   local transport = opts.transport
   if not transport then
     local code, msg
-    transport, code, msg = require("smtp.transport").connect(host, port, timeout, deadline)
+    transport, code, msg = require("smtp.transport").connect(host, port, timeout, deadline,
+      opts.path and { path = opts.path } or nil)
     if not transport then
       local kind = code == "timeout" and "timeout" or "connect"
       return errors.fail(kind, msg, { stage = "connect", temporary = true })

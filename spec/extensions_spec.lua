@@ -255,6 +255,16 @@ describe("LMTP #socket", function()
     finish(srv)
   end)
 
+  it("over a Unix-domain socket (smtp-sink -L)", function()
+    if not servers.available.sink then pending("smtp-sink is not installed") return end
+    local sink = servers.sink_unix{ "-L" }
+    local res, err = smtp.send{ path = sink.path, protocol = "lmtp", tls = "none", helo = "client.test",
+      timeout = 3, envelope = { from = FROM, to = { TO, TO2 } }, message = BODY }
+    assert.is_table(res, err)
+    assert.same({ TO, TO2 }, res.accepted)
+    assert.equal(250, res.replies[TO2].code)
+  end)
+
   it("fails only when every recipient's final reply fails", function()
     local srv = servers.fake{ steps = steps(GREET, hear("LHLO client.test"), ehlo_reply("PIPELINING"),
       hear("MAIL FROM:<" .. FROM .. ">"), hear("RCPT TO:<" .. TO .. ">"), hear("RCPT TO:<" .. TO2 .. ">"),

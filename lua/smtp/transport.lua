@@ -20,13 +20,13 @@ end
 M.in_nginx = in_nginx
 
 -- host, port; timeout: seconds per operation; deadline: absolute
--- smtp.core.now() time or nil; opts (cosockets only): { pool = name,
--- pool_size = n, backlog = n } for nginx's connection pool.
+-- smtp.core.now() time or nil; opts: { path = unix socket path } and, for
+-- cosockets, { pool = name, pool_size = n, backlog = n } for nginx's pool.
 function M.connect(host, port, timeout, deadline, opts)
   if in_nginx() then
     return require("smtp.transport.cosocket").connect(host, port, timeout, deadline, opts)
   end
-  return require("smtp.transport.socket").connect(host, port, timeout, deadline)
+  return require("smtp.transport.socket").connect(host, port, timeout, deadline, opts and opts.path)
 end
 
 return M

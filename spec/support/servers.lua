@@ -396,4 +396,36 @@ function M.sink(flags)
   error("smtp-sink did not start: " .. last_err)
 end
 
+-- smtp-sink listening on a Unix-domain socket (flags before the address,
+-- e.g. { "-L" } for LMTP); the object's .path is the socket.
+function M.sink_unix(flags)
+  if not M.sink_path then error("smtp-sink is not available") end
+  local path = tmpname() .. ".sock"
+  os.remove(path)
+  local argv = { M.sink_path }
+  if is_root() then
+    argv[#argv + 1] = "-u"
+    argv[#argv + 1] = "nobody"
+  end
+  for _, f in ipairs(flags or {}) do argv[#argv + 1] = f end
+  argv[#argv + 1] = "unix:" .. path
+  argv[#argv + 1] = "16"
+  local proc = spawn(argv, tmpname(), tmpname())
+  local up = poll(START_TIMEOUT, function()
+    if os.execute("test -S " .. shell_quote(path)) == true or
+        os.execute("test -S " .. shell_quote(path)) == 0 then
+      return true
+    end
+    if not alive(proc.pid) then return false end
+    return nil
+  end)
+  if not up then
+    local err = proc:errors()
+    proc:stop()
+    error("smtp-sink did not start on " .. path .. ": " .. err)
+  end
+  proc.path = path
+  return proc
+end
+
 return M

@@ -292,13 +292,14 @@ function M.connect(host, port, timeout, deadline, opts)
   if not created then
     return nil, "connect", phase_error(phase) .. " (" .. tostring(sock) .. ")"
   end
-  local nport = tonumber(port) or well_known_ports[port]
+  local path = opts and opts.path
+  local nport = path and 0 or tonumber(port) or well_known_ports[port]
   if not nport then
     return nil, "connect", "invalid port " .. tostring(port)
   end
   local self = setmetatable({
     sock = sock, timeout = timeout, deadline = deadline, closed = false, tls = false,
-    peer = host .. ":" .. nport,
+    peer = path and ("unix:" .. path) or (host .. ":" .. nport),
   }, Cosocket)
   if not self:_arm() then
     sock:close()
@@ -310,7 +311,9 @@ function M.connect(host, port, timeout, deadline, opts)
   -- nginx's own default pool name
   self.pool = (opts and opts.pool) or (target .. ":" .. nport)
   local ok, err
-  if opts and (opts.pool or opts.pool_size or opts.backlog) then
+  if path then
+    ok, err = sock:connect("unix:" .. path)
+  elseif opts and (opts.pool or opts.pool_size or opts.backlog) then
     ok, err = sock:connect(target, nport, {
       pool = opts.pool, pool_size = opts.pool_size, backlog = opts.backlog,
     })

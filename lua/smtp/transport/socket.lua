@@ -5,11 +5,17 @@ local core = require "smtp.core"
 
 local M = {}
 
--- timeout: seconds per operation; deadline: absolute core.now() time.
-function M.connect(host, port, timeout, deadline)
+-- timeout: seconds per operation; deadline: absolute core.now() time;
+-- path: a Unix-domain socket instead of host and port.
+function M.connect(host, port, timeout, deadline, path)
   local sock = core.socket()
   sock:settimeouts(timeout, deadline)
-  local ok, code, msg = sock:connect(host, port)
+  local ok, code, msg
+  if path then
+    ok, code, msg = sock:connect_unix(path)
+  else
+    ok, code, msg = sock:connect(host, port)
+  end
   if not ok then return nil, code, msg end
   return sock
 end
