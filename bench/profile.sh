@@ -18,7 +18,7 @@ if [ -z "${PROFILE_INNER:-}" ]; then
   export PROFILE_INNER=1
   exec timeout -k 10 300 bash "$0" "$@"
 fi
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 LUA=${LUA:-lua5.4}
 export LUA
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
@@ -49,71 +49,114 @@ PY_CMD=("$PY" bench/smtplib_client.py loop "$N" "$SIZE" "$PORT")
 echo "== (a) $N x $SIZE B on one connection, client and smtp-sink on CPU 0"
 echo "nproc: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+pick() {
+  case $1 in
+    lua-smtp) CMD=("${LUA_CMD[@]}");;
+    smtp-source) CMD=("${SRC_CMD[@]}");;
+    smtplib) CMD=("${PY_CMD[@]}");;
+  esac
+}
+
 if command -v perf >/dev/null 2>&1; then
   echo
-  echo "== perf stat (software events), per message"
-  printf '%-12s %10s %10s %10s %10s %12s\n' client "task us" "user us" "sys us" "wall us" "ctx-sw"
+  echo "== perf stat (software events): client CPU per message (process start-up included)"
+  printf '%-12s %9s %9s %9s %9s %9s\n' client "task us" "user us" "sys us" "wall us" "ctx-sw"
   for name in lua-smtp smtp-source smtplib; do
-    case $name in
-      lua-smtp) cmd=("${LUA_CMD[@]}");;
-      smtp-source) cmd=("${SRC_CMD[@]}");;
-      smtplib) cmd=("${PY_CMD[@]}");;
-    esac
-    timeout 120 perf stat -x, -o "$WORK/stat" -e task-clock,context-switches \
-      taskset -c 0 "${cmd[@]}" > /dev/null 2>&1 < /dev/null
-    awk -F, -v n="$N" -v name="$name" '
-      /task-clock/ { task = $1 }
-      /context-switches/ { cs = $1 }
-      /seconds time elapsed/ { wall = $1 }
-      /seconds user/ { user = $1 }
-      /seconds sys/ { sys = $1 }
-      END { printf "%-12s %10.1f %10.1f %10.1f %10.1f %12.2f\n", name, task * 1000 / n,
+    pick "$name"
+    timeout 120 perf stat -o "$WORK/stat" -e task-clock,context-switches \
+      taskset -c 0 "${CMD[@]}" > /dev/null 2>&1 < /dev/null
+    awk -v n="$N" -v name="$name" '
+      $2 == "msec" && $3 == "task-clock" { task = $1 }
+      $2 == "context-switches" { cs = $1 }
+      $2 == "seconds" && $3 == "time" { wall = $1 }
+      $2 == "seconds" && $3 == "user" { user = $1 }
+      $2 == "seconds" && $3 == "sys" { sys = $1 }
+      END { gsub(",", "", task); gsub(",", "", cs)
+            printf "%-12s %9.1f %9.1f %9.1f %9.1f %9.2f\n", name, task * 1000 / n,
             user * 1e6 / n, sys * 1e6 / n, wall * 1e6 / n, cs / n }' "$WORK/stat"
   done
 fi
 
 if command -v strace >/dev/null 2>&1; then
   echo
-  echo "== system calls per message (strace -c; the client only)"
+  echo "== system calls per message (strace -c -f, the client process only; >= 0.5 per message)"
   for name in lua-smtp smtp-source smtplib; do
-    case $name in
-      lua-smtp) cmd=("${LUA_CMD[@]}");;
-      smtp-source) cmd=("${SRC_CMD[@]}");;
-      smtplib) cmd=("${PY_CMD[@]}");;
-    esac
-    timeout 120 strace -f -c -o "$WORK/strace" taskset -c 0 "${cmd[@]}" > /dev/null 2>&1 < /dev/null
-    printf '%-12s' "$name"
-    awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $(NF-1) ~ /^[0-9]+$/ || ($NF ~ /^[a-z_0-9]+$/ && $(NF-2) ~ /^[0-9]+$/) {
-        calls = ($(NF-1) ~ /^[0-9]+$/ && $(NF-2) ~ /^[0-9]+$/) ? $(NF-2) : $(NF-1)
-        if (calls / n >= 0.5) printf " %s=%.2f", $NF, calls / n
-      }
-      / total$/ { total = $(NF-2) ~ /^[0-9]+$/ ? $(NF-2) : $(NF-1) }
-      END { printf "  | total %.2f\n", total / n }' "$WORK/strace"
+    pick "$name"
+    timeout 120 strace -f -c -o "$WORK/strace" taskset -c 0 "${CMD[@]}" > /dev/null 2>&1 < /dev/null
+    "$PY" - "$WORK/strace" "$N" "$name" <<'PYEOF'
+import sys
+path, n, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+calls, total = [], 0
+for line in open(path):
+    t = line.split()
+    if len(t) < 5 or not t[0][0].isdigit():
+        continue
+    if t[-1] == "total":
+        total = int(t[3])
+        continue
+    calls.append((int(t[3]), t[-1]))
+calls.sort(reverse=True)
+top = " ".join("%s=%.2f" % (sc, c / n) for c, sc in calls if c / n >= 0.5)
+print("%-12s total %6.2f/msg: %s" % (name, total / n, top))
+PYEOF
   done
 fi
 
 if command -v perf >/dev/null 2>&1; then
   echo
-  echo "== perf record -e cpu-clock (user space) on lua-smtp: top symbols"
-  if timeout 120 perf record -q -e cpu-clock:u -F 5000 -o "$WORK/perf.data" \
+  echo "== perf record -e cpu-clock:u on lua-smtp ($N messages): user-space samples by object, then by symbol"
+  if timeout 120 perf record -q -e cpu-clock:u -F 10000 -o "$WORK/perf.data" \
        taskset -c 0 "${LUA_CMD[@]}" > /dev/null 2>&1 < /dev/null; then
+    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | head -n 8
+    echo "--"
     perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-      | grep -v '^#' | grep -v '^$' | head -n 30
+      | grep -v '^#' | grep -v '^$' | grep -v 'lua5.4 .*0x0000' | head -n 20
+    echo "(lua5.4 is stripped: its samples are the interpreter itself, counted in the first list)"
   else
     echo "(perf record failed)"
   fi
 fi
 
 if command -v valgrind >/dev/null 2>&1; then
-  M=$((N / 10))
+  S=$((N / 20)); L=$((N / 5))
   echo
-  echo "== callgrind, lua-smtp, $M messages: inclusive instructions per function (top 30)"
-  timeout 240 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
-    "$LUA" bench/lua_smtp_client.lua sendmail "$M" "$SIZE" "$PORT" > /dev/null 2>&1 < /dev/null
-  if [ -f "$WORK/cg.out" ]; then
-    callgrind_annotate --inclusive=yes "$WORK/cg.out" 2>/dev/null | sed -n '1,60p' \
-      | grep -E '^ *[0-9,]+ ' | head -n 30
-    echo "-- exclusive (self) cost, top 25"
-    callgrind_annotate "$WORK/cg.out" 2>/dev/null | grep -E '^ *[0-9,]+ ' | head -n 25
-  fi
+  echo "== callgrind, lua-smtp: instructions per message (slope between $S and $L messages), by object"
+  for m in "$S" "$L"; do
+    timeout 240 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$m" \
+      "$LUA" bench/lua_smtp_client.lua sendmail "$m" "$SIZE" "$PORT" > /dev/null 2>&1 < /dev/null
+    callgrind_annotate --threshold=100 "$WORK/cg.$m" 2>/dev/null > "$WORK/cg.$m.txt"
+  done
+  "$PY" - "$WORK/cg.$S.txt" "$WORK/cg.$L.txt" "$S" "$L" <<'PYEOF'
+import re, sys
+def load(path):
+    objs, funcs = {}, {}
+    for line in open(path):
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*?)\s+\[(.*)\]\s*$", line)
+        if not m:
+            continue
+        n = int(m.group(1).replace(",", ""))
+        fn, obj = m.group(2), m.group(3).rsplit("/", 1)[-1]
+        objs[obj] = objs.get(obj, 0) + n
+        key = fn.rsplit(":", 1)[-1] if not fn.startswith("???") else fn
+        funcs[(key, obj)] = funcs.get((key, obj), 0) + n
+    return objs, funcs
+(o1, f1), (o2, f2) = load(sys.argv[1]), load(sys.argv[2])
+d = int(sys.argv[4]) - int(sys.argv[3])
+per = {k: (o2.get(k, 0) - o1.get(k, 0)) / d for k in set(o1) | set(o2)}
+tot = sum(v for v in per.values() if v > 0)
+print("instructions per message: %.0f" % tot)
+for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
+    if v / tot >= 0.005:
+        print("  %6.1f%%  %8.0f  %s" % (100 * v / tot, v, k))
+print("-- hottest functions (self, per message):")
+perf = {k: (f2.get(k, 0) - f1.get(k, 0)) / d for k in set(f1) | set(f2)}
+for (fn, obj), v in sorted(perf.items(), key=lambda kv: -kv[1])[:15]:
+    print("  %6.1f%%  %8.0f  %s [%s]" % (100 * v / tot, v, fn, obj))
+PYEOF
 fi
+
+echo
+echo "== Lua VM instruction samples (debug.sethook), lua-smtp, $N messages"
+timeout 120 taskset -c 0 "$LUA" bench/lua_hook_profile.lua sendmail "$N" "$SIZE" "$PORT" < /dev/null 2>&1 \
+  | grep -v '^RESULT'

@@ -25,8 +25,7 @@ if [ -z "${BENCH_INNER:-}" ]; then
   exec timeout -k 10 "${BENCH_LIMIT:-590}" bash "$0" "$@"
 fi
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+cd "$(dirname "$0")/.." || exit 1
 LUA=${LUA:-lua5.4}
 export LUA
 PY=${PYTHON:-}
@@ -58,7 +57,8 @@ fi
 die() { echo "bench: $*" >&2; exit 1; }
 log() { printf "[%3ds] %s\n" "$SECONDS" "$*" >&2; }
 
-for tool in smtp-sink smtp-source curl taskset timeout ss "$PY" "$LUA" cc; do
+CC=${CC:-cc}
+for tool in smtp-sink smtp-source curl taskset timeout ss "$PY" "$LUA" "$CC"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || die "missing $tool (see bench/run.sh header for the packages)"
 done
 [ -x /usr/bin/time ] || die "missing /usr/bin/time (apt-get install time)"
@@ -91,8 +91,8 @@ free_port() {
 
 # Waits until something listens on 127.0.0.1:$1 while PID $2 lives.
 wait_listen() {
-  local port=$1 pid=$2 i
-  for i in $(seq 200); do
+  local port=$1 pid=$2
+  for _ in $(seq 200); do
     kill -0 "$pid" 2>/dev/null || return 1
     ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && return 0
     sleep 0.025
@@ -111,9 +111,9 @@ stop_pid() {
 # smtp-sink on CPU 0, counting messages on its stdout (-c).
 SINK_PID=; SINK_PORT=; SINK_OUT=
 start_sink() {
-  local try user=()
+  local _try user=()
   [ "$(id -u)" = 0 ] && user=(-u nobody)
-  for try in 1 2 3; do
+  for _try in 1 2 3; do
     SINK_PORT=$(free_port)
     SINK_OUT="$WORK/sink.$SINK_PORT.out"
     taskset -c 0 smtp-sink -c "${user[@]}" "127.0.0.1:$SINK_PORT" 4096 > "$SINK_OUT" 2>&1 &
@@ -136,11 +136,11 @@ sink_count() {
 # The delay proxy on CPU 0 in front of the sink.
 PROXY_PID=; PROXY_PORT=
 start_proxy() {
-  local out="$WORK/proxy.out" i
+  local out="$WORK/proxy.out"
   taskset -c 0 "$PY" bench/delay_proxy.py 0 "$SINK_PORT" "$C_DELAY_MS" 300 > "$out" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
-  for i in $(seq 200); do
+  for _ in $(seq 200); do
     PROXY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
     [ -n "$PROXY_PORT" ] && return 0
     kill -0 "$PROXY_PID" 2>/dev/null || break
@@ -160,7 +160,7 @@ now_ns() { date +%s%N; }
 RUN_ELAPSED=; RUN_OK=; RUN_CPU=; RUN_RSS=; RUN_NOTE=
 run_client() {
   local cpu=$1 count=$2; shift 2
-  local before after t0 t1 rc out ok_field i
+  local before after t0 t1 rc out ok_field
   before=$(sink_count)
   t0=$(now_ns)
   out=$(timeout -k 5 "$TMO" /usr/bin/time -f "%e %U %S %M" -o "$WORK/time.out" \
@@ -173,7 +173,7 @@ run_client() {
   RUN_CPU=$(awk -v u="${u:-0}" -v s="${s:-0}" 'BEGIN { printf "%.3f", u + s }')
   RUN_RSS=${m:-0}
   ok_field=$(printf '%s\n' "$out" | sed -n 's/^RESULT .* ok=\([0-9]*\).*/\1/p' | tail -n 1)
-  for i in $(seq 200); do
+  for _ in $(seq 200); do
     after=$(sink_count)
     [ "$after" -ge $((before + count)) ] && break
     sleep 0.025
@@ -215,14 +215,17 @@ if want a; then
     cpu=$(placement_cpu "$placement")
     log "(a) $A_N x ${SIZE} B on one connection, $placement: $A_REPS runs"
     start_sink
-    for rep in $(seq "$A_REPS"); do
+    for _ in $(seq "$A_REPS"); do
       # name|count|command
       while IFS='|' read -r name count cmd; do
         # shellcheck disable=SC2086
         run_client "$cpu" "$count" $cmd
         if [ "$RUN_OK" = 1 ]; then
           record a "$placement" "$name" "$(awk -v n="$count" -v t="$RUN_ELAPSED" 'BEGIN { printf "%.1f", n / t }')" msg/s
-          record a-cpu "$placement" "$name" "$(awk -v n="$count" -v c="$RUN_CPU" 'BEGIN { printf "%.1f", c * 1e6 / n }')" "us/msg"
+          # Client CPU (user + sys, start-up included) from /usr/bin/time, whose
+          # 10 ms resolution makes it meaningless for short runs.
+          [ "$count" -ge 1000 ] && record a-cpu "$placement" "$name" \
+            "$(awk -v n="$count" -v c="$RUN_CPU" 'BEGIN { printf "%.1f", c * 1e6 / n }')" "us/msg"
         else
           record a "$placement" "$name" FAIL msg/s
         fi
@@ -245,7 +248,7 @@ if want b; then
     cpu=$(placement_cpu "$placement")
     log "(b) $B_N x ${SIZE} B, a connection each, $placement: $B_REPS runs"
     start_sink
-    for rep in $(seq "$B_REPS"); do
+    for _ in $(seq "$B_REPS"); do
       while IFS='|' read -r name count cmd; do
         # shellcheck disable=SC2086
         run_client "$cpu" "$count" $cmd
@@ -275,11 +278,11 @@ if want c; then
     log "(c) round trips via a ${C_DELAY_MS} ms proxy, $placement: $C_REPS runs of $C_SMALL and $C_LARGE messages"
     start_sink
     start_proxy
-    for rep in $(seq "$C_REPS"); do
+    for _ in $(seq "$C_REPS"); do
       while IFS='|' read -r name cmd; do
         ok=1; ts=; tl=
         for n in "$C_SMALL" "$C_LARGE"; do
-          # shellcheck disable=SC2086
+          # shellcheck disable=SC2046
           run_client "$cpu" "$n" $(printf '%s' "$cmd" | sed "s/@N@/$n/g")
           [ "$RUN_OK" = 1 ] || ok=0
           if [ "$n" = "$C_SMALL" ]; then ts=$RUN_ELAPSED; else tl=$RUN_ELAPSED; fi
@@ -334,7 +337,7 @@ with open(path, "wb") as f:
 EOF
   start_sink
   cpu=$(placement_cpu "$placement")
-  for rep in $(seq "$D_REPS"); do
+  for _ in $(seq "$D_REPS"); do
     while IFS='|' read -r name cmd; do
       t0=$(now_ns)
       # shellcheck disable=SC2086
@@ -362,9 +365,9 @@ fi
 # ---- (e) framing and base64 against memcpy ----------------------------------
 if want e; then
   log "(e) framing and base64 over $E_MB MB in 64 KB chunks: $E_REPS runs"
-  cc -std=c99 -O2 -Icsrc -o "$WORK/codec_bench" bench/codec_bench.c \
+  "$CC" -std=c99 -O2 -Icsrc -o "$WORK/codec_bench" bench/codec_bench.c \
     csrc/smtp_frame.c csrc/smtp_codec.c csrc/smtp_buf.c csrc/smtp_error.c || die "codec_bench did not build"
-  for rep in $(seq "$E_REPS"); do
+  for _ in $(seq "$E_REPS"); do
     out=$(timeout -k 5 "$TMO" taskset -c 1 "$WORK/codec_bench" "$E_MB" < /dev/null) || { log "  codec_bench failed"; record e - frame FAIL MB/s; continue; }
     printf '%s\n' "$out" | while read -r _ k m r; do
       record e - "${k#kernel=}" "${m#mbps=}" MB/s "${r#ratio=}"

@@ -296,6 +296,16 @@ static int l_engine_tls_done(lua_State *L)
     return push_result(L, smtp_engine_tls_done(check_engine(L)), NULL);
 }
 
+/* eng:restore(ehlo_text, lmtp, secure): a pooled connection's session */
+static int l_engine_restore(lua_State *L)
+{
+    smtp_engine *e = check_engine(L);
+    size_t len;
+    const char *t = luaL_checklstring(L, 2, &len);
+    return push_result(L, smtp_engine_restore(e, t, len, lua_toboolean(L, 3), lua_toboolean(L, 4)),
+                       "EHLO text too long");
+}
+
 static int l_engine_set_secure(lua_State *L)
 {
     smtp_engine_set_secure(check_engine(L), lua_toboolean(L, 2));
@@ -508,6 +518,7 @@ static const luaL_Reg engine_methods[] = {
     {"starttls", l_engine_starttls},
     {"tls_done", l_engine_tls_done},
     {"set_secure", l_engine_set_secure},
+    {"restore", l_engine_restore},
     {"set_insecure_auth", l_engine_set_insecure_auth},
     {"auth", l_engine_auth},
     {"auth_response", l_engine_auth_response},

@@ -435,6 +435,21 @@ int smtp_engine_tls_done(smtp_engine *e)
     return 0;
 }
 
+int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, int secure)
+{
+    const char *nl;
+    if (e->greeted || e->op != SMTP_OP_NONE || e->inflight.count || e->dead)
+        return SMTP_E_STATE;
+    smtp_buf_clear(&e->caps);
+    nl = memchr(ehlo, '\n', len);
+    if (nl && smtp_buf_append(&e->caps, nl + 1, len - (size_t)(nl + 1 - ehlo)))
+        return SMTP_E_LIMIT;
+    e->greeted = e->hello_done = e->extended = 1;
+    e->lmtp = lmtp;
+    e->secure = secure;
+    return 0;
+}
+
 void smtp_engine_set_secure(smtp_engine *e, int on)
 {
     e->secure = on;

@@ -213,6 +213,12 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev);
 int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp);
 int smtp_engine_starttls(smtp_engine *e);
 int smtp_engine_tls_done(smtp_engine *e);
+/* Starts the engine as if greeting and EHLO (LHLO) had just happened, for
+ * a connection taken from a pool: ehlo is the text of the EHLO reply
+ * (first line, then one capability a line). 0, SMTP_E_STATE when the
+ * engine has been used, SMTP_E_LIMIT when the text is too long. */
+int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, int secure);
+
 /* Declares the channel encrypted (implicit TLS, before the greeting). */
 void smtp_engine_set_secure(smtp_engine *e, int on);
 /* Allows AUTH over a plaintext channel; off by default. */

@@ -108,15 +108,26 @@ local function connect(opts, level)
 
   local transport = opts.transport
   if not transport then
+    local tmod = require("smtp.transport")
+    local topts = { path = opts.path }
+    if tmod.in_nginx() and not opts.path then
+      -- Pooled connections are shared only by identical settings: same
+      -- server, TLS checks, EHLO name and credentials (hashed).
+      topts.pool = require("smtp.transport.cosocket").pool_name{
+        host = host, port = port, tls = mode, servername = tls_opts.servername,
+        verify = tls_opts.verify, cert = opts.cert, helo = helo, protocol = opts.protocol,
+        user = opts.user, password = opts.password, token = opts.token,
+      }
+      topts.pool_size = opts.pool_size
+    end
     local code, msg
-    transport, code, msg = require("smtp.transport").connect(host, port, timeout, deadline,
-      opts.path and { path = opts.path } or nil)
+    transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
     if not transport then
       local kind = code == "timeout" and "timeout" or "connect"
       return errors.fail(kind, msg, { stage = "connect", temporary = true })
     end
   end
-  local s, err, info = session.open(transport, {
+  local session_opts = {
     helo = helo,
     lmtp = opts.protocol == "lmtp",
     trace = trace,
@@ -127,7 +138,13 @@ local function connect(opts, level)
     tls = tls_opts,
     chunking = opts.chunking,
     window = opts.window,
-  })
+  }
+  local state = transport.pooled_state and transport:pooled_state()
+  if state then
+    local reused = session.resume(transport, session_opts, state)
+    if reused then return reused end
+  end
+  local s, err, info = session.open(transport, session_opts)
   if not s then return nil, err, info end
   local ok
   ok, err, info = upgrade(s, opts, mode, tls_opts, creds)

@@ -147,6 +147,32 @@ describe("#resty smtp inside nginx", function()
       " names_differ=true\n", body)
   end)
 
+  it("s:setkeepalive pools a session; the next smtp.connect resumes it without EHLO", function()
+    -- One connection only: a client that reconnected would find no server.
+    local function txn(n)
+      return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
+        { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
+        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
+        { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
+    end
+    local steps = { { send = "220 fake ESMTP\r\n" }, { expect = "^EHLO pool.test" },
+      { send = "250-fake.test\r\n250 8BITMIME\r\n" } }
+    for n = 1, 2 do
+      for _, st in ipairs({ txn(n) }) do steps[#steps + 1] = st end
+    end
+    local srv = servers.fake{ steps = steps, timeout = 4 }
+    local status, body = ngx_srv:get("/session_pool?" .. query{ port = srv.port })
+    assert.equal(200, status)
+    assert.equal("send1=250 reused1=false keepalive1=true send2=250 reused2=true keepalive2=true\n", body)
+    local received, errs = srv:received(), srv:errors()
+    srv:stop()
+    assert.is_nil(errs:find("MISMATCH", 1, true), errs)
+    local _, ehlos = received:gsub("EHLO", "")
+    assert.equal(1, ehlos)
+    local _, rsets = received:gsub("RSET", "")
+    assert.equal(2, rsets)
+  end)
+
   it("sends from a timer after the response", function()
     local status, body = ngx_srv:get("/timer?" .. query{ port = dbg.port, subject = "From a timer" })
     assert.equal(200, status)

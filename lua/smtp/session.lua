@@ -198,8 +198,9 @@ function Session:_simple(start, ...)
 end
 
 function Session:hello(name)
-  local ok, err, info = self:_simple(self.engine.hello, name, self.lmtp)
+  local ok, err, info, text = self:_simple(self.engine.hello, name, self.lmtp)
   if not ok then return nil, err, info end
+  self._ehlo_text = text
   if self.closed then
     return errors.fail("protocol", "unexpected reply from server after the reply to EHLO",
       { stage = "hello" })
@@ -312,7 +313,18 @@ function Session:auth(creds)
     return errors.fail("argument", msg, { stage = "auth" })
   end
   self._auth_active, self._auth_error = true, nil
-  self._challenge = function(text) return sasl:step(text) end
+  -- step gives nil, code, message: the message is what the caller reads.
+  -- A SCRAM server-final ("v=...") that fails is the server not proving it
+  -- knows the password, as in sasl:finish.
+  self._challenge = function(text)
+    local resp, _, serr = sasl:step(text)
+    if resp then return resp end
+    local dec = mech == "SCRAM-SHA-256" and core.b64decode(text)
+    if dec and dec:sub(1, 2) == "v=" then
+      serr = "the server did not prove that it knows the password (SCRAM server signature wrong)"
+    end
+    return nil, serr
+  end
   local r, a, b, c, d, e, f = self:_run()
   self._auth_active, self._challenge = false, nil
   if r == "done" then
@@ -387,6 +399,59 @@ function M.open(transport, opts)
     self:close()
     return nil, err, info
   end
+  return self
+end
+
+-- Returns a healthy session to the transport's connection pool (OpenResty
+-- cosockets) instead of closing it: RSET first, so the next user starts
+-- clean. Transports without a pool just QUIT. timeout: seconds idle.
+function Session:setkeepalive(timeout, size)
+  if self.closed or self.engine:dead() then
+    return errors.fail("closed", "session is closed", { temporary = true })
+  end
+  if not self.transport.setkeepalive then
+    self:quit()
+    return true
+  end
+  local ok, err, info = self:rset()
+  if not ok then
+    self:close()
+    return nil, err, info
+  end
+  local state = { ehlo = self._ehlo_text or "", lmtp = self.lmtp, tls = self.tls,
+                  authenticated = self.authenticated }
+  self.closed = true
+  self.engine:close()
+  local kok, code, msg = self.transport:setkeepalive(timeout, size, state)
+  if not kok then return errors.fail("closed", msg or code, { temporary = true }) end
+  return true
+end
+
+-- A session on a pooled connection, from the state setkeepalive left:
+-- no greeting, no EHLO, no STARTTLS, no AUTH again.
+function M.resume(transport, opts, state)
+  local self = setmetatable({
+    engine = core.engine(opts.limits),
+    transport = transport,
+    trace = opts.trace,
+    lmtp = state.lmtp or false,
+    closed = false,
+    tls = state.tls,
+    authenticated = state.authenticated,
+    helo = opts.helo,
+    reused = true,
+  }, Session)
+  if opts.pipelining == false then self.engine:set_pipelining(false) end
+  self.chunking, self.window = opts.chunking, opts.window
+  local ok, _, msg = self.engine:restore(state.ehlo, self.lmtp, state.tls)
+  if not ok then
+    self:close()
+    return errors.fail("protocol", msg)
+  end
+  self._ehlo_text = state.ehlo
+  self.capabilities = self.engine:capabilities() or {}
+  self.extended = true
+  if self.trace then self.trace("info", "reusing a pooled connection") end
   return self
 end
 

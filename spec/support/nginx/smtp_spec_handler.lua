@@ -56,6 +56,29 @@ function M.send()
   ngx.say(string.format("elapsed=%.3f", elapsed))
 end
 
+-- Two sessions through smtp.connect: the first goes back to the pool with
+-- s:setkeepalive (RSET first), the second comes from it and sends at once,
+-- with no greeting, EHLO, STARTTLS or AUTH.
+function M.session_pool()
+  local smtp = require "smtp"
+  local out = {}
+  for i = 1, 2 do
+    local s, err = smtp.connect{ host = "127.0.0.1", port = num("port", 25), tls = "none",
+                                 helo = "pool.test", timeout = 5 }
+    if not s then
+      ngx.say("connect ", i, " failed: ", err)
+      return
+    end
+    local res, serr = s:send{ from = "a@example.com", to = "b@example.org",
+                              subject = "pooled " .. i, text = "x\n" }
+    out[#out + 1] = string.format("send%d=%s reused%d=%s", i, res and res.code or serr, i,
+      tostring(s.reused == true))
+    local ok, kerr = s:setkeepalive(10, 4)
+    out[#out + 1] = "keepalive" .. i .. "=" .. tostring(ok or kerr)
+  end
+  ngx.say(table.concat(out, " "))
+end
+
 -- Reads one whole (possibly multi-line) reply from a transport.
 local function read_reply(t, state)
   state.last = ""
