@@ -406,12 +406,15 @@ static void exercise_caps(driver *d)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static driver D;
+    static int trace = -1;
     driver *d = &D;
     smtp_limits lim;
     enum op script[16];
     int nscript = 0, si = 0, flags;
     long iter, max_iter;
 
+    if (trace < 0)
+        trace = getenv("FUZZ_TRACE") != NULL; /* events and wire on stderr */
     if (size < 6)
         return 0;
     memset(d, 0, sizeof *d);
@@ -460,6 +463,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = smtp_engine_next(&d->e, &ev);
         CHECK(rc == 0);
         CHECK(ev.kind >= SMTP_EV_NEED_INPUT && ev.kind <= SMTP_EV_IDLE);
+        if (trace && ev.kind != SMTP_EV_NEED_INPUT)
+            fprintf(stderr, "event %d cmd %s txn %u code %d fail %d error %d\n", (int)ev.kind,
+                    smtp_cmd_name(ev.cmd), ev.txn, ev.reply.code, (int)ev.fail, ev.error);
 
         switch (ev.kind) {
         case SMTP_EV_NEED_INPUT:
@@ -525,6 +531,8 @@ done:
     flush(d);
     while (pending(d) > 0)
         flush(d);
+    if (trace)
+        fprintf(stderr, "wire:\n%.*s\n", (int)d->wire_len, d->wire);
     check_crlf_only(d->wire, d->wire_len);
     if (d->quit_sent) {
         /* QUIT is the last thing written, if it was written at all. */

@@ -1,0 +1,527 @@
+-- TLS: the tls modes ("starttls", "implicit", "auto", "none") against a real
+-- Postfix (spec/support/postfix.lua), bad certificates and STARTTLS hygiene
+-- against the scriptable fake server (spec/support/fake_server.lua, TLS by
+-- LuaSec), client certificates. Certificates: spec/support/certs.lua.
+-- Tags: #tls everywhere, #postfix for the Postfix part (pending when
+-- postfix / dovecot-core are missing or we are not root).
+local smtp = require "smtp"
+local socket = require "socket"
+local servers = require "spec.support.servers"
+local certs = require "spec.support.certs"
+local postfix = require "spec.support.postfix"
+
+local have_ssl = pcall(require, "ssl")
+
+local HELO = "client.example"
+local EHLO = "EHLO " .. HELO .. "\r\n"
+local FROM, TO = "sender@example.org", "rcpt@example.net"
+
+local tmp, C
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function shared_certs()
+  if not C then
+    local p = assert(io.popen("mktemp -d /tmp/lua-smtp-tls.XXXXXX"))
+    tmp = p:read("*l")
+    p:close()
+    assert(tmp and tmp ~= "", "mktemp -d failed")
+    C = certs.make(tmp .. "/certs")
+  end
+  return C
+end
+
+-- A transcript collector for the debug option: lines "kind: text".
+local function recorder()
+  local lines = {}
+  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
+end
+
+local function find_line(lines, pattern, plain)
+  for i, l in ipairs(lines) do
+    if l:find(pattern, 1, plain) then return i, l end
+  end
+  return nil
+end
+
+-- A Lua pattern matching exactly this text.
+local function exact(s)
+  return "^" .. s:gsub("%p", "%%%0") .. "$"
+end
+
+local GREET = { send = "220 fake.test ESMTP\r\n" }
+
+-- The plaintext part of a STARTTLS session, up to the server's 220.
+local function starttls_prefix(go)
+  return {
+    GREET,
+    { expect = exact("EHLO " .. HELO) },
+    { send = "250-fake.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n" },
+    { expect = "^STARTTLS$" },
+    { send = go or "220 2.0.0 go ahead\r\n" },
+    { starttls = true },
+  }
+end
+
+-- After the handshake: EHLO, a capability list, then QUIT.
+local function after_tls(caps)
+  return {
+    { expect = "^EHLO " },
+    { send = caps or "250-fake.test over TLS\r\n250 8BITMIME\r\n" },
+    { expect = "^QUIT$" },
+    { send = "221 2.0.0 bye\r\n" },
+  }
+end
+
+local function concat(...)
+  local out = {}
+  for _, list in ipairs({ ... }) do
+    for _, st in ipairs(list) do out[#out + 1] = st end
+  end
+  return out
+end
+
+local function base_opts(port, extra)
+  local o = { host = "localhost", port = port, helo = HELO, timeout = 5, cafile = C.ca }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Every "send" line of a transcript comes before its first TLS handshake
+-- line: nothing was written after the handshake started.
+local function nothing_sent_after_handshake(lines)
+  local hs = find_line(lines, "^tls: handshake")
+  assert.is_number(hs, "no handshake line in the transcript")
+  for i = hs + 1, #lines do
+    assert.is_nil(lines[i]:match("^send: "), "sent after the handshake: " .. lines[i])
+  end
+end
+
+describe("TLS #tls", function()
+  lazy_teardown(function()
+    servers.stop_all()
+    postfix.stop_all()
+    if tmp then os.execute("rm -rf " .. sh_quote(tmp)) end
+  end)
+
+  after_each(function()
+    servers.stop_all()
+  end)
+
+  local function need_fake()
+    if not have_ssl then
+      pending("LuaSec is not installed (the fake server needs it for TLS)")
+      return false
+    end
+    if not certs.available() then
+      pending("openssl is not installed")
+      return false
+    end
+    shared_certs()
+    return true
+  end
+
+  describe("against Postfix #postfix", function()
+    local pf
+
+    local function need()
+      if not postfix.available() then
+        pending("postfix / dovecot-core are not installed (or not root)")
+        return false
+      end
+      pf = postfix.start{ users = { { "alice", "secret" } }, certs_dir = shared_certs().dir }
+      return true
+    end
+
+    after_each(function()
+      if pf then pf:stop() end
+      pf = nil
+      postfix.stop_all()
+    end)
+
+    local function message(subject)
+      return { from = FROM, to = TO, subject = subject, text = "body of " .. subject .. "\n" }
+    end
+
+    local function delivered(subject)
+      local msgs = pf:messages(1)
+      assert.equal(1, #msgs)
+      assert.equal(FROM, msgs[1].sender)
+      assert.equal(TO, msgs[1].recipient)
+      assert.matches("\nSubject: " .. subject .. "\n", "\n" .. msgs[1].content, 1, true)
+      assert.matches("\n\nbody of " .. subject .. "\n$", msgs[1].content)
+      -- Postfix notes TLS in its Received: header
+      assert.matches("with ESMTPS", msgs[1].data, 1, true)
+    end
+
+    it("tls = starttls on the plain port: verified for localhost, EHLO again, delivered", function()
+      if not need() then return end
+      local lines, dbg = recorder()
+      local spec = message("starttls verified")
+      for k, v in pairs(base_opts(pf.ports.plain, { tls = "starttls", servername = "localhost",
+                                                     debug = dbg })) do
+        spec[k] = v
+      end
+      local res, err = smtp.send(spec)
+      assert.is_table(res, err)
+      assert.same({ TO }, res.accepted)
+      delivered("starttls verified")
+
+      local starttls = find_line(lines, "send: 'STARTTLS\\r\\n'", true)
+      assert.is_number(starttls)
+      local hs = find_line(lines, "tls: handshake, verifying the certificate for localhost", true)
+      assert.is_true(hs > starttls)
+      local vi, version = find_line(lines, "^tls: TLSv1%.[23] ")
+      assert.is_true(vi == hs + 1, version)
+      -- EHLO twice: before STARTTLS and right after the handshake
+      assert.equal("send: 'EHLO client.example\\r\\n'", lines[vi + 1])
+      assert.is_true(find_line(lines, "send: 'EHLO client.example\\r\\n'", true) < starttls)
+      -- AUTH is offered only after TLS on this port
+      assert.is_true(find_line(lines, "AUTH PLAIN LOGIN", true) > vi)
+    end)
+
+    it("host 127.0.0.1 is verified as an IP address; a foreign CA or another name fail", function()
+      if not need() then return end
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(pf.ports.plain, { host = "127.0.0.1", tls = "starttls",
+                                                              debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      assert.truthy(find_line(lines, "tls: handshake, verifying the certificate for 127.0.0.1", true))
+      assert.truthy(find_line(lines, "^tls: TLSv1%.[23] "))
+      assert.is_table(s:send(message("by IP")))
+      s:quit()
+      delivered("by IP")
+
+      -- the certificate names localhost and 127.0.0.1, not this
+      local s2, err2, info2 = smtp.connect(base_opts(pf.ports.plain, { host = "127.0.0.1",
+        tls = "starttls", servername = "mail.example" }))
+      assert.is_nil(s2)
+      assert.equal("tls", info2.kind)
+      assert.matches("hostname mismatch", err2:lower(), 1, true)
+      -- a CA that did not sign it
+      local s3, err3, info3 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls",
+        cafile = C.other_ca }))
+      assert.is_nil(s3)
+      assert.equal("tls", info3.kind)
+      assert.matches("unable to get local issuer", err3, 1, true)
+    end)
+
+    it("tls = implicit on the smtps port: TLS before the greeting, delivered", function()
+      if not need() then return end
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(pf.ports.smtps, { tls = "implicit", debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      local hs = find_line(lines, "tls: handshake, verifying the certificate for localhost", true)
+      local vi = find_line(lines, "^tls: TLSv1%.[23] ")
+      local greeting = find_line(lines, "^reply: b'220 ")
+      assert.is_true(hs < vi and vi < greeting)
+      assert.is_nil(find_line(lines, "STARTTLS", true))
+      assert.is_nil(s.capabilities.STARTTLS)
+      assert.truthy(s.capabilities.AUTH)
+      assert.is_table(s:send(message("implicit")))
+      s:quit()
+      delivered("implicit")
+    end)
+
+    it("tls = auto upgrades when STARTTLS is offered; tls = none does not", function()
+      if not need() then return end
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(pf.ports.plain, { tls = "auto", debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      assert.truthy(find_line(lines, "send: 'STARTTLS\\r\\n'", true))
+      assert.truthy(find_line(lines, "^tls: TLSv1%.[23] "))
+      assert.is_nil(s.capabilities.STARTTLS)   -- the post-TLS list
+      assert.truthy(s.capabilities.AUTH)
+      assert.is_table(s:send(message("auto")))
+      s:quit()
+      delivered("auto")
+
+      local plain_lines, pdbg = recorder()
+      s, err = smtp.connect(base_opts(pf.ports.plain, { tls = "none", debug = pdbg }))
+      assert.is_table(s, err)
+      assert.is_falsy(s.tls)
+      assert.truthy(s.capabilities.STARTTLS)
+      assert.is_nil(find_line(plain_lines, "STARTTLS\\r\\n", true))
+      assert.is_nil(find_line(plain_lines, "^tls: "))
+      s:quit()
+    end)
+
+    it("verify = false accepts a name the certificate does not carry, and says so", function()
+      if not need() then return end
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(pf.ports.submission, { tls = "starttls", verify = false,
+        servername = "mail.example", cafile = C.other_ca, debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      assert.truthy(find_line(lines, "tls: handshake WITHOUT certificate verification (verify = false)", true))
+      assert.truthy(find_line(lines, "^tls: TLSv1%.[23] "))
+      s:quit()
+    end)
+  end)
+
+  describe("bad certificates", function()
+    local cases = {
+      { cert = "expired", reason = "certificate has expired" },
+      { cert = "wronghost", reason = "hostname mismatch" },
+      { cert = "selfsigned", reason = "self%-signed" },
+      { cert = "good", cafile = "other_ca", reason = "unable to get local issuer certificate" },
+    }
+    for _, case in ipairs(cases) do
+      local name = case.cert .. (case.cafile and " (trusting another CA)" or "")
+
+      it("STARTTLS, " .. name .. ": kind tls, nothing sent after STARTTLS", function()
+        if not need_fake() then return end
+        local srv = servers.fake{
+          tls = { cert = C[case.cert], key = C[case.cert .. "_key"] },
+          steps = concat(starttls_prefix(), after_tls()),
+        }
+        local lines, dbg = recorder()
+        local opts = base_opts(srv.port, { tls = "starttls", debug = dbg,
+          cafile = case.cafile and C[case.cafile] or C.ca })
+        opts.from, opts.to, opts.subject, opts.text = FROM, TO, "never", "never sent\n"
+        local res, err, info = smtp.send(opts)
+        assert.is_nil(res)
+        assert.equal("tls", info.kind)
+        assert.equal("starttls", info.stage)
+        assert.is_false(info.temporary)
+        assert.matches("^tls: certificate verify failed: ", err)
+        assert.matches(case.reason, err:lower())
+        assert.is_true(srv:wait(5))
+        -- the plaintext the server saw ends with STARTTLS: no fallback
+        assert.equal(EHLO .. "STARTTLS\r\n", srv:received())
+        assert.matches("TLS: handshake failed", srv:errors(), 1, true)
+        nothing_sent_after_handshake(lines)
+      end)
+
+      it("implicit TLS, " .. name .. ": kind tls, nothing sent at all", function()
+        if not need_fake() then return end
+        local srv = servers.fake{
+          implicit_tls = true,
+          tls = { cert = C[case.cert], key = C[case.cert .. "_key"] },
+          steps = concat({ GREET }, after_tls()),
+        }
+        local lines, dbg = recorder()
+        local s, err, info = smtp.connect(base_opts(srv.port, { tls = "implicit", debug = dbg,
+          cafile = case.cafile and C[case.cafile] or C.ca }))
+        assert.is_nil(s)
+        assert.equal("tls", info.kind)
+        assert.equal("starttls", info.stage)
+        assert.is_false(info.temporary)
+        assert.matches(case.reason, err:lower())
+        assert.is_true(srv:wait(5))
+        assert.equal("", srv:received())
+        nothing_sent_after_handshake(lines)
+      end)
+    end
+
+    it("host 127.0.0.1 against a certificate without that IP: IP address mismatch", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        implicit_tls = true,
+        tls = { cert = C.wronghost, key = C.wronghost_key },
+        steps = { GREET },
+      }
+      local s, err, info = smtp.connect(base_opts(srv.port, { host = "127.0.0.1", tls = "implicit" }))
+      assert.is_nil(s)
+      assert.equal("tls", info.kind)
+      assert.equal("tls: certificate verify failed: IP address mismatch (server name '127.0.0.1')", err)
+    end)
+
+    it("verify = false connects to the wrong-host certificate and the transcript says so", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        tls = { cert = C.wronghost, key = C.wronghost_key },
+        steps = concat(starttls_prefix(), after_tls()),
+      }
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(srv.port, { tls = "starttls", verify = false, debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      s:quit()
+      assert.truthy(find_line(lines, "tls: handshake WITHOUT certificate verification (verify = false)", true))
+      assert.is_nil(find_line(lines, "verifying the certificate", true))
+      assert.is_true(srv:wait(5))
+      assert.equal(EHLO .. "STARTTLS\r\n" .. EHLO .. "QUIT\r\n", srv:received())
+    end)
+
+    it("never falls back to plaintext after a failed handshake (tls = auto, no reconnect)", function()
+      if not need_fake() then return end
+      for _, implicit in ipairs({ false, true }) do
+        local srv = servers.fake{
+          connections = 2,   -- a second, plaintext attempt would be served and recorded
+          implicit_tls = implicit,
+          tls = { cert = C.expired, key = C.expired_key },
+          steps = implicit and concat({ GREET }, after_tls()) or concat(starttls_prefix(), after_tls()),
+        }
+        local opts = base_opts(srv.port, { tls = implicit and "implicit" or "auto" })
+        opts.from, opts.to, opts.subject, opts.text = FROM, TO, "never", "never sent\n"
+        local res, err, info = smtp.send(opts)
+        assert.is_nil(res)
+        assert.equal("tls", info.kind, err)
+        socket.sleep(0.3)
+        assert.is_true(srv:alive())   -- still waiting for a second connection
+        assert.equal(implicit and "" or EHLO .. "STARTTLS\r\n", srv:received())
+        srv:stop()
+      end
+    end)
+  end)
+
+  describe("STARTTLS hygiene", function()
+    it("tls = starttls and no STARTTLS offered: kind tls, only EHLO was sent (no QUIT)", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        steps = { GREET, { expect = "^EHLO " }, { send = "250-fake.test\r\n250 AUTH PLAIN\r\n" } },
+      }
+      local opts = base_opts(srv.port, { tls = "starttls" })
+      opts.from, opts.to, opts.subject, opts.text = FROM, TO, "never", "never sent\n"
+      local res, err, info = smtp.send(opts)
+      assert.is_nil(res)
+      assert.equal("tls", info.kind)
+      assert.equal("starttls", info.stage)
+      assert.is_false(info.temporary)
+      assert.equal('tls: the server does not offer STARTTLS; tls = "starttls" requires it', err)
+      assert.is_true(srv:wait(5))
+      -- the library closes the connection without QUIT
+      assert.equal(EHLO, srv:received())
+    end)
+
+    it("a server refusing STARTTLS (454): kind tls, no plaintext session goes on", function()
+      if not need_fake() then return end
+      for _, mode in ipairs({ "starttls", "auto" }) do
+        local srv = servers.fake{
+          steps = { GREET, { expect = "^EHLO " }, { send = "250-fake.test\r\n250 STARTTLS\r\n" },
+                    { expect = "^STARTTLS$" }, { send = "454 4.7.0 TLS not available\r\n" } },
+        }
+        local opts = base_opts(srv.port, { tls = mode })
+        opts.from, opts.to, opts.subject, opts.text = FROM, TO, "never", "never sent\n"
+        local res, err, info = smtp.send(opts)
+        assert.is_nil(res)
+        assert.equal("tls", info.kind)
+        assert.equal("starttls", info.stage)
+        assert.equal(454, info.code)
+        assert.equal("4.7.0", info.enhanced)
+        assert.is_true(info.temporary)
+        assert.equal("tls: server refused STARTTLS: 454 4.7.0 TLS not available", err)
+        assert.is_true(srv:wait(5))
+        assert.equal(EHLO .. "STARTTLS\r\n", srv:received())
+        srv:stop()
+      end
+    end)
+
+    it("plaintext injected after the 220 is dropped; EHLO again; only post-TLS capabilities", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        tls = { cert = C.good, key = C.good_key },
+        steps = concat(starttls_prefix("220 go\r\n250-injected\r\n"),   -- one write
+          after_tls("250-fake.test over TLS\r\n250-SIZE 1000\r\n250 AUTH PLAIN\r\n")),
+      }
+      local lines, dbg = recorder()
+      local s, err = smtp.connect(base_opts(srv.port, { tls = "starttls", debug = dbg }))
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      -- what the session knows is the post-TLS list only
+      assert.equal("1000", s.capabilities.SIZE)
+      assert.equal("PLAIN", s.capabilities.AUTH)
+      assert.is_nil(s.capabilities.PIPELINING)
+      assert.is_nil(s.capabilities.STARTTLS)
+      assert.is_nil(s.capabilities.INJECTED)
+      s:quit()
+      assert.is_nil(find_line(lines, "injected", true))
+      assert.is_true(srv:wait(5))
+      local rec = srv:received()
+      local pre = EHLO .. "STARTTLS\r\n"
+      assert.equal(pre, rec:sub(1, #pre))
+      -- the first thing inside TLS is EHLO
+      assert.equal(EHLO .. "QUIT\r\n", rec:sub(#pre + 1))
+      assert.matches("TLS: handshake ok", srv:errors(), 1, true)
+      assert.not_matches("discarded", srv:errors(), 1, true)
+    end)
+
+    it("tls = auto with credentials and no STARTTLS offered: kind tls, no AUTH sent", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        steps = { GREET, { expect = "^EHLO " }, { send = "250-fake.test\r\n250 AUTH PLAIN LOGIN\r\n" } },
+      }
+      local s, err, info = smtp.connect(base_opts(srv.port, { tls = "auto", user = "alice",
+                                                              password = "secret" }))
+      assert.is_nil(s)
+      assert.equal("tls", info.kind)
+      assert.equal("starttls", info.stage)
+      assert.is_false(info.temporary)
+      assert.matches("does not offer STARTTLS", err, 1, true)
+      assert.matches("insecure_auth", err, 1, true)
+      assert.is_true(srv:wait(5))
+      assert.equal(EHLO, srv:received())
+    end)
+
+    it("tls = auto without credentials and no STARTTLS offered stays in plaintext", function()
+      if not need_fake() then return end
+      local srv = servers.fake{
+        steps = concat({ GREET }, after_tls("250-fake.test\r\n250 8BITMIME\r\n")),
+      }
+      local s, err = smtp.connect(base_opts(srv.port, { tls = "auto" }))
+      assert.is_table(s, err)
+      assert.is_falsy(s.tls)
+      s:quit()
+      assert.is_true(srv:wait(5))
+      assert.equal(EHLO .. "QUIT\r\n", srv:received())
+    end)
+  end)
+
+  describe("client certificates", function()
+    local function requiring_server(implicit)
+      local tls = { cert = C.good, key = C.good_key, cafile = C.ca,
+                    verify = { "peer", "fail_if_no_peer_cert" } }
+      if implicit then
+        return servers.fake{ implicit_tls = true, tls = tls, steps = concat({ GREET }, after_tls()) }
+      end
+      return servers.fake{ tls = tls, steps = concat(starttls_prefix(), after_tls()) }
+    end
+
+    it("cert and key are presented to a server that asks for one", function()
+      if not need_fake() then return end
+      for _, implicit in ipairs({ true, false }) do
+        local srv = requiring_server(implicit)
+        local s, err = smtp.connect(base_opts(srv.port, { tls = implicit and "implicit" or "starttls",
+          cert = C.client, key = C.client_key }))
+        assert.is_table(s, err)
+        assert.is_true(s.tls)
+        s:quit()
+        assert.is_true(srv:wait(5))
+        assert.matches("TLS: client certificate CN=lua-smtp test client", srv:errors(), 1, true)
+        assert.equal(implicit and EHLO .. "QUIT\r\n" or EHLO .. "STARTTLS\r\n" .. EHLO .. "QUIT\r\n",
+          srv:received())
+        srv:stop()
+      end
+    end)
+
+    it("without a client certificate the server's refusal is reported", function()
+      if not need_fake() then return end
+      local srv = requiring_server(true)
+      local s, err, info = smtp.connect(base_opts(srv.port, { tls = "implicit" }))
+      assert.is_nil(s)
+      -- TLS 1.3: the handshake completes on the client side, the refusal
+      -- arrives as an alert on the first read (kind closed); TLS 1.2 fails
+      -- in the handshake (kind tls)
+      assert.is_truthy(info.kind == "closed" or info.kind == "tls", err)
+      assert.matches("certificate", err, 1, true)
+      assert.is_true(srv:wait(5))
+      assert.matches("peer did not return a certificate", srv:errors(), 1, true)
+    end)
+
+    it("a key that does not match the certificate fails before connecting a session", function()
+      if not need_fake() then return end
+      local srv = requiring_server(true)
+      local s, err, info = smtp.connect(base_opts(srv.port, { tls = "implicit",
+        cert = C.client, key = C.good_key }))
+      assert.is_nil(s)
+      assert.equal("tls", info.kind)
+      assert.matches("do not match", err, 1, true)
+    end)
+  end)
+end)
