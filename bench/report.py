@@ -15,7 +15,8 @@ import sys
 from collections import OrderedDict
 
 REFERENCE = {"a": "smtp-source", "a-cpu": "smtp-source", "b": "smtp-source",
-             "c": "smtp-source", "d": "curl", "d-rss": "curl", "e": "memcpy"}
+             "c": "smtp-source", "d": "curl", "d-cpu": "curl", "d-rss": "curl",
+             "e": "memcpy"}
 
 
 def target(test, placement, client):
@@ -81,7 +82,7 @@ def main():
         print("  %-6s %-6s %-28s %s%s" % (test, placement, client, vals, fails))
     print()
 
-    order = {"a": 0, "a-cpu": 1, "b": 2, "c": 3, "d": 4, "d-rss": 5, "e": 6}
+    order = {"a": 0, "a-cpu": 1, "b": 2, "c": 3, "d": 4, "d-cpu": 5, "d-rss": 6, "e": 7}
     porder = {"same": 0, "cross": 1}
     seen = {k: i for i, k in enumerate(groups)}
     groups = OrderedDict(sorted(groups.items(), key=lambda kv: (

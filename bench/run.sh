@@ -43,7 +43,7 @@ A_N=2000; A_SLOW_N=50; A_REPS=5     # (a) one connection
 B_N=200;  B_SLOW_N=50; B_REPS=5     # (b) a connection per message
 C_SMALL=5; C_LARGE=55; C_REPS=3     # (c) round trips: slope between two runs
 C_DELAY_MS=10
-D_MB=50;  D_REPS=3                  # (d) one big message from a file
+D_MB=50;  D_REPS=5                  # (d) one big message from a file
 E_MB=64;  E_REPS=5                  # (e) codec throughput
 SIZE=1024
 if [ -n "$QUICK" ]; then
@@ -202,6 +202,9 @@ LS_CLIENT=("$LUA" bench/luasocket_client.lua)
 echo "== lua-smtp benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo "nproc: $(nproc)"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+if awk '{ exit !($1 > 1.0) }' /proc/loadavg; then
+  echo "WARNING: the machine is busy (load above 1 on $(nproc) CPUs): expect noisy numbers"
+fi
 echo "versions: $("$LUA" -v 2>&1 | head -n 1); $("$PY" --version 2>&1); $(curl --version | head -n 1 | cut -d' ' -f1-2); postfix $(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?')"
 echo "placements: same = client, sink and proxy on CPU 0; cross = client on CPU 1, sink and proxy on CPU 0"
 [ -n "$QUICK" ] && echo "BENCH_QUICK: reduced counts, not the issue's numbers"
@@ -347,6 +350,7 @@ EOF
         # Wall time of the whole process, start-up included, as /usr/bin/time sees it.
         record d "$placement" "$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" s
         record d-rss "$placement" "$name" "$(awk -v m="$RUN_RSS" 'BEGIN { printf "%.1f", m / 1024 }')" MB
+        record d-cpu "$placement" "$name" "$RUN_CPU" "s cpu"
       else
         record d "$placement" "$name" FAIL s
         record d-rss "$placement" "$name" FAIL MB
@@ -381,6 +385,6 @@ echo
   "a: $A_N msgs of $SIZE B on one connection (luasocket default: $A_SLOW_N msgs; Nagle costs it ~40 ms a message)" \
   "b: $B_N msgs of $SIZE B, one connection each" \
   "c: round trips per message via a ${C_DELAY_MS} ms server->client delay (slope between $C_SMALL and $C_LARGE msgs)" \
-  "d: one $D_MB MB message from a file; wall s and peak RSS MB, process start-up included" \
+  "d: one $D_MB MB message from a file; wall s, CPU s (user+sys) and peak RSS MB, process start-up included" \
   "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -79,6 +79,12 @@ def seeds_engine():
     # Injection attempts: replies sent ahead of the commands.
     engine("ahead_354_250", 0x00, GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT +
            "354 go ahead\r\n250 2.0.0 fake queued\r\n" + QUEUED + BYE, sizes=(0, 0, 0, 0))
+    # "354" and a "250" in one read, before the end of data was sent: the
+    # 4th and 8th feeds are 14 bytes, one line each otherwise.
+    inj = (GREETING + "250-mx.example.org\r\n250-PIPELINING\r\n250 CHUNKING\r\n" +
+           "250 ok\r\n" * 3 + "354 \r\n250 ok\r\n" + QUEUED + BYE)
+    engine("inject_354_250", 0x00, inj, sizes=(0, 0, 0, 14))
+    engine("inject_354_250_chained", 0x09, inj, sizes=(0, 0, 0, 14))
     engine("ahead_all_at_once", 0x01, SESSION, sizes=(255, 255, 255, 255))
     engine("chained_ahead", 0x09, GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT + GO +
            QUEUED + OK_MAIL + OK_RCPT + OK_RCPT + BDAT_OK + QUEUED + BYE,

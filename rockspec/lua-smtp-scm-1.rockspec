@@ -70,6 +70,7 @@ build = {
       ["smtp.mimetypes"] = "lua/smtp/mimetypes.lua",
       ["smtp.session"] = "lua/smtp/session.lua",
       ["smtp.submit"] = "lua/smtp/submit.lua",
+      ["smtp.extensions"] = "lua/smtp/extensions.lua",
       ["smtp.transport"] = "lua/smtp/transport.lua",
       ["smtp.transport.cosocket"] = "lua/smtp/transport/cosocket.lua",
       ["smtp.transport.socket"] = "lua/smtp/transport/socket.lua",

@@ -201,12 +201,13 @@ describe("TLS #tls", function()
       assert.is_nil(s2)
       assert.equal("tls", info2.kind)
       assert.matches("hostname mismatch", err2:lower(), 1, true)
-      -- a CA that did not sign it
+      -- a CA that did not sign it (Postfix sends the test CA along with its
+      -- certificate, so OpenSSL finds an untrusted self-signed root)
       local s3, err3, info3 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls",
         cafile = C.other_ca }))
       assert.is_nil(s3)
       assert.equal("tls", info3.kind)
-      assert.matches("unable to get local issuer", err3, 1, true)
+      assert.matches("^tls: certificate verify failed: self[%- ]signed certificate in certificate chain$", err3)
     end)
 
     it("tls = implicit on the smtps port: TLS before the greeting, delivered", function()
@@ -246,7 +247,7 @@ describe("TLS #tls", function()
       assert.is_table(s, err)
       assert.is_falsy(s.tls)
       assert.truthy(s.capabilities.STARTTLS)
-      assert.is_nil(find_line(plain_lines, "STARTTLS\\r\\n", true))
+      assert.is_nil(find_line(plain_lines, "send: 'STARTTLS", true))
       assert.is_nil(find_line(plain_lines, "^tls: "))
       s:quit()
     end)
@@ -268,7 +269,7 @@ describe("TLS #tls", function()
     local cases = {
       { cert = "expired", reason = "certificate has expired" },
       { cert = "wronghost", reason = "hostname mismatch" },
-      { cert = "selfsigned", reason = "self%-signed" },
+      { cert = "selfsigned", reason = "self[%- ]signed certificate" },
       { cert = "good", cafile = "other_ca", reason = "unable to get local issuer certificate" },
     }
     for _, case in ipairs(cases) do
