@@ -17,7 +17,11 @@ local stage_of = {
   dot = "data_end", rset = "rset", noop = "noop", quit = "quit",
 }
 
-local transport_kind = { timeout = "timeout", closed = "closed", connect = "connect", io = "closed" }
+-- A TLS alert after the handshake (a refused client certificate under TLS
+-- 1.3 arrives that way) is a configuration problem, not worth retrying.
+local transport_kind = { timeout = "timeout", closed = "closed", connect = "connect", io = "closed",
+                         tls = "tls" }
+M.transport_kind = transport_kind
 
 -- ---- transcript -----------------------------------------------------------
 
@@ -78,7 +82,7 @@ function Session:_lost(code, msg)
   self:close()
   local kind = transport_kind[code] or "closed"
   local text = msg or code
-  local info = { stage = stage, temporary = true }
+  local info = { stage = stage, temporary = kind ~= "tls" }
   if stage == "data_end" then
     text = text .. " after the end of data was sent: the server may or may not have" ..
       " accepted the message"

@@ -177,6 +177,10 @@ end
 -- What the caller learns about a transaction in flight when the connection
 -- is lost: after the end of data its fate is unknown.
 local function outcome_lost(rec, kind, text, stage)
+  if kind == "tls" then
+    return { errors.fail(kind, text .. " (waiting for the reply to " .. (stage or "data") .. ")",
+      { stage = stage or "data", temporary = false, accepted = rec.accepted, refused = rec.refused }) }
+  end
   if rec.body_done then
     return { errors.fail(kind, text .. " after the end of data was sent: the server may or may" ..
       " not have accepted the message", { stage = "data_end", temporary = true,
@@ -216,7 +220,7 @@ function M.submit(self, jobs, opts)
     local stage = ({ mail = "mail", rcpt = "rcpt", data = "data", dot = "data_end",
                      bdat = "data_end", rset = "mail" })[eng:waiting_for()]
     self:close()
-    local kind = ({ timeout = "timeout", connect = "connect" })[code] or "closed"
+    local kind = ({ timeout = "timeout", connect = "connect", tls = "tls" })[code] or "closed"
     return fail_rest(kind, msg or code, stage)
   end
 
