@@ -83,7 +83,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'log "bench: stopped"; exit 130' INT TERM
+trap 'log "bench: interrupted"; exit 130' INT
+trap 'log "bench: stopped by the time limit; the table below is partial"; trap - TERM; print_table; exit 124' TERM
 
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -191,6 +192,19 @@ run_client() {
 # record TEST PLACEMENT CLIENT VALUE UNIT [RATIO]
 record() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-}" >> "$RAW"
+}
+
+# The table of what has been measured so far (also when the time limit
+# stops the run early).
+print_table() {
+  echo
+  "$PY" bench/report.py "$RAW" \
+    "a: $A_N msgs of $SIZE B on one connection (luasocket default: $A_SLOW_N msgs; Nagle costs it ~40 ms a message)" \
+    "b: $B_N msgs of $SIZE B, one connection each" \
+    "c: round trips per message via a ${C_DELAY_MS} ms server->client delay (slope between $C_SMALL and $C_LARGE msgs)" \
+    "d: one $D_MB MB message from a file; wall s, CPU s (user+sys) and peak RSS MB, process start-up included" \
+    "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks"
+  echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 placement_cpu() { [ "$1" = same ] && echo 0 || echo 1; }
@@ -380,11 +394,4 @@ if want e; then
 fi
 
 # ---- the table ----------------------------------------------------------------
-echo
-"$PY" bench/report.py "$RAW" \
-  "a: $A_N msgs of $SIZE B on one connection (luasocket default: $A_SLOW_N msgs; Nagle costs it ~40 ms a message)" \
-  "b: $B_N msgs of $SIZE B, one connection each" \
-  "c: round trips per message via a ${C_DELAY_MS} ms server->client delay (slope between $C_SMALL and $C_LARGE msgs)" \
-  "d: one $D_MB MB message from a file; wall s, CPU s (user+sys) and peak RSS MB, process start-up included" \
-  "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks"
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+print_table

@@ -1167,7 +1167,9 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             return 0;
         }
         if (!input_expected(e)) {
-            if (smtp_buf_len(&e->in) > 0) {
+            /* Once dead the failure has been reported: input left unread
+             * must not report it again on every call. */
+            if (smtp_buf_len(&e->in) > 0 && !e->dead) {
                 protocol_error(e, SMTP_E_PROTOCOL); /* a reply before its command */
                 continue;
             }
@@ -1178,7 +1180,7 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         avail = smtp_buf_len(&e->in);
         nl = memchr(p, '\n', avail);
         if (!nl) {
-            if (avail > e->limits.max_line + 1) {
+            if (avail > e->limits.max_line + 1 && !e->dead) {
                 protocol_error(e, SMTP_E_LIMIT);
                 continue;
             }

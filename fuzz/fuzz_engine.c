@@ -6,7 +6,7 @@
  *                bit 0  PIPELINING use allowed (smtp_engine_set_pipelining)
  *                bit 1  LMTP (LHLO)
  *                bit 2  AUTH after hello (smtp_engine_set_insecure_auth)
- *                bit 3  chain the BDAT transaction right after the DATA
+ *                bit 3  chain each transaction right after the previous
  *                       one's end of data when smtp_engine_can_chain says so
  *                bit 4  small limits (max_line 512, max_lines 4, max_output
  *                       4096, max_commands 4)
@@ -15,23 +15,32 @@
  *                       after the second)
  *                bit 6  NOOP and RSET before QUIT
  *                bit 7  STARTTLS (then tls_done and a second hello)
- *   byte 1     transport: bits 0-6 bytes taken per write (0: all), bit 7
- *              eager reads (feed even while output is still pending)
+ *   byte 1     bits 0-5 bytes the transport takes per write (0: all);
+ *              bit 6 the second transaction uses DATA too (else BDAT);
+ *              bit 7 eager reads (feed even while output is still pending)
  *   bytes 2-5  feed sizes, used in turn (0: one line, 255: everything left)
+ *   byte 6     more flags: bit 0 the first transaction uses BDAT (else
+ *              DATA); bit 1 a third transaction; bit 2 it uses BDAT
  *   rest       what the server sends.
  *
  * The client script, one operation each time the engine is IDLE: hello,
- * [starttls, hello], [auth], a DATA transaction (MAIL, 2 RCPT, DATA, body
- * with dots, bare CR and bare LF, end of data), a BDAT transaction (MAIL,
- * 2 RCPT, BDAT, BDAT LAST), [noop, rset], quit.
+ * [starttls, hello], [auth], two or three transactions, each either DATA
+ * (MAIL, 2 RCPT, DATA, a body with dots, bare CR and bare LF, end of data)
+ * or BDAT (MAIL, 2 RCPT, BDAT, BDAT LAST), [noop, rset], quit. By default
+ * the first is DATA and the second BDAT.
  *
  * Invariants checked:
  *  - never crashes (ASan/UBSan), never loops: the event loop is bounded by
  *    the input size, and a hang inside smtp_engine_next is a libFuzzer
  *    timeout;
  *  - a transaction is reported DONE only if, after its end of data (the
- *    final CRLF.CRLF, or the end of the BDAT LAST chunk) was put on the
- *    wire, the server sent a whole line starting "2xx" + SP or line end;
+ *    final CRLF.CRLF, or the end of the BDAT LAST chunk) was written by the
+ *    engine, the server sent a whole line starting "2xx" + SP or line end
+ *    (without eager reads, written means taken by the transport: input is
+ *    only fed when all output is written); the end of data must have been
+ *    taken by the transport by the time of the DONE;
+ *  - operation outcomes: hello DONE only on 250, AUTH on 235, RSET and NOOP
+ *    on 2xx, STARTTLS on 220;
  *  - a transaction is reported at most once, and only one that was started;
  *  - a DONE operation outcome never stands for a transaction;
  *  - the output never holds a bare CR or LF (only CRLF), and nothing is
@@ -58,7 +67,7 @@
     } while (0)
 
 enum op {
-    OP_HELLO, OP_STARTTLS, OP_HELLO2, OP_AUTH, OP_TXN_DATA, OP_TXN_BDAT, OP_NOOP, OP_RSET,
+    OP_HELLO, OP_STARTTLS, OP_HELLO2, OP_AUTH, OP_TXN, OP_NOOP, OP_RSET,
     OP_QUIT, OP_END
 };
 
@@ -83,6 +92,9 @@ typedef struct driver {
     size_t size_k;
     size_t take;
     int eager;
+    int kinds[3];      /* per planned transaction: 1 BDAT, 0 DATA */
+    int planned;       /* transactions in the script: 2 or 3 */
+    int chain;         /* start the next one as soon as can_chain */
     /* everything the engine wrote and the transport took */
     char *wire;
     size_t wire_len, wire_cap;
@@ -223,7 +235,7 @@ static void check_txn_done(driver *d, txn_rec *t)
             break;
         }
     }
-    /* Only bytes fed while the end of data was already on the wire. */
+    /* Only bytes fed once the end of data was written. */
     for (i = from; i + 3 < d->in_pos && !found; i++) {
         const char *s = d->in + i;
         if (i > 0 && d->in[i - 1] != '\n')
@@ -262,6 +274,15 @@ static void start_txn_rec(driver *d, int bdat)
     t->bdat = bdat;
 }
 
+static int run_txn(driver *d, int bdat);
+
+/* Chains the next planned transaction behind a finished body. */
+static void maybe_chain(driver *d)
+{
+    if (d->chain && d->ntxns < d->planned && smtp_engine_can_chain(&d->e))
+        (void)run_txn(d, d->kinds[d->ntxns]);
+}
+
 /* MAIL, two RCPT and then DATA or the BDAT chunks. */
 static int run_txn(driver *d, int bdat)
 {
@@ -280,10 +301,13 @@ static int run_txn(driver *d, int bdat)
         d->txns[d->ntxns - 1].bdat_last_called = 1;
         d->txns[d->ntxns - 1].bdat_from = produced(d);
     }
-    return smtp_engine_bdat(&d->e, "last\r", 5, 1);
+    rc = smtp_engine_bdat(&d->e, "last\r", 5, 1);
+    if (rc == 0)
+        maybe_chain(d);
+    return rc;
 }
 
-static void write_body(driver *d, int chain)
+static void write_body(driver *d)
 {
     static const char *const chunks[] = {"Subject: x\r\n\r\n.\r\n", ".a\rb\nc\r", "\n."};
     size_t i;
@@ -315,8 +339,7 @@ static void write_body(driver *d, int chain)
         t->eod = before + 5;
         t->eod_set = 1;
     }
-    if (chain && smtp_engine_can_chain(&d->e))
-        (void)run_txn(d, 1);
+    maybe_chain(d);
 }
 
 /* 0, or -1 when the response could not be staged (the driver gives up). */
@@ -365,13 +388,11 @@ static int start_op(driver *d, enum op op, int flags)
             return smtp_engine_auth(&d->e, "LOGIN", NULL);
         }
         return smtp_engine_auth(&d->e, "PLAIN", "AHVzZXIAcGVuY2ls");
-    case OP_TXN_DATA:
-        return run_txn(d, 0);
-    case OP_TXN_BDAT:
-        /* Already sent, chained behind the DATA transaction. */
-        if (d->ntxns > 0 && d->txns[d->ntxns - 1].bdat)
+    case OP_TXN:
+        /* Skipped when already sent, chained behind the one before. */
+        if (d->ntxns >= d->planned)
             return -1;
-        return run_txn(d, 1);
+        return run_txn(d, d->kinds[d->ntxns]);
     case OP_NOOP:
         return smtp_engine_noop(&d->e);
     case OP_RSET:
@@ -415,15 +436,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (trace < 0)
         trace = getenv("FUZZ_TRACE") != NULL; /* events and wire on stderr */
-    if (size < 6)
+    if (size < 7)
         return 0;
     memset(d, 0, sizeof *d);
     flags = data[0];
-    d->take = data[1] & 0x7f;
+    d->take = data[1] & 0x3f;
+    d->chain = (flags >> 3) & 1;
+    d->kinds[0] = data[6] & 1;
+    d->kinds[1] = !((data[1] >> 6) & 1);
+    d->kinds[2] = (data[6] >> 2) & 1;
+    d->planned = (data[6] >> 1) & 1 ? 3 : 2;
     d->eager = data[1] >> 7;
     d->sizes = data + 2;
-    d->in = (const char *)data + 6;
-    d->in_len = size - 6;
+    d->in = (const char *)data + 7;
+    d->in_len = size - 7;
 
     smtp_limits_default(&lim);
     if ((flags >> 4) & 1) {
@@ -442,8 +468,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if ((flags >> 2) & 1)
         script[nscript++] = OP_AUTH;
-    script[nscript++] = OP_TXN_DATA;
-    script[nscript++] = OP_TXN_BDAT;
+    script[nscript++] = OP_TXN;
+    script[nscript++] = OP_TXN;
+    if (d->planned == 3)
+        script[nscript++] = OP_TXN;
     if ((flags >> 6) & 1) {
         script[nscript++] = OP_NOOP;
         script[nscript++] = OP_RSET;
@@ -485,9 +513,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(ev.reply.text != NULL);
             break;
         case SMTP_EV_NEED_BODY:
-            write_body(d, (flags >> 3) & 1);
+            write_body(d);
             break;
         case SMTP_EV_STARTTLS:
+            CHECK(ev.reply.code == 220);
             CHECK(smtp_engine_tls_done(&d->e) == 0);
             break;
         case SMTP_EV_CHALLENGE:
@@ -508,8 +537,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     check_txn_done(d, t);
                 }
             } else if (ev.kind == SMTP_EV_DONE) {
-                /* An operation outcome: never a transaction's success. */
+                /* An operation outcome: never a transaction's success, and
+                 * only on the reply that means success. */
                 CHECK(ev.cmd != SMTP_CMD_DOT && ev.cmd != SMTP_CMD_BDAT);
+                if (ev.cmd == SMTP_CMD_EHLO || ev.cmd == SMTP_CMD_HELO || ev.cmd == SMTP_CMD_LHLO)
+                    CHECK(ev.reply.code == 250);
+                else if (ev.cmd == SMTP_CMD_AUTH || ev.cmd == SMTP_CMD_AUTH_STEP)
+                    CHECK(ev.reply.code == 235);
+                else if (ev.cmd == SMTP_CMD_RSET || ev.cmd == SMTP_CMD_NOOP)
+                    CHECK(ev.reply.code >= 200 && ev.reply.code < 300);
+                else
+                    CHECK(ev.cmd == SMTP_CMD_QUIT);
             }
             if (ev.kind == SMTP_EV_DONE && ev.txn == 0)
                 exercise_caps(d);

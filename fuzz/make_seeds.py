@@ -40,8 +40,9 @@ SESSION = (GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT + GO + QUEUED +
            OK_MAIL + OK_RCPT + OK_RCPT + BDAT_OK + QUEUED + BYE)
 
 
-def engine(name, flags, transcript, transport=0, sizes=(0, 0, 0, 0)):
-    put("fuzz_engine", name, bytes([flags, transport]) + bytes(sizes) + transcript.encode("latin-1"))
+def engine(name, flags, transcript, transport=0, sizes=(0, 0, 0, 0), more=0):
+    put("fuzz_engine", name, bytes([flags, transport]) + bytes(sizes) + bytes([more]) +
+        transcript.encode("latin-1"))
 
 
 def seeds_engine():
@@ -51,6 +52,24 @@ def seeds_engine():
     engine("session_bytewise", 0x01, SESSION, transport=1, sizes=(1, 3, 7, 0))
     engine("session_eager", 0x01, SESSION, transport=0x85, sizes=(5, 40, 255, 0))
     engine("session_small_limits", 0x10, SESSION)
+    # Two DATA transactions (transport byte bit 6), chained with PIPELINING.
+    two = (GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT + GO + QUEUED + OK_MAIL + OK_RCPT +
+           OK_RCPT + GO + QUEUED + BYE)
+    engine("two_data", 0x00, two, transport=0x40)
+    engine("two_data_chained", 0x09, two, transport=0x40)
+    # BDAT first, chained (the next one starts with RSET), and a third one.
+    bdat_txn = OK_MAIL + OK_RCPT + OK_RCPT + BDAT_OK + QUEUED
+    engine("bdat_first_chained", 0x09, GREETING + EHLO + "250 2.0.0 Ok\r\n" + bdat_txn +
+           "250 2.0.0 Ok\r\n" + bdat_txn + BYE, more=0x01)
+    engine("three_chained", 0x09, GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT + GO + QUEUED +
+           bdat_txn + "250 2.0.0 Ok\r\n" + OK_MAIL + OK_RCPT + OK_RCPT + GO + QUEUED + BYE,
+           more=0x02)
+    engine("three_chained_fail", 0x09, GREETING + EHLO + OK_MAIL + OK_RCPT + OK_RCPT + GO +
+           QUEUED + OK_MAIL + "550 5.7.1 no\r\n" + "554 5.5.1 no\r\n" * 4 +
+           "250 2.0.0 Ok\r\n" + bdat_txn + BYE, more=0x06)
+    engine("two_data_chained_lmtp", 0x0b, "220 lmtp LMTP\r\n250-lmtp\r\n250 PIPELINING\r\n" +
+           OK_MAIL + OK_RCPT + OK_RCPT + GO + QUEUED + QUEUED + OK_MAIL + OK_RCPT +
+           "550 5.1.1 no\r\n" + GO + QUEUED + BYE, transport=0x40)
     # smtp-sink answers EHLO with an empty "250 " line at the end.
     engine("smtp_sink", 0x01, GREETING + "250-localhost\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
            "250-CHUNKING\r\n250 \r\n" + "250 \r\n" * 4 + "354 \r\n250 \r\n" + "250 \r\n" * 5 +
