@@ -1180,6 +1180,53 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* True when any octet of p[0..len) has the high bit set. */
+static int has_8bit(const unsigned char *p, size_t len)
+{
+    unsigned char acc = 0;
+    size_t i;
+    for (i = 0; i < len; i++)
+        acc |= p[i];
+    return (acc & 0x80) != 0;
+}
+
+/* Where the header section of a raw message ends (its blank line), or len. */
+static size_t header_length(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 1 < len; i++) {
+        if (s[i] == '\n' && (s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < len && s[i + 2] == '\n')))
+            return i;
+    }
+    return len;
+}
+
+/* core.inspect(raw) -> true, eightbit, header_eightbit | nil, "line", n:
+ * what a raw message needs, in one C pass instead of Lua patterns. */
+static int l_inspect(lua_State *L)
+{
+    size_t len, head;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_frame f;
+    smtp_frame_init(&f, SMTP_MAX_LINE);
+    if (smtp_frame_check(&f, s, len) == SMTP_E_LINE) {
+        lua_pushnil(L);
+        lua_pushstring(L, "line");
+        lua_pushinteger(L, (lua_Integer)f.error_line);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    if (!has_8bit((const unsigned char *)s, len)) {
+        lua_pushboolean(L, 0);
+        lua_pushboolean(L, 0);
+        return 3;
+    }
+    head = header_length(s, len);
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, has_8bit((const unsigned char *)s, head));
+    return 3;
+}
+
 /* core.valid_address(s): the engine's own rule for envelope addresses, so
  * a whole envelope can be checked before any command is staged. */
 static int l_valid_address(lua_State *L)
@@ -1219,6 +1266,7 @@ static const luaL_Reg core_functions[] = {
     {"now", l_now},
     {"time", l_time},
     {"valid_address", l_valid_address},
+    {"inspect", l_inspect},
     {"hostname", l_hostname},
     {"b64encode", l_b64encode},
     {"b64decode", l_b64decode},

@@ -42,6 +42,8 @@
  *  - operation outcomes: hello DONE only on 250, AUTH on 235, RSET and NOOP
  *    on 2xx, STARTTLS on 220;
  *  - a transaction is reported at most once, and only one that was started;
+ *    an operation outcome (DONE/FAILED without a transaction) comes once
+ *    per operation the driver started, never when none is outstanding;
  *  - a DONE operation outcome never stands for a transaction;
  *  - the output never holds a bare CR or LF (only CRLF), and nothing is
  *    written after QUIT;
@@ -106,6 +108,7 @@ typedef struct driver {
     txn_rec txns[MAX_TXN];
     int ntxns;
     int quit_sent;
+    int op_open;       /* an operation other than a transaction awaits its outcome */
     smtp_sasl *sasl;
     int challenges;
 } driver;
@@ -517,6 +520,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case SMTP_EV_STARTTLS:
             CHECK(ev.reply.code == 220);
+            CHECK(d->op_open);
+            d->op_open = 0;
             CHECK(smtp_engine_tls_done(&d->e) == 0);
             break;
         case SMTP_EV_CHALLENGE:
@@ -527,6 +532,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case SMTP_EV_FAILED:
             if (ev.kind == SMTP_EV_FAILED && ev.fail == SMTP_FAIL_PROTOCOL)
                 CHECK(ev.error < 0);
+            if (ev.txn == 0) {
+                /* An operation outcome: only for an outstanding operation,
+                 * once; it ends every transaction still in flight. */
+                int k, open = d->op_open;
+                for (k = 0; k < d->ntxns; k++) {
+                    open |= !d->txns[k].reported;
+                    d->txns[k].reported = 1;
+                }
+                CHECK(open);
+                d->op_open = 0;
+            }
             if (ev.txn != 0) {
                 txn_rec *t = txn_find(d, ev.txn);
                 CHECK(t != NULL);
@@ -556,8 +572,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (;;) {
                 if (si >= nscript || script[si] == OP_END)
                     goto done;
-                if (start_op(d, script[si++], flags) == 0)
+                if (start_op(d, script[si], flags) == 0) {
+                    d->op_open = script[si++] != OP_TXN;
                     break;
+                }
+                si++;
             }
             break;
         default:

@@ -164,9 +164,9 @@ end
 -- (nil when unknown) or nil, err, info.
 local function raw_source(raw)
   if type(raw) == "string" then
-    local ok, _, line = core.framer():check(raw)
+    local ok, eightbit, head8 = core.inspect(raw)
     if not ok then
-      return errors.fail("argument", "message line " .. line ..
+      return errors.fail("argument", "message line " .. head8 ..
         " is longer than 998 octets (RFC 5322 2.1.1); encode the body", { stage = "data" })
     end
     local done = false
@@ -174,7 +174,7 @@ local function raw_source(raw)
       if done then return nil end
       done = true
       return raw
-    end, #raw
+    end, #raw, eightbit, head8
   end
   if io.type(raw) == "file" then
     local here = raw:seek()
@@ -249,14 +249,12 @@ local function prepare(spec)
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end
     local raw = spec.message
-    local source, size, info2 = raw_source(raw)
-    if not source then return nil, size, info2 end
+    local source, size, eightbit, head8 = raw_source(raw)
+    if not source then return nil, size, eightbit end
     local job = { envelope = env, source = source, size = size, dsn = dsn }
     if type(raw) == "string" then
       -- Known content: say exactly what it needs.
-      job.eightbit = raw:find("[\128-\255]") ~= nil
-      local head = raw:match("^(.-)\r?\n\r?\n") or raw
-      job.utf8_headers = head:find("[\128-\255]") ~= nil
+      job.eightbit, job.utf8_headers = eightbit, head8
     elseif type(raw) == "table" and getmetatable(raw) == message.Message then
       job.eightbit = false
     end
