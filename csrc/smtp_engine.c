@@ -811,6 +811,14 @@ static void protocol_error(smtp_engine *e, int err)
     finish_op(e, SMTP_FAIL_PROTOCOL, smtp_engine_waiting_for(e), NULL);
 }
 
+/* Dead with no operation left to fail: the failure has been reported, and
+ * input left over (or arriving later) must not report it again on every
+ * call to smtp_engine_next. */
+static int failure_reported(const smtp_engine *e)
+{
+    return e->dead && e->op == SMTP_OP_NONE && !e->op_finished;
+}
+
 /* Bytes beyond every reply we asked for. An operation that already
  * succeeded keeps its outcome (the server did accept the message), but the
  * session is not trusted with another command. */
@@ -1167,9 +1175,7 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             return 0;
         }
         if (!input_expected(e)) {
-            /* Once dead the failure has been reported: input left unread
-             * must not report it again on every call. */
-            if (smtp_buf_len(&e->in) > 0 && !e->dead) {
+            if (smtp_buf_len(&e->in) > 0 && !failure_reported(e)) {
                 protocol_error(e, SMTP_E_PROTOCOL); /* a reply before its command */
                 continue;
             }
@@ -1180,7 +1186,7 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         avail = smtp_buf_len(&e->in);
         nl = memchr(p, '\n', avail);
         if (!nl) {
-            if (avail > e->limits.max_line + 1 && !e->dead) {
+            if (avail > e->limits.max_line + 1 && !failure_reported(e)) {
                 protocol_error(e, SMTP_E_LIMIT);
                 continue;
             }
@@ -1190,7 +1196,8 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         rc = smtp_reply_line(&e->parser, p, (size_t)(nl - p) + 1, &r);
         smtp_buf_consume(&e->in, (size_t)(nl - p) + 1);
         if (rc < 0) {
-            protocol_error(e, rc);
+            if (!failure_reported(e))
+                protocol_error(e, rc);
             continue;
         }
         if (rc == 0)

@@ -6,6 +6,8 @@
 #   scripts/asan.sh spec/engine_spec.lua    # some of them
 #   ASAN_SELFTEST=0 scripts/asan.sh         # skip the leak-detection self-test
 #   ASAN_EXCLUDE_TAGS=postfix,resty scripts/asan.sh   # passed to busted
+#   ASAN_SRC_DIR=/tmp/copy/csrc ASAN_BUILD_DIR=build/asan-copy scripts/asan.sh
+#                                           # build from a throwaway copy of csrc
 #
 # Output: one TAP stream on stdout (renumbered, closing plan), then a
 # summary.  Besides busted's own tests it has one line for the build, two
@@ -66,6 +68,8 @@ make_var() {   # the value of a Makefile variable, without editing the Makefile
 }
 SRC=$(make_var CORE_SRC)
 [ -n "$SRC" ] && SRC="$SRC csrc/lsmtp.c" || SRC=$(ls csrc/*.c | xargs)
+SRCDIR=${ASAN_SRC_DIR:-csrc}
+SRC=$(for s in $SRC; do echo "$SRCDIR/${s#csrc/}"; done | xargs)
 LUA_CFLAGS=$(pkg-config --cflags "$LUA" 2>/dev/null || echo "-I/usr/include/$LUA")
 SSL_CFLAGS=$(pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS=$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto")
@@ -79,7 +83,7 @@ build() {
   for s in $SRC; do
     o=$OUT/obj/$(basename "${s%.c}").o
     # shellcheck disable=SC2086
-    $CC $CFLAGS_ASAN $LUA_CFLAGS $SSL_CFLAGS -Icsrc -c -o "$o" "$s" || return 1
+    $CC $CFLAGS_ASAN $LUA_CFLAGS $SSL_CFLAGS -I"$SRCDIR" -c -o "$o" "$s" || return 1
     objs="$objs $o"
   done
   # shellcheck disable=SC2086
@@ -104,12 +108,12 @@ EOF
 leak:libreadline.so
 leak:libtinfo.so
 EOF
-  cat > "$OUT/helper.lua" <<'EOF'
+  cat > "$OUT/helper.lua" <<EOF
 -- busted --helper for scripts/asan.sh: fail loudly if smtp.core would not
 -- come from the ASan build.
 local p = package.searchpath("smtp.core", package.cpath)
-if not (p and p:find("/asan/smtp/core.so", 1, true)) then
-  error("asan.sh: smtp.core resolves to " .. tostring(p) .. ", not the ASan build")
+if p ~= "./$OUT/smtp/core.so" then
+  error("asan.sh: smtp.core resolves to " .. tostring(p) .. ", not ./$OUT/smtp/core.so")
 end
 EOF
 }
@@ -230,8 +234,9 @@ if [ $buildfail = 0 ]; then
       what=$(grep -m1 -oE "$SAN_RE.*" "$log" | cut -c1-160)
       tap_fail "asan: $f: sanitizer report: $what"
       # The report itself, for the reader.
+      # (frames of the uninstrumented interpreter are left out: they say nothing)
       grep -vE '^(ok |not ok |#|1\.\.)' "$log" | grep -E -A40 "$SAN_RE|^(Direct|Indirect) leak of" \
-        | head -120 | sed 's/^/# /'
+        | grep -vE '\((/usr/bin/)?lua5\.[0-9]\+0x[0-9a-f]+\)$|^--$' | head -100 | sed 's/^/# /'
       if grep -q 'LeakSanitizer' "$log"; then
         classify_leaks "$log" | awk '{print "# leak block (" $1 "): " substr($0, index($0, $2))}'
       fi

@@ -34,7 +34,7 @@ function Session:_trace_commands(out)
   end
 end
 
-function Session:_trace_reply(cmd, code, enhanced, text)
+function Session:_trace_reply(cmd, code, text)
   local trace = self.trace
   local lines, n = {}, 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
@@ -52,7 +52,6 @@ function Session:_trace_reply(cmd, code, enhanced, text)
   elseif cmd == "data" or cmd == "dot" then
     trace("data", string.format("(%d, %s)", code, debug.repr(text, "b")))
   end
-  local _ = enhanced
 end
 
 -- ---- I/O ------------------------------------------------------------------
@@ -78,7 +77,7 @@ end
 
 -- The connection is gone or timed out in the middle of an operation.
 function Session:_lost(code, msg)
-  local stage = stage_of[self.engine:waiting_for()] or self._stage or "connect"
+  local stage = stage_of[self.engine:waiting_for()] or "connect"
   self:close()
   local kind = transport_kind[code] or "closed"
   local text = msg or code
@@ -92,34 +91,45 @@ function Session:_lost(code, msg)
   return errors.fail(kind, text, info)
 end
 
+-- Reads from the transport into the engine: true, or nil, code, msg with
+-- code "lost" (the connection failed: msg is the transport's code, and a
+-- fourth value its text) or "protocol".
+function Session:_read()
+  local data, code, msg = self.transport:receive()
+  if not data then return nil, "lost", code, msg end
+  local fed, _, fmsg = self.engine:feed(data)
+  if not fed then
+    self:close()
+    return nil, "protocol", fmsg
+  end
+  return true
+end
+
 -- ---- the loop -------------------------------------------------------------
 
 -- Drives the engine until the operation started by the caller ends.
 -- Returns "done", code, enhanced, text | "failed", fail, code, enhanced,
 -- text, error, cmd | nil, err, info (the connection was lost).
-function Session:_run(on_reply)
-  local eng, tr = self.engine, self.transport
+function Session:_run()
+  local eng = self.engine
   local last_cmd  -- the command of the last reply, for failures found after it
   while true do
     local ok, code, msg = self:_flush()
     if not ok then return self:_lost(code, msg) end
-    local kind, cmd, index, rcode, enhanced, text, fail, perr = eng:next()
-    if kind == "need_input" and eng:pending() == 0 then
-      local data, rcv_code, rcv_msg = tr:receive()
-      if not data then return self:_lost(rcv_code, rcv_msg) end
-      local fed, _, fmsg = eng:feed(data)
-      if not fed then
-        self:close()
-        return errors.fail("protocol", fmsg, { stage = stage_of[cmd] })
+    local kind, cmd, _, rcode, enhanced, text, fail, perr = eng:next()
+    if kind == "need_input" then
+      -- Commands the engine released while answering go out first (at the
+      -- top of the loop); only then is there anything to wait for.
+      if eng:pending() == 0 then
+        local read, why, lcode, lmsg = self:_read()
+        if not read then
+          if why == "lost" then return self:_lost(lcode, lmsg) end
+          return errors.fail("protocol", lcode, { stage = stage_of[last_cmd] })
+        end
       end
-    elseif kind == "need_input" then
-      -- The engine released commands while answering: they go out first,
-      -- at the top of the loop.
-      assert(eng:pending() > 0)
     elseif kind == "reply" then
       last_cmd = cmd
-      if self.trace then self:_trace_reply(cmd, rcode, enhanced, text) end
-      if on_reply then on_reply(cmd, index, rcode, enhanced, text) end
+      if self.trace then self:_trace_reply(cmd, rcode, text) end
     elseif kind == "challenge" then
       local resp, cerr = self._challenge(text)
       if not resp then

@@ -302,17 +302,15 @@ function M.submit(self, jobs, opts)
     local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
     if kind == "need_input" then
       if eng:pending() == 0 then
-        local data, rcode, rmsg = self.transport:receive()
-        if not data then return lost(rcode, rmsg) end
-        local fed, _, femsg = eng:feed(data)
-        if not fed then
-          self:close()
-          return fail_rest("protocol", femsg)
+        local read, why, rcode, rmsg = self:_read()
+        if not read then
+          if why == "lost" then return lost(rcode, rmsg) end
+          return fail_rest("protocol", rcode)
         end
       end
     elseif kind == "reply" then
       last_cmd = cmd
-      if self.trace then self:_trace_reply(cmd, code, enhanced, text) end
+      if self.trace then self:_trace_reply(cmd, code, text) end
       local rec = txn and recs[txn]
       if rec and cmd == "rcpt" then
         local rcpt = rec.job.envelope.to[index]
