@@ -69,12 +69,12 @@ static int fail(smtp_net *n, int code, const char *fmt, ...)
     return code;
 }
 
-static int is_peer_gone(int err)
+int smtp_net_peer_gone(int err)
 {
     return err == EPIPE || err == ECONNRESET;
 }
 
-static int is_would_block(int err)
+int smtp_net_would_block(int err)
 {
     return err == EAGAIN || err == EWOULDBLOCK;
 }
@@ -90,7 +90,7 @@ double smtp_net_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int deadline_passed(double deadline)
+int smtp_net_deadline_passed(double deadline)
 {
     return deadline != 0.0 && smtp_net_now() >= deadline;
 }
@@ -117,7 +117,7 @@ static int poll_timeout_ms(double deadline)
 /* Waits until fd is ready for events or the deadline passes. Returns 0 when
  * ready (including error/hang-up conditions, which the following I/O call
  * reports precisely), SMTP_E_TIMEOUT, or SMTP_E_IO with errno set. */
-static int wait_ready(int fd, short events, double deadline)
+int smtp_net_wait(int fd, short events, double deadline)
 {
     for (;;) {
         struct pollfd p;
@@ -137,7 +137,7 @@ static int wait_ready(int fd, short events, double deadline)
             return 0;
         }
         if (r == 0) {
-            if (deadline_passed(deadline))
+            if (smtp_net_deadline_passed(deadline))
                 return SMTP_E_TIMEOUT;
             continue;
         }
@@ -230,7 +230,7 @@ static int finish_connect(int fd, const struct addrinfo *ai, double deadline)
      * with EINPROGRESS, and calling connect() again would give EALREADY. */
     if (errno != EINPROGRESS && errno != EINTR)
         return SMTP_E_CONNECT;
-    r = wait_ready(fd, POLLOUT, deadline);
+    r = smtp_net_wait(fd, POLLOUT, deadline);
     if (r == SMTP_E_TIMEOUT) {
         errno = ETIMEDOUT;
         return SMTP_E_TIMEOUT;
@@ -335,7 +335,7 @@ int smtp_net_connect(smtp_net *n, const char *host, const char *port, double dea
     for (ai = list; ai; ai = ai->ai_next) {
         /* The first address is always tried: an already-expired deadline
          * still allows a connect that completes at once. */
-        if (tried > 0 && deadline_passed(deadline)) {
+        if (tried > 0 && smtp_net_deadline_passed(deadline)) {
             r = SMTP_E_TIMEOUT;
             cut_short = 1;
             break;
@@ -416,11 +416,11 @@ ssize_t smtp_net_send(smtp_net *n, const void *buf, size_t len, double deadline)
             return fail(n, SMTP_E_CLOSED, "connection closed by peer");
         if (errno == EINTR)
             continue;
-        if (is_peer_gone(errno))
+        if (smtp_net_peer_gone(errno))
             return fail(n, SMTP_E_CLOSED, "connection closed by peer (%s)", strerror(errno));
-        if (!is_would_block(errno))
+        if (!smtp_net_would_block(errno))
             return fail(n, SMTP_E_IO, "send: %s", strerror(errno));
-        w = wait_ready(n->fd, POLLOUT, deadline);
+        w = smtp_net_wait(n->fd, POLLOUT, deadline);
         if (w == SMTP_E_TIMEOUT)
             return fail(n, w, "timed out sending data");
         if (w != 0)
@@ -436,7 +436,7 @@ ssize_t smtp_net_recv(smtp_net *n, void *buf, size_t len, double deadline)
         return r;
     len = clamp_len(len);
     for (;;) {
-        int w = wait_ready(n->fd, POLLIN, deadline);
+        int w = smtp_net_wait(n->fd, POLLIN, deadline);
 
         if (w == SMTP_E_TIMEOUT)
             return fail(n, w, "timed out waiting for data");
@@ -448,9 +448,9 @@ ssize_t smtp_net_recv(smtp_net *n, void *buf, size_t len, double deadline)
         if (r == 0)
             return fail(n, SMTP_E_CLOSED, "connection closed by peer");
         /* EAGAIN after a readiness report is a spurious wake-up: wait again. */
-        if (errno == EINTR || is_would_block(errno))
+        if (errno == EINTR || smtp_net_would_block(errno))
             continue;
-        if (is_peer_gone(errno))
+        if (smtp_net_peer_gone(errno))
             return fail(n, SMTP_E_CLOSED, "connection closed by peer (%s)", strerror(errno));
         return fail(n, SMTP_E_IO, "recv: %s", strerror(errno));
     }

@@ -44,4 +44,13 @@ ssize_t smtp_net_recv(smtp_net *n, void *buf, size_t len, double deadline);
 
 void smtp_net_close(smtp_net *n);
 
+/* Shared with smtp_tls.c, which waits on the same socket for OpenSSL. */
+int smtp_net_deadline_passed(double deadline);   /* 0 is "no deadline" */
+/* Waits until fd is ready for events (poll flags) or the deadline passes:
+ * 0 when ready (errors and hang-ups included: the next I/O call reports
+ * them), SMTP_E_TIMEOUT, or SMTP_E_IO with errno set. */
+int smtp_net_wait(int fd, short events, double deadline);
+int smtp_net_peer_gone(int err);     /* EPIPE, ECONNRESET */
+int smtp_net_would_block(int err);   /* EAGAIN, EWOULDBLOCK */
+
 #endif

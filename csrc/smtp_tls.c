@@ -109,69 +109,6 @@ static int fail_openssl(smtp_net *n, int code, const char *what)
     return r;
 }
 
-static int is_peer_gone(int err)
-{
-    return err == EPIPE || err == ECONNRESET;
-}
-
-static int is_would_block(int err)
-{
-    return err == EAGAIN || err == EWOULDBLOCK;
-}
-
-/* ---- waiting ------------------------------------------------------------- */
-
-static int deadline_passed(double deadline)
-{
-    return deadline != 0.0 && smtp_net_now() >= deadline;
-}
-
-/* Rounded up, so poll() never wakes just before the deadline and spins. */
-static int poll_timeout_ms(double deadline)
-{
-    double ms;
-    int whole;
-
-    if (deadline == 0.0)
-        return -1;
-    ms = (deadline - smtp_net_now()) * 1000.0;
-    if (ms <= 0.0)
-        return 0;
-    if (ms >= (double)INT_MAX)
-        return INT_MAX;
-    whole = (int)ms;
-    return whole < ms ? whole + 1 : whole;
-}
-
-/* 0 when fd is ready for events (error and hang-up count: the next OpenSSL
- * call reports them precisely), SMTP_E_TIMEOUT, or SMTP_E_IO with errno. */
-static int wait_ready(int fd, short events, double deadline)
-{
-    for (;;) {
-        struct pollfd p;
-        int r;
-
-        p.fd = fd;
-        p.events = events;
-        p.revents = 0;
-        r = poll(&p, 1, poll_timeout_ms(deadline));
-        if (r > 0) {
-            if (p.revents & POLLNVAL) {
-                errno = EBADF;
-                return SMTP_E_IO;
-            }
-            return 0;
-        }
-        if (r == 0) {
-            if (deadline_passed(deadline))
-                return SMTP_E_TIMEOUT;
-            continue;
-        }
-        if (errno != EINTR)
-            return SMTP_E_IO;
-    }
-}
-
 /* ---- socket BIO ---------------------------------------------------------- */
 
 /* OpenSSL's own socket BIO writes with plain send()/write(), which raises
@@ -189,7 +126,7 @@ static int bio_sock_write(BIO *b, const char *buf, int len)
     r = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
     if (r >= 0)
         return (int)r;
-    if (errno == EINTR || is_would_block(errno)) {
+    if (errno == EINTR || smtp_net_would_block(errno)) {
         BIO_set_retry_write(b);
     } else {
         t->io_errno = errno;
@@ -212,7 +149,7 @@ static int bio_sock_read(BIO *b, char *buf, int len)
         t->eof = 1;
         return 0;
     }
-    if (errno == EINTR || is_would_block(errno))
+    if (errno == EINTR || smtp_net_would_block(errno))
         BIO_set_retry_read(b);
     else
         t->io_errno = errno;
@@ -322,7 +259,7 @@ static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, con
         r = fail(n, SMTP_E_CLOSED, "connection closed by peer without TLS close_notify");
     } else if (t->io_errno != 0) {
         errno = t->io_errno;
-        if (is_peer_gone(errno))
+        if (smtp_net_peer_gone(errno))
             r = fail(n, SMTP_E_CLOSED, "connection closed by peer (%s)", strerror(errno));
         else
             r = fail(n, SMTP_E_IO, "%s: %s", what, strerror(errno));
@@ -342,9 +279,9 @@ static int wait_for(smtp_tls *t, smtp_net *n, int ssl_err, double deadline, cons
 {
     int w;
 
-    if (deadline_passed(deadline))
+    if (smtp_net_deadline_passed(deadline))
         return fail(n, SMTP_E_TIMEOUT, "%s", timeout_msg);
-    w = wait_ready(t->fd, ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline);
+    w = smtp_net_wait(t->fd, ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline);
     if (w == 0)
         return 1;
     if (w == SMTP_E_TIMEOUT)

@@ -231,14 +231,14 @@ if [ $buildfail = 0 ]; then
     done < <(grep -E '^(ok |not ok |#)' "$log")
     if grep -qE "$SAN_RE" "$log"; then
       sanitizer=1
-      what=$(grep -m1 -oE "$SAN_RE.*" "$log" | cut -c1-160)
+      what=$(grep -m1 -oE "($SAN_RE).*" "$log" | cut -c1-160)
       tap_fail "asan: $f: sanitizer report: $what"
       # The report itself, for the reader.
       # (frames of the uninstrumented interpreter are left out: they say nothing)
       grep -vE '^(ok |not ok |#|1\.\.)' "$log" | grep -E -A40 "$SAN_RE|^(Direct|Indirect) leak of" \
         | grep -vE '\((/usr/bin/)?lua5\.[0-9]\+0x[0-9a-f]+\)$|^--$' | head -100 | sed 's/^/# /'
       if grep -q 'LeakSanitizer' "$log"; then
-        classify_leaks "$log" | awk '{print "# leak block (" $1 "): " substr($0, index($0, $2))}'
+        classify_leaks "$log" | awk '{c[$1]++} END {printf "# leak blocks: %d with a frame in core.so/csrc, %d without\n", c["core"], c["foreign"]}'
       fi
       reports+=("$f: $what")
     elif [ "$rc" -eq 124 ]; then
