@@ -29,6 +29,10 @@ def target(test, placement, client):
             return ">= 3x smtp-source", lambda m, r: r is not None and r >= 3.0
     if test == "b" and lua and placement == "same":
         return ">= 1x smtp-source", lambda m, r: r is not None and r >= 1.0
+    if test == "c" and lua and "CHUNKING" in client:
+        return "<= 0.5 RT/msg", lambda m, r: m <= 0.5
+    if test == "c" and lua and placement == "postfix":
+        return None
     if test == "c" and lua:
         return "<= 1.2 RT/msg", lambda m, r: m <= 1.2
     if test == "d" and lua:

@@ -323,6 +323,24 @@ EOF
   done
 fi
 
+# (c) with CHUNKING against a real Postfix (the test harness's private
+# instance): BDAT lets a window of messages travel before any reply.
+if want c; then
+  log "(c) round trips via a ${C_DELAY_MS} ms proxy in front of a real Postfix (CHUNKING and DATA)"
+  if out=$(timeout 300 "${LUA_BIN:-lua5.4}" bench/postfix_rt.lua "$WINDOW" 2>&1); then
+    while read -r mode rt; do
+      case $mode in
+        chunking) record c postfix "lua-smtp send_many CHUNKING" "$rt" RT/msg ;;
+        data) record c postfix "lua-smtp send_many DATA" "$rt" RT/msg ;;
+      esac
+    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT mode=\([a-z]*\) rt=\([0-9.]*\).*/\1 \2/p')
+    printf '%s\n' "$out" | grep -q '^SKIP' && log "   $(printf '%s\n' "$out" | grep '^SKIP')"
+  else
+    record c postfix "lua-smtp send_many CHUNKING" FAIL RT/msg
+    printf '%s\n' "$out" | tail -5
+  fi
+fi
+
 # ---- (d) one big message from a file ----------------------------------------
 if want d; then
   placement=cross
