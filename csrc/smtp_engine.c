@@ -751,6 +751,14 @@ void smtp_engine_close(smtp_engine *e)
     e->in_body = 0;
     e->tls_wait = 0;
     drop_staged(e);
+    /* A closed session keeps no buffers: the Lua collector cannot see this
+     * memory, and a session may wait long for its __gc. Emptied buffers are
+     * valid (they grow again on demand), so later calls stay safe. */
+    smtp_buf_free(&e->in);
+    smtp_buf_free(&e->out);
+    smtp_buf_free(&e->staged);
+    smtp_buf_free(&e->scratch);
+    smtp_buf_free(&e->parser.text);
 }
 
 /* ---- input and output --------------------------------------------------- */
@@ -1034,12 +1042,15 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
 static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
 {
     if (r->code == 421 && c->cmd != SMTP_CMD_QUIT) {
-        /* RFC 5321 3.8: the server is shutting the channel down. */
+        /* RFC 5321 3.8: the server is shutting the channel down. A reply
+         * drained after the session already failed reports nothing more. */
+        int reported = failure_reported(e);
         e->dead = 1;
         e->in_body = 0;
         drop_staged(e);
-        finish_op(e, c->cmd == SMTP_CMD_GREETING ? SMTP_FAIL_GREETING : SMTP_FAIL_CLOSING,
-                  c->cmd, r);
+        if (!reported)
+            finish_op(e, c->cmd == SMTP_CMD_GREETING ? SMTP_FAIL_GREETING : SMTP_FAIL_CLOSING,
+                      c->cmd, r);
         return;
     }
     switch (e->op) {

@@ -82,7 +82,10 @@ static int popcount64(unsigned long long m)
  * no mispredicted branch per line, this is what makes framing cheap. */
 static size_t skip_clean_blocks(smtp_frame *f, const char *data, size_t i, size_t len)
 {
-    if (f->pending_cr)
+    /* Only a block's first line and the line it carries over are measured
+     * below; the lines between are under 64 octets, so a limit below 64
+     * takes the careful path. */
+    if (f->pending_cr || (f->max_line && f->max_line < 64))
         return i;
     while (i + 64 <= len) {
         unsigned long long cr, lf, dot, starts, last;

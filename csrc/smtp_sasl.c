@@ -1068,6 +1068,11 @@ int smtp_sasl_finish(smtp_sasl *s, const char *text, size_t len)
         return SMTP_E_PROTOCOL;
     if (len > 2 * SMTP_SASL_MAX_CHALLENGE)
         return SMTP_E_LIMIT;
+    if (len == 0) {
+        /* No text, so no signature: text may be NULL, never offset it. */
+        s->failed = 1;
+        return SMTP_E_PROTOCOL;
+    }
 
     /* The whole text, then its last word ("235 2.7.0 <base64>"). */
     start = 0;

@@ -173,6 +173,9 @@ def seeds_frame():
     frame("empty", "")
     frame("dot_only", ".")
     frame("smuggle", "a\n.\r\nMAIL FROM:<x>\r\n", cuts=(1, 2))
+    # A limit under 64 with a whole 64-byte block after a short line: the
+    # block fast path once measured only the block's first line.
+    frame("regress_short_limit_block", "ab\r\n" + "x" * 80 + "\r\n", flags=4, ml=9)
 
 
 # ---- codecs -----------------------------------------------------------------

@@ -8,7 +8,8 @@
 # (default: all). Targets run JOBS at a time (default: the number of CPUs).
 # The libFuzzer targets are built with clang -fsanitize=fuzzer,address,
 # undefined into build/fuzz/; each works on a copy of its seed corpus in
-# build/fuzz/corpus/<target>/ (new inputs stay there, fuzz/corpus/ is never
+# build/fuzz/corpus/<target>/ (new inputs stay there and are reused by the
+# next run, FUZZ_FRESH=1 starts from the seeds again; fuzz/corpus/ is never
 # written). Findings are saved as build/fuzz/crash-* (also leak-, timeout-,
 # oom-), logs as build/fuzz/<target>.log. To replay one:
 #   build/fuzz/fuzz_engine build/fuzz/crash-...        (FUZZ_TRACE=1 for a trace)
@@ -52,8 +53,8 @@ run_target() {
     if [ ! -f build/lua5.4/smtp/core.so ] && ! make -s LUA=lua5.4 > "$log" 2>&1; then
       echo "fail|smtp.core build failed (see $log)" > "$res"; return
     fi
-    rm -rf "$OUT/corpus/address"
-    cp -r fuzz/corpus/address "$OUT/corpus/address"
+    mkdir -p "$OUT/corpus/address"
+    cp fuzz/corpus/address/* "$OUT/corpus/address/"
     lua5.4 fuzz/address_fuzz.lua "$SECONDS_EACH" "$OUT/corpus/address" "$OUT" > "$log" 2>&1
     local rc=$? execs
     execs=$(sed -n 's/^execs \([0-9]*\)$/\1/p' "$log" | tail -1)
@@ -71,23 +72,23 @@ run_target() {
   if ! $CC $CFLAGS -o "$OUT/$t" "fuzz/$t.c" $(sources "$t") $(libs "$t") > "$log" 2>&1; then
     echo "fail|build failed (see $log)" > "$res"; return
   fi
-  rm -rf "$OUT/corpus/$t"
+  [ "${FUZZ_FRESH:-0}" = 1 ] && rm -rf "$OUT/corpus/$t"
   mkdir -p "$OUT/corpus/$t"
   [ -d "fuzz/corpus/$t" ] && cp fuzz/corpus/"$t"/* "$OUT/corpus/$t/" 2>/dev/null
-  local before after crash execs
-  before=$(ls "$OUT" | grep -E '^(crash|leak|timeout|oom)-' | sort)
+  local crash execs
   "./$OUT/$t" -max_total_time="$SECONDS_EACH" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$OUT/" "$OUT/corpus/$t" >> "$log" 2>&1
   local rc=$?
-  after=$(ls "$OUT" | grep -E '^(crash|leak|timeout|oom)-' | sort)
-  crash=$(comm -13 <(echo "$before") <(echo "$after") | head -1)
+  # libFuzzer names the input it saved: "Test unit written to <path>".
+  crash=$(sed -n 's/.*Test unit written to \([^ ]*\).*/\1/p' "$log" | head -1)
   execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
   [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\)[[:space:]]*DONE.*/\1/p' "$log" | tail -1)
   if [ $rc -eq 0 ] && [ -z "$crash" ]; then
     echo "ok|${execs:-0} execs, no findings" > "$res"
   elif [ -n "$crash" ]; then
-    local kind=${crash%%-*}
-    echo "fail|$kind (see $OUT/$crash)" > "$res"
+    local kind
+    kind=$(basename "$crash")
+    echo "fail|${kind%%-*} (see $crash)" > "$res"
   else
     echo "fail|libFuzzer exited $rc (see $log)" > "$res"
   fi

@@ -44,7 +44,7 @@
 #   probe that leaks one malloc and one SSL_CTX, and checks that both are
 #   still reported with these exact options and suppressions.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 3
 ROOT=$(pwd)
 
 LUA=${LUA:-lua5.4}
@@ -64,10 +64,11 @@ start=$(date +%s)
 
 # ---- build -----------------------------------------------------------------
 make_var() {   # the value of a Makefile variable, without editing the Makefile
+  # shellcheck disable=SC2016
   printf 'asan-print-var:\n\t@echo $(%s)\n' "$1" | make -s --no-print-directory -f Makefile -f - asan-print-var 2>/dev/null
 }
 SRC=$(make_var CORE_SRC)
-[ -n "$SRC" ] && SRC="$SRC csrc/lsmtp.c" || SRC=$(ls csrc/*.c | xargs)
+if [ -n "$SRC" ]; then SRC="$SRC csrc/lsmtp.c"; else SRC=$(echo csrc/*.c); fi
 SRCDIR=${ASAN_SRC_DIR:-csrc}
 SRC=$(for s in $SRC; do echo "$SRCDIR/${s#csrc/}"; done | xargs)
 LUA_CFLAGS=$(pkg-config --cflags "$LUA" 2>/dev/null || echo "-I/usr/include/$LUA")
@@ -120,7 +121,7 @@ EOF
 
 if build > "$log" 2>&1; then
   warnings=$(grep -c 'warning:' "$log")
-  tap_ok "asan: build $OUT/smtp/core.so ($(echo $SRC | wc -w) files, $warnings compiler warnings)"
+  tap_ok "asan: build $OUT/smtp/core.so ($(echo "$SRC" | wc -w) files, $warnings compiler warnings)"
   grep -E 'warning:' "$log" | head -10 | sed 's/^/# /'
 else
   tap_fail "asan: build $OUT/smtp/core.so"
