@@ -77,7 +77,7 @@ for f in "${specs[@]}"; do
   to=$FILE_TIMEOUT; [ "$left" -lt "$to" ] && to=$left
   vlog=$tmp/vg.log; rm -f "$vlog"
   t0=$(date +%s)
-  timeout "$to" "${VG[@]}" --log-file="$vlog" "$LUA" "$BUSTED" -o TAP \
+  timeout "$to" "${VG[@]}" --log-file="$vlog" "$LUA" "$BUSTED" -o TAP --exclude-tags=timing \
     --lpath="$LPATH" --cpath="$CPATH_MOD" "$f" > "$tmp/tap" 2>&1
   rc=$?
   secs=$(( $(date +%s) - t0 ))

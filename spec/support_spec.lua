@@ -200,7 +200,7 @@ describe("spec support", function()
       srv:stop()
     end)
 
-    it("serves connections in sequence, sends huge replies and resets", function()
+    it("serves connections in sequence, sends huge replies and resets #timing", function()
       local srv = servers.fake{
         connections = 2,
         steps = {
