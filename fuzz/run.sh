@@ -27,6 +27,12 @@ CC=${FUZZ_CC:-clang}
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icsrc"
 mkdir -p "$OUT/corpus"
 
+# One run at a time: two would share the binaries, logs and corpora.
+if command -v flock >/dev/null; then
+  exec 9> "$OUT/.run.lock"
+  flock -n 9 || { echo "# waiting for another fuzz/run.sh to finish" >&2; flock 9; }
+fi
+
 sources() {   # the csrc files each target links
   local base="csrc/smtp_buf.c csrc/smtp_error.c"
   case $1 in
