@@ -5,7 +5,7 @@
 #
 #   bash bench/run.sh            the whole run (about 4-6 minutes on 2 CPUs)
 #   BENCH_QUICK=1 bash bench/run.sh   fewer messages and runs (a smoke test)
-#   BENCH_ONLY="a c" bash bench/run.sh   only some tests (a b c d e)
+#   BENCH_ONLY="a c" bash bench/run.sh   only some tests (a b c d e f)
 #   BENCH_WINDOW=N               passed to s:send_many(list, { window = N })
 #   BENCH_NO_MAKE=1              do not run make first
 #
@@ -16,7 +16,8 @@
 #
 # Needs (Debian): postfix (smtp-sink, smtp-source), curl, python3,
 # lua-socket, util-linux (taskset), time (/usr/bin/time), iproute2 (ss),
-# and a C compiler; linux-perf is used when present.
+# and a C compiler; linux-perf is used when present.  (c)'s Postfix part
+# and (f) also need root and dovecot-core (the test harness's Postfix).
 set -uo pipefail
 
 # ---- a time limit for the whole run ------------------------------------------
@@ -34,7 +35,7 @@ if [ -z "$PY" ]; then
 fi
 MODULE="build/$LUA/smtp/core.so"
 QUICK=${BENCH_QUICK:-}
-ONLY=${BENCH_ONLY:-a b c d e}
+ONLY=${BENCH_ONLY:-a b c d e f}
 WINDOW=${BENCH_WINDOW:-}
 TMO=120                  # seconds for any one client run
 
@@ -45,6 +46,7 @@ C_SMALL=5; C_LARGE=55; C_REPS=3     # (c) round trips: slope between two runs
 C_DELAY_MS=10
 D_MB=50;  D_REPS=5                  # (d) one big message from a file
 E_MB=64;  E_REPS=5                  # (e) codec throughput
+F_MB=100                            # (f) peak RSS with an attachment of F_MB MB
 SIZE=1024
 if [ -n "$QUICK" ]; then
   A_N=300; A_SLOW_N=10; A_REPS=3
@@ -52,6 +54,7 @@ if [ -n "$QUICK" ]; then
   C_SMALL=3; C_LARGE=13; C_REPS=1
   D_MB=8;  D_REPS=1
   E_MB=16; E_REPS=1
+  F_MB=20
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -203,9 +206,13 @@ print_table() {
     "b: $B_N msgs of $SIZE B, one connection each" \
     "c: round trips per message via a ${C_DELAY_MS} ms server->client delay (slope between $C_SMALL and $C_LARGE msgs)" \
     "d: one $D_MB MB message from a file; wall s, CPU s (user+sys) and peak RSS MB, process start-up included" \
-    "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks"
+    "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks" \
+    "f: peak RSS MB of one lua5.4 process sending a $F_MB MB attachment to a private Postfix (bench/rss.sh); target < 16 MB on every path" \
+    "${F_NOTE[@]}"
   echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+F_NOTE=()   # (f)'s verdict, for the notes under the table (report.py has no target for f)
 
 placement_cpu() { [ "$1" = same ] && echo 0 || echo 1; }
 
@@ -409,6 +416,37 @@ if want e; then
       record e - "${k#kernel=}" "${m#mbps=}" MB/s "${r#ratio=}"
     done
   done
+fi
+
+# ---- (f) peak RSS sending a large attachment to a real Postfix --------------
+# bench/rss.sh: one smtp.send with attachments = { { path = <F_MB MB file> } }
+# per path, each client process under /usr/bin/time -v; the delivered file
+# is checked (size, and the attachment decoded against the original).
+if want f; then
+  log "(f) peak RSS of one client sending a $F_MB MB attachment to a private Postfix (DATA, CHUNKING+PIPELINING, CHUNKING alone)"
+  out=$(RSS_MB=$F_MB BENCH_NO_MAKE=1 bash bench/rss.sh 2>&1)
+  printf '%s\n' "$out" | grep -v '^RESULT' | sed 's/^/    /' >&2
+  if ! printf '%s\n' "$out" | grep -q '^SKIP'; then
+    n=0; f_met=0; f_over=""
+    while read -r path mb sent att; do
+      case $path in
+        data) name="lua-smtp DATA" ;;
+        chunking) name="lua-smtp CHUNKING+PIPELINING" ;;
+        *) name="lua-smtp CHUNKING alone" ;;
+      esac
+      n=$((n + 1))
+      if [ "$sent" = 1 ] && [ "$att" = ok ] && [ "$mb" != nan ]; then
+        record f postfix "$name" "$mb" MB
+        if awk -v m="$mb" 'BEGIN { exit !(m < 16) }'; then f_met=$((f_met + 1)); else f_over="${f_over:+$f_over; }$name $mb MB"; fi
+      else
+        f_over="${f_over:+$f_over; }$name FAILED"
+        record f postfix "$name" FAIL MB
+      fi
+    done < <(printf '%s\n' "$out" | sed -n \
+      's/^RESULT path=\([a-z-]*\) rss_mb=\([0-9.a-z]*\) under=[a-z]* sent=\([01]\) delivered_bytes=[0-9]* attachment=\([a-zA-Z]*\).*/\1 \2 \3 \4/p')
+    [ "$n" -gt 0 ] || record f postfix "lua-smtp" FAIL MB
+    F_NOTE=("f: target < 16 MB met on $f_met of $n paths${f_over:+ (missed: $f_over)}")
+  fi
 fi
 
 # ---- the table ----------------------------------------------------------------

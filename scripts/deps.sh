@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages that building, the demo and the tests need.
 # As root it installs what is missing; otherwise it prints the command.
-PKGS="gcc make pkg-config libssl-dev openssl ca-certificates lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-sec lua-check luarocks postfix dovecot-core nginx libnginx-mod-http-lua lua-resty-core python3 curl"
+PKGS="gcc make pkg-config libssl-dev openssl ca-certificates lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-sec lua-check luarocks postfix dovecot-core dovecot-lmtpd nginx libnginx-mod-http-lua lua-resty-core python3 curl"
 
 missing=""
 for p in $PKGS; do

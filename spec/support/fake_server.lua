@@ -23,6 +23,40 @@
 --                                       bytes the client sent ahead, still unread,
 --                                       are discarded (as a correct server does) and
 --                                       "TLS: discarded N bytes read ahead" is logged
+--   { read = "bdat" }                   read BDAT commands, each with its payload of
+--                                       exactly the octets it announces, up to and
+--                                       including the one with LAST (no replies);
+--                                       any other line is a mismatch (as for expect)
+--   { silence = seconds }               nothing may arrive for that long; if the client
+--                                       sends anything, "AHEAD: ..." is logged (the
+--                                       bytes stay buffered for the next steps)
+--   { drain = seconds }                 read (and record) whatever arrives for that long
+--   { serve = rules }                   answer each command as it comes, until a rule
+--                                       with close = true or the client closes (ends
+--                                       the script for this connection)
+--   { batch = rules, quiet = seconds }  read commands until none arrives for `quiet`
+--                                       seconds (default 0.3), then write all their
+--                                       replies at once, in one write
+-- Rules (serve, batch) are tried in order, the first match wins:
+--   { "^MAIL ", "250 ok\r\n",             Lua pattern for the command line, reply
+--     times = n,                        the rule matches its first n commands only
+--     last = "250 queued\r\n",          reply to a BDAT ... LAST instead of the reply
+--     data = "250 queued\r\n",          after the reply, read the data up to "." and
+--                                       send this (serve: after each; batch: once,
+--                                       after the batch's replies)
+--     silence = seconds,                serve: before replying, nothing more may arrive
+--                                       ("AHEAD: ..." logged otherwise)
+--     close = true,                     serve: close after the reply
+--     after_data = true | false,        serve: the rule matches only a command that
+--                                       was (true) / was not (false) already received
+--                                       when the reply to an end of data ("." or
+--                                       BDAT ... LAST) went out, i.e. one pipelined
+--                                       after the end of data
+--     set = "flag", clear = "flag",     after a match, set / clear a named flag
+--     when = "flag" }                   the rule matches only while the flag is set
+--   A BDAT command's payload (the octets it announces) is read before its rule
+--   applies. A command no rule matches gets "500 5.5.2 unexpected", is logged
+--   as "MISMATCH: <line>" and ends the connection.
 -- After the last step the server reads until the client closes, then closes.
 --
 -- TLS (LuaSec, loaded only when a script uses it):
@@ -158,6 +192,58 @@ function Conn:all()
   return true
 end
 
+-- Exactly n octets (a BDAT payload), or nil at EOF.
+function Conn:bytes(n)
+  while #self.buf < n do
+    if not self:more() and self.eof then return nil end
+  end
+  local s = self.buf:sub(1, n)
+  self.buf = self.buf:sub(n + 1)
+  return s
+end
+
+-- True when nothing is buffered and nothing arrives for `seconds` (or the
+-- client closed); false as soon as a byte is there (it stays buffered).
+function Conn:silent(seconds)
+  if #self.buf > 0 then return false end
+  local stop = socket.gettime() + seconds
+  while not self.eof do
+    local left = stop - socket.gettime()
+    if left <= 0 then return true end
+    if remaining() <= 0 then timed_out() end
+    local readable = socket.select({ self.sock }, nil, math.min(left, remaining(), 0.5))
+    if readable[self.sock] or readable[1] then
+      self:more()
+      if #self.buf > 0 then return false end
+    end
+  end
+  return true
+end
+
+-- Reads (and records) whatever arrives for `seconds`; it stays buffered.
+function Conn:drain(seconds)
+  local stop = socket.gettime() + seconds
+  while not self.eof do
+    local left = stop - socket.gettime()
+    if left <= 0 then return end
+    if remaining() <= 0 then timed_out() end
+    local readable = socket.select({ self.sock }, nil, math.min(left, remaining(), 0.5))
+    if readable[self.sock] or readable[1] then self:more() end
+  end
+end
+
+-- One command line; for BDAT also its payload. Returns the line, whether it
+-- is a BDAT command and whether that carries LAST; nil at EOF.
+function Conn:command()
+  local line = self:line()
+  if line == nil then return nil end
+  local n = line:match("^[Bb][Dd][Aa][Tt] +(%d+)")
+  if not n then return line, false, false end
+  n = tonumber(n)
+  if n > 0 and not self:bytes(n) then return nil end
+  return line, true, line:find("%s[Ll][Aa][Ss][Tt]%s*$") ~= nil
+end
+
 function Conn:send(bytes)
   local i = 1
   while i <= #bytes do
@@ -275,6 +361,97 @@ end
 -- run one connection; returns when it is over
 ---------------------------------------------------------------------------
 
+local function mismatch(c, line)
+  c:send("500 5.5.2 unexpected\r\n")
+  log("MISMATCH: ", line)
+  return "mismatch"
+end
+
+-- The first rule that matches line and is not used up (rules: see the top).
+-- state: { used = {}, flags = {}, chained = bool }.
+local function pick(rules, state, line)
+  local used, flags = state.used, state.flags
+  for k, r in ipairs(rules) do
+    if line:find(r[1]) and (r.times == nil or (used[k] or 0) < r.times)
+        and (r.when == nil or flags[r.when])
+        and (r.after_data == nil or r.after_data == (state.chained == true)) then
+      used[k] = (used[k] or 0) + 1
+      if r.set ~= nil then flags[r.set] = true end
+      if r.clear ~= nil then flags[r.clear] = nil end
+      return r
+    end
+  end
+  return nil
+end
+
+local function reply_of(r, is_bdat, last)
+  if is_bdat and last and r.last ~= nil then return r.last end
+  return r[2]
+end
+
+-- BDAT chunks up to the one with LAST: true, or "gone" / "mismatch".
+local function read_bdat(c)
+  while true do
+    local line, is_bdat, last = c:command()
+    if line == nil then return "gone" end
+    if not is_bdat then return mismatch(c, line) end
+    if last then return true end
+  end
+end
+
+-- Answers commands as they come until a close rule or EOF.
+local function serve(c, rules)
+  local state = { used = {}, flags = {}, chained = false }
+  while true do
+    local line, is_bdat, last = c:command()
+    if line == nil then return "gone" end
+    local r = pick(rules, state, line)
+    state.chained = false
+    if not r then return mismatch(c, line) end
+    if r.silence and not c:silent(r.silence) then
+      log("AHEAD: the client sent more before the reply to ", line)
+    end
+    local reply = reply_of(r, is_bdat, last)
+    if reply ~= nil and not c:send(reply) then return "gone" end
+    if is_bdat and last then state.chained = #c.buf > 0 end
+    if r.data ~= nil then
+      if not c:data() then return "gone" end
+      if not c:send(r.data) then return "gone" end
+      state.chained = #c.buf > 0
+    end
+    if r.close then return "closed" end
+  end
+end
+
+-- Reads commands until a pause of `quiet` seconds, then replies to all of
+-- them in one write: true, or "gone" / "mismatch".
+local function batch(c, rules, quiet)
+  local state, out, after_data = { used = {}, flags = {} }, {}, nil
+  local how = true
+  while true do
+    if #c.buf == 0 and (c.eof or c:silent(quiet)) then break end
+    local line, is_bdat, last = c:command()
+    if line == nil then break end
+    local r = pick(rules, state, line)
+    if not r then
+      out[#out + 1] = "500 5.5.2 unexpected\r\n"
+      log("MISMATCH: ", line)
+      how = "mismatch"
+      break
+    end
+    local reply = reply_of(r, is_bdat, last)
+    if reply ~= nil then out[#out + 1] = reply end
+    if r.data ~= nil then after_data = r.data end
+  end
+  if #out > 0 and not c:send(table.concat(out)) then return "gone" end
+  if how ~= true then return how end
+  if after_data ~= nil then
+    if not c:data() then return "gone" end
+    if not c:send(after_data) then return "gone" end
+  end
+  return true
+end
+
 local function run_steps(c)
   if script.implicit_tls and not c:starttls() then return "gone" end
   for n, st in ipairs(steps) do
@@ -298,7 +475,11 @@ local function run_steps(c)
       end
     elseif st.read ~= nil then
       local ok
-      if st.read == "line" then
+      if st.read == "bdat" then
+        local how = read_bdat(c)
+        if how ~= true then return how end
+        ok = true
+      elseif st.read == "line" then
         ok = c:line() ~= nil
       elseif st.read == "data" then
         ok = c:data() ~= nil
@@ -323,6 +504,17 @@ local function run_steps(c)
       return "closed"
     elseif st.starttls then
       if not c:starttls() then return "gone" end
+    elseif st.silence ~= nil then
+      if not c:silent(st.silence) then
+        log("AHEAD: the client sent something during a silence (step ", n, ")")
+      end
+    elseif st.drain ~= nil then
+      c:drain(st.drain)
+    elseif st.serve ~= nil then
+      return serve(c, st.serve)
+    elseif st.batch ~= nil then
+      local how = batch(c, st.batch, st.quiet or 0.3)
+      if how ~= true then return how end
     else
       error("unknown step #" .. n)
     end

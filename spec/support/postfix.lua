@@ -26,7 +26,9 @@
 --                too), passwords stored as {PLAIN} so every mechanism works;
 --                user names are case-sensitive and may be UTF-8.
 --   mechanisms = "plain login ..."  Dovecot auth_mechanisms override
---   main       = { name = value }   extra / overriding main.cf settings
+--   main       = { name = value }   extra / overriding main.cf settings, e.g.
+--                { message_size_limit = 64 * 1024 * 1024 } for big messages
+--                (smtpd wants 1.5 times that free in the queue file system)
 --   hostname   = "mx.lua-smtp.test" myhostname (shown in the greeting)
 --   certs_dir  = dir                 where to make/reuse the certificates
 --   timeout    = 15                  start-up limit in seconds
@@ -52,6 +54,8 @@
 -- postfix.available() -> true when postfix, dovecot and openssl are
 --   installed and we are root.
 -- postfix.stop_all() stops every instance still running.
+-- postfix.util: the helpers below (spawn, stop_service, server_argv, poll,
+--   mkdtemp ...) for spec/support/dovecot_lmtp.lua.
 --
 -- Processes.  Postfix runs in the foreground ("postfix start-fg"), Dovecot
 -- with -F, both started as "echo $$; exec ..." through io.popen like
@@ -676,10 +680,24 @@ local function fix_pid_file(path, pid)
   f:close()
 end
 
-local function mkdtemp()
-  local out = capture("mktemp -d /tmp/lua-smtp-pf.XXXXXX 2>/dev/null"):gsub("%s+$", "")
-  assert(out ~= "", "postfix.start: mktemp -d failed")
+-- a fresh directory /tmp/<prefix>.XXXXXX (prefix: "lua-smtp-pf" by default)
+local function mkdtemp(prefix)
+  local out = capture("mktemp -d " .. shell_quote("/tmp/" .. (prefix or "lua-smtp-pf") .. ".XXXXXX")
+    .. " 2>/dev/null"):gsub("%s+$", "")
+  assert(out ~= "", "mktemp -d failed")
   return out
+end
+
+-- The argv that runs a server under setpriv --pdeathsig KILL (when it
+-- works) and, with pidns, as the init of its own PID namespace.
+local function server_argv(pidns, words)
+  local t = {}
+  if use_pdeathsig() then t = { "setpriv", "--pdeathsig", "KILL" } end
+  if pidns then
+    for _, w in ipairs({ "unshare", "--pid", "--fork", "--kill-child" }) do t[#t + 1] = w end
+  end
+  for _, w in ipairs(words) do t[#t + 1] = w end
+  return t
 end
 
 local function start_once(opts)
@@ -749,17 +767,7 @@ local function start_once(opts)
 
   -- Dovecot first: smtpd asks it for the mechanisms
   pf.pidns = use_pidns()
-  local prefix = {}
-  if use_pdeathsig() then prefix = { "setpriv", "--pdeathsig", "KILL" } end
-  if pf.pidns then
-    for _, w in ipairs({ "unshare", "--pid", "--fork", "--kill-child" }) do prefix[#prefix + 1] = w end
-  end
-  local function argv(...)
-    local t = {}
-    for _, w in ipairs(prefix) do t[#t + 1] = w end
-    for _, w in ipairs({ ... }) do t[#t + 1] = w end
-    return t
-  end
+  local function argv(...) return server_argv(pf.pidns, { ... }) end
   pf.dovecot_proc = spawn(argv(DOVECOT, "-F", "-c", dir .. "/dovecot/dovecot.conf"), dir .. "/dovecot.out")
   local up = poll(left(), function()
     if execute("test -S " .. shell_quote(pf.auth_socket)) then return true end
@@ -812,6 +820,17 @@ function M.stop_all()
   for pf in pairs(live) do list[#list + 1] = pf end
   for _, pf in ipairs(list) do pf:stop() end
 end
+
+-- The process and file helpers above, for other private servers that are
+-- started, watched and stopped the same way (spec/support/dovecot_lmtp.lua).
+M.util = {
+  shell_quote = shell_quote, execute = execute, read_file = read_file, write_file = write_file,
+  capture = capture, poll = poll, tail = tail, alive = alive, mkdtemp = mkdtemp,
+  spawn = spawn, reap = reap, descendants = descendants, service_pid = service_pid,
+  stop_service = stop_service, use_pidns = use_pidns, server_argv = server_argv,
+  make_guard = make_guard, fix_pid_file = fix_pid_file,
+  dovecot = DOVECOT, is_root = IS_ROOT,
+}
 
 
 return M
