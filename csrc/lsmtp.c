@@ -408,6 +408,13 @@ static int l_engine_bdat(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     int rc = smtp_engine_bdat(e, s, len, lua_toboolean(L, 3));
+    if (rc == 0) {
+        /* The chunk's size after framing: what the BDAT command says (0
+         * when nothing was staged for a non-last piece). */
+        lua_pushboolean(L, 1);
+        lua_pushinteger(L, (lua_Integer)smtp_buf_len(&e->scratch));
+        return 2;
+    }
     if (rc == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
@@ -426,6 +433,27 @@ static int l_engine_transactions(lua_State *L)
 static int l_engine_can_chain(lua_State *L)
 {
     lua_pushboolean(L, smtp_engine_can_chain(check_engine(L)));
+    return 1;
+}
+
+static int l_engine_staged(lua_State *L)
+{
+    lua_pushinteger(L, smtp_engine_staged(check_engine(L)));
+    return 1;
+}
+
+/* Octets ever put into the output, and octets the transport took: a
+ * transaction's end of data is written once sent() reaches the written()
+ * it had just after its end was queued. */
+static int l_engine_written(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)check_engine(L)->written);
+    return 1;
+}
+
+static int l_engine_sent(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)check_engine(L)->sent);
     return 1;
 }
 
@@ -498,6 +526,23 @@ static int l_engine_capabilities(lua_State *L)
             continue;
         for (j = 0; j < kwlen; j++)
             upper[j] = (kw[j] >= 'a' && kw[j] <= 'z') ? (char)(kw[j] - 32) : kw[j];
+        if (kwlen > 5 && memcmp(upper, "AUTH=", 5) == 0) {
+            /* The pre-RFC 4954 form "AUTH=PLAIN LOGIN" that some servers
+             * still send: the same list as "AUTH PLAIN LOGIN". A proper
+             * AUTH line, when there is one too, wins. */
+            lua_getfield(L, -1, "AUTH");
+            if (lua_isnil(L, -1)) {
+                lua_pushlstring(L, kw + 5, kwlen - 5);
+                if (plen) {
+                    lua_pushliteral(L, " ");
+                    lua_pushlstring(L, params, plen);
+                    lua_concat(L, 3);
+                }
+                lua_setfield(L, -3, "AUTH");
+            }
+            lua_pop(L, 1);
+            continue;
+        }
         lua_pushlstring(L, upper, kwlen);
         if (plen)
             lua_pushlstring(L, params, plen);
@@ -530,6 +575,9 @@ static const luaL_Reg engine_methods[] = {
     {"bdat", l_engine_bdat},
     {"transactions", l_engine_transactions},
     {"can_chain", l_engine_can_chain},
+    {"staged", l_engine_staged},
+    {"written", l_engine_written},
+    {"sent", l_engine_sent},
     {"rset", l_engine_rset},
     {"noop", l_engine_noop},
     {"quit", l_engine_quit},

@@ -486,6 +486,8 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
     if (rc)
         return rc;
     e->challenge = 0;
+    e->auth_challenges = 0;
+    e->auth_cancelled = 0;
     parts[n++] = "AUTH ";
     parts[n++] = mech;
     if (initial[0]) {
@@ -505,6 +507,8 @@ int smtp_engine_auth_response(smtp_engine *e, const char *response)
     if (check_auth_token(response, 12288))
         return SMTP_E_ARGUMENT;
     e->challenge = 0;
+    if (strcmp(response, "*") == 0)
+        e->auth_cancelled = 1;
     parts[0] = response;
     rc = stage_cmd(e, SMTP_CMD_AUTH_STEP, 0, parts, 1);
     return rc ? rc : release_staged(e);
@@ -535,6 +539,11 @@ static smtp_txn *txn_building(smtp_engine *e)
 int smtp_engine_transactions(const smtp_engine *e)
 {
     return e->op == SMTP_OP_TRANSACTION ? e->txn_count : 0;
+}
+
+int smtp_engine_staged(const smtp_engine *e)
+{
+    return e->stage.count;
 }
 
 int smtp_engine_can_chain(const smtp_engine *e)
@@ -700,8 +709,19 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
         e->frame.stuffing = 0;
     smtp_buf_clear(&e->scratch);
     rc = smtp_frame_write(&e->frame, data, len, &e->scratch);
+    /* RFC 3030 ends the message where the last chunk ends: it must end with
+     * CRLF exactly as the same message would after DATA. */
+    if (rc == 0 && last && !e->frame.at_line_start)
+        rc = smtp_buf_append(&e->scratch, "\r\n", 2);
     if (rc)
         return rc;
+    /* Nothing framed (an empty piece, or a CR held for the next one): no
+     * BDAT 0 except the empty terminating BDAT 0 LAST. */
+    if (!last && smtp_buf_len(&e->scratch) == 0) {
+        t->bdat = 1;
+        t->data_staged = 1;
+        return 0;
+    }
     snprintf(line, sizeof line, "BDAT %lu%s", (unsigned long)smtp_buf_len(&e->scratch),
              last ? " LAST" : "");
     parts[0] = line;
@@ -988,10 +1008,12 @@ static void on_transaction_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_r
     case SMTP_CMD_BDAT:
         if (t->failed)
             break;
-        if (!is_2xx(r->code))
-            fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_BDAT, r);
-        else if (c->index == 1)
+        /* BDAT LAST is answered like the end of data: under LMTP with one
+         * reply per accepted recipient, in any mix of 2xx, 4xx and 5xx. */
+        if (c->index == 1)
             on_final_reply(e, c, r);
+        else if (!is_2xx(r->code))
+            fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_BDAT, r);
         break;
     default:
         break;
@@ -1066,7 +1088,12 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         }
         break;
     case SMTP_OP_AUTH:
-        if (r->code == 334) {
+        if (r->code == 334 &&
+            (e->auth_cancelled || ++e->auth_challenges > SMTP_AUTH_MAX_CHALLENGES)) {
+            /* RFC 4954 4: "*" ends the exchange with a 501; another
+             * challenge after it, or too many, is a broken server. */
+            protocol_error(e, SMTP_E_PROTOCOL);
+        } else if (r->code == 334) {
             /* The driver answers through smtp_engine_auth_response. */
             e->challenge = 1;
             if (save_reply(e, r))

@@ -111,6 +111,10 @@ typedef struct smtp_cmd_entry {
     unsigned long long n;
 } smtp_cmd_entry;
 
+/* Challenges one AUTH exchange may take (smtplib's bound): a server that
+ * answers 334 for ever gets a protocol error, not an endless exchange. */
+#define SMTP_AUTH_MAX_CHALLENGES 5
+
 /* Transactions in flight at once: with PIPELINING the next one starts as
  * soon as the previous one's data is written (its outcome still unknown). */
 #define SMTP_TXN_MAX 64
@@ -187,6 +191,8 @@ typedef struct smtp_engine {
     int secure;              /* the channel is TLS (STARTTLS done or implicit) */
     int insecure_auth;       /* the caller allowed AUTH without TLS, by name */
     int challenge;           /* a 334 awaits smtp_engine_auth_response */
+    int auth_challenges;     /* 334s in this AUTH exchange */
+    int auth_cancelled;      /* the client answered "*" */
     int in_body;             /* 354 received, body being written */
     char hello_name[256];
 
@@ -247,6 +253,9 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last);
  * start (smtp_engine_mail) once the newest one's body is complete. */
 int smtp_engine_transactions(const smtp_engine *e);
 int smtp_engine_can_chain(const smtp_engine *e);
+/* Commands staged and not yet released to the output (without PIPELINING
+ * a command waits for the reply to the one before it). */
+int smtp_engine_staged(const smtp_engine *e);
 int smtp_engine_rset(smtp_engine *e);
 int smtp_engine_noop(smtp_engine *e);
 int smtp_engine_quit(smtp_engine *e);

@@ -177,12 +177,22 @@ local function raw_source(raw)
     end, #raw, eightbit, head8
   end
   if io.type(raw) == "file" then
+    -- A file that cannot be read (a directory, a closed stream) is the
+    -- caller's problem, found before anything is sent.
+    local _, perr = raw:read(0)
+    if perr then
+      return errors.fail("argument", "cannot read the message file: " .. tostring(perr))
+    end
     local here = raw:seek()
     local size = here and raw:seek("end")
     if here then raw:seek("set", here) end
     local checker = core.framer()
     return function()
-      local block = raw:read(READ_BLOCK)
+      local block, rerr = raw:read(READ_BLOCK)
+      if not block and rerr then
+        -- A read error is not the end of the file: the data must not end.
+        return nil, "reading the message failed: " .. tostring(rerr)
+      end
       if block then
         local ok, _, line = checker:check(block)
         if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
@@ -219,6 +229,11 @@ end
 local function raw_envelope(spec)
   local env = spec.envelope or {}
   local from = env.from
+  if from == nil and (spec.from == "" or spec.from == "<>") then
+    from = ""
+  end
+  -- "<>" is how the null sender (bounces, RFC 5321 4.5.5) is usually written.
+  if from == "<>" then from = "" end
   if from == nil then
     local list, err = bare_list("from", spec.from)
     if not list then return errors.fail("argument", err) end
@@ -245,6 +260,11 @@ end
 local function prepare(spec)
   local dsn, derr = ext.check_dsn(spec.dsn)
   if derr then return errors.fail("argument", derr) end
+  if spec.message == nil and spec.envelope ~= nil then
+    -- What `message = io.open(path)` gives when the open failed.
+    return errors.fail("argument", "message is nil (an envelope was given without a message;" ..
+      " did io.open fail?)")
+  end
   if spec.message ~= nil then
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end

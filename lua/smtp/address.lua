@@ -5,6 +5,7 @@
 --
 -- An entry is a mailbox { name = "Ann" or nil, address = "ann@example.com" }
 -- or a group { group = "Friends", members = { mailbox, ... } }.
+local errors = require "smtp.errors"
 local core = require "smtp.core"
 local header = require "smtp.header"
 
@@ -198,7 +199,7 @@ function Parser:domain()
     parts[#parts + 1] = self:take().v
   end
   local d = table.concat(parts)
-  if not is_dot_atom(d) then return nil, "invalid domain " .. string.format("%q", d) end
+  if not is_dot_atom(d) then return nil, "invalid domain " .. errors.quote(d) end
   return d
 end
 
@@ -358,9 +359,9 @@ local function mailbox_from_table(x)
   if not ok then return nil, err end
   if type(x.address) ~= "string" then return nil, "address must be a string" end
   local list, perr = M.parse(x.address)
-  if not list then return nil, perr .. " in " .. string.format("%q", x.address) end
+  if not list then return nil, perr .. " in " .. errors.quote(x.address) end
   if #list ~= 1 or list[1].group then
-    return nil, "address must be a single mailbox, got " .. string.format("%q", x.address)
+    return nil, "address must be a single mailbox, got " .. errors.quote(x.address)
   end
   return { name = x.name or list[1].name, address = list[1].address }
 end
@@ -383,7 +384,7 @@ end
 local function add_entry(x, out, nested)
   if type(x) == "string" then
     local list, err = M.parse(x)
-    if not list then return nil, err .. " in " .. string.format("%q", x) end
+    if not list then return nil, err .. " in " .. errors.quote(x) end
     for _, e in ipairs(list) do
       if nested and e.group then return nil, "a group cannot hold a group" end
       out[#out + 1] = e

@@ -27,19 +27,36 @@ function M.fail(kind, text, info)
   return nil, kind .. ": " .. text, info
 end
 
+-- A value quoted for an error text, on one line whatever it holds: %q
+-- would keep a newline as a backslash and a real line break.
+function M.quote(v)
+  return (string.format("%q", tostring(v)):gsub("\\\n", "\\n"))
+end
+
+-- A reply's text without the enhanced status code (RFC 2034) that starts
+-- each of its lines: that code is in `enhanced`.
+function M.text(enhanced, text)
+  if not enhanced or not text then return text end
+  local lines = {}
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    if line:sub(1, #enhanced) == enhanced then
+      line = line:sub(#enhanced + 1):gsub("^ ", "")
+    end
+    lines[#lines + 1] = line
+  end
+  return table.concat(lines, "\n")
+end
+
 -- A reply as users see it.
 function M.reply(code, enhanced, text)
-  return { code = code, enhanced = enhanced, message = text }
+  return { code = code, enhanced = enhanced, message = M.text(enhanced, text) }
 end
 
 -- "550 5.1.1 No such user" on one line, for error messages.
 function M.describe(code, enhanced, text)
   local s = tostring(code)
   if enhanced then s = s .. " " .. enhanced end
-  text = text and text:gsub("\n", " / ") or ""
-  if enhanced and text:sub(1, #enhanced) == enhanced then
-    text = text:sub(#enhanced + 2)
-  end
+  text = text and M.text(enhanced, text):gsub("\n", " / ") or ""
   if text ~= "" then s = s .. " " .. text end
   return s
 end

@@ -148,7 +148,7 @@ local function user_headers(h, level)
     if type(value) == "number" then value = tostring(value) end
     if type(value) ~= "string" then type_error("headers." .. name, "a string", value, level + 1) end
     if not name:match(HEADER_NAME) or #name > 76 then
-      return nil, "invalid header name " .. string.format("%q", name)
+      return nil, "invalid header name " .. errors.quote(name)
     end
     local own = OWN_FIELDS[name:lower()]
     if own then return nil, "header " .. name .. " is written by the composer (use " .. own .. ")" end
@@ -216,11 +216,11 @@ local function header_values(spec, level)
   if spec.message_id then
     v.message_id = check_message_id(spec.message_id)
     if not v.message_id then
-      return nil, "invalid message_id " .. string.format("%q", spec.message_id)
+      return nil, "invalid message_id " .. errors.quote(spec.message_id)
     end
   end
   if spec.message_id_domain and not id_domain(spec.message_id_domain) then
-    return nil, "invalid message_id_domain " .. string.format("%q", spec.message_id_domain)
+    return nil, "invalid message_id_domain " .. errors.quote(spec.message_id_domain)
   end
   local extra, err = user_headers(spec.headers, level + 1)
   if not extra then return nil, err end

@@ -6,6 +6,7 @@
 -- Nothing is ever sent as 8bit: the message is built before anyone knows
 -- whether the server offers 8BITMIME, so every part is 7bit, quoted-
 -- printable or base64.
+local errors = require "smtp.errors"
 local core = require "smtp.core"
 local header = require "smtp.header"
 local mimetypes = require "smtp.mimetypes"
@@ -258,7 +259,7 @@ local function attachment_type(att, filename)
   end
   local base, raw = parse_content_type(att.content_type)
   if not base then
-    return nil, "invalid content_type " .. string.format("%q", att.content_type)
+    return nil, "invalid content_type " .. errors.quote(att.content_type)
   end
   if base:match("^multipart/") then
     return nil, "content_type " .. base .. " cannot be an attachment (the composer builds multiparts)"
@@ -315,7 +316,7 @@ function M.attachment(att)
   if filename then leaf.params[#leaf.params + 1] = { "name", filename, true } end
   if att.content_id ~= nil then
     leaf.content_id = check_content_id(att.content_id)
-    if not leaf.content_id then return nil, "invalid content_id " .. string.format("%q", att.content_id) end
+    if not leaf.content_id then return nil, "invalid content_id " .. errors.quote(att.content_id) end
   end
   ok, err = set_body(leaf, att, raw)
   if not ok then return nil, err end

@@ -68,7 +68,13 @@ function Session:_flush(quiet)
   local out, i = eng:output(), 1
   while i <= #out do
     local n, code, msg = tr:send(out, i)
-    if not n then return nil, code, msg end
+    if not n then
+      -- A failed send may have written part of the span (a cosocket does
+      -- not say how much): count it as maybe sent, so that an end of data
+      -- in it is reported as "may have been accepted", never as not sent.
+      eng:consumed(#out)
+      return nil, code, msg
+    end
     i = i + n
   end
   eng:consumed(#out)
@@ -183,10 +189,10 @@ function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
   local msg = fail_text[fail] or fail
   if summary then
     msg = summary
-    info.message = text
+    info.message = errors.text(enhanced, text)
   elseif code then
     msg = msg .. ": " .. errors.describe(code, enhanced, text)
-    info.message = text
+    info.message = errors.text(enhanced, text)
   elseif perr then
     msg = msg .. ": " .. perr
   end
@@ -225,9 +231,9 @@ function Session:hello(name)
 end
 
 function Session:noop()
-  local ok, err, info = self:_simple(self.engine.noop)
-  if not ok then return nil, err, info end
-  return { code = err, enhanced = info }
+  local ok, code, enhanced, text = self:_simple(self.engine.noop)
+  if not ok then return nil, code, enhanced end
+  return { code = code, enhanced = enhanced, message = errors.text(enhanced, text) }
 end
 
 function Session:rset()

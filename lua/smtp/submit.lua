@@ -22,11 +22,11 @@ function M.check_envelope(from, to)
   if type(to) ~= "table" then return errors.fail("argument", "the envelope recipients must be a list") end
   if #to == 0 then return errors.fail("argument", "no recipients") end
   if not core.valid_address(from) then
-    return errors.fail("argument", "invalid sender address " .. string.format("%q", from))
+    return errors.fail("argument", "invalid sender address " .. errors.quote(from))
   end
   for _, rcpt in ipairs(to) do
     if type(rcpt) ~= "string" or rcpt == "" or not core.valid_address(rcpt) then
-      return errors.fail("argument", "invalid recipient address " .. string.format("%q", tostring(rcpt)))
+      return errors.fail("argument", "invalid recipient address " .. errors.quote(rcpt))
     end
   end
   return true
@@ -82,8 +82,12 @@ local function write_data(self, source)
 end
 
 -- Streams a body as BDAT chunks; the last data chunk carries LAST (an
--- empty message is one empty BDAT LAST).
-local function write_chunks(self, source)
+-- empty message is one empty BDAT LAST). The engine frames each piece and
+-- says how many octets its chunk holds: that is what the transcript shows,
+-- and a piece that framed to nothing is no chunk at all. await(): without
+-- PIPELINING, waits for the reply to the chunk before the next one is read,
+-- so memory stays flat; nil, code, msg when the session ended meanwhile.
+local function write_chunks(self, source, await)
   local eng, trace = self.engine, self.trace
   if trace then
     local ok, code, msg = self:_flush()   -- MAIL and RCPT lines, traced as commands
@@ -101,16 +105,23 @@ local function write_chunks(self, source)
       local piece = (i == 1 and #cur <= CHUNK) and cur or cur:sub(i, i + CHUNK - 1)
       i = i + #piece
       local last = nxt == nil and i > #cur
-      local ok, code, msg = eng:bdat(piece, last)
-      if not ok then return nil, code, msg end
-      sent = true
-      if trace then
-        trace("send", debug.repr(string.format("BDAT %d%s\r\n", #piece, last and " LAST" or "")))
-        trace("send", debug.preview(piece:sub(1, debug.body_preview), #piece))
+      local ok, size, msg = eng:bdat(piece, last)
+      if not ok then return nil, size, msg end
+      if size > 0 or last then
+        sent = true
+        if trace then
+          trace("send", debug.repr(string.format("BDAT %d%s\r\n", size, last and " LAST" or "")))
+          trace("send", debug.preview(piece:sub(1, debug.body_preview), #piece))
+        end
       end
       if trace or eng:pending() >= CHUNK then
-        ok, code, msg = self:_flush(true)
-        if not ok then return nil, code, msg end
+        ok, size, msg = self:_flush(true)
+        if not ok then return nil, size, msg end
+      end
+      if eng:staged() > 0 then
+        ok, size, msg = await()
+        if not ok then return nil, size, msg end
+        if ok == "stop" then return true end   -- a chunk was refused
       end
     until i > #cur
     cur = nxt
@@ -157,7 +168,7 @@ end
 
 local function outcome_done(self, rec, code, enhanced, text)
   local res = { accepted = rec.accepted, refused = rec.refused, code = code,
-                enhanced = enhanced, message = text, message_id = rec.job.message_id }
+                enhanced = enhanced, message = errors.text(enhanced, text), message_id = rec.job.message_id }
   if self.lmtp then
     -- Under LMTP a recipient is delivered only if its own final reply is 2xx.
     local delivered = {}
@@ -174,57 +185,173 @@ local function outcome_done(self, rec, code, enhanced, text)
   return { res }
 end
 
+-- The stage a transaction in flight reached, from its own record: its end
+-- of data counts as written only once the transport took every octet up to
+-- it (rec.end_at, an engine output position), never when merely queued.
+local function stage_reached(eng, rec)
+  if rec.end_at and eng:sent() >= rec.end_at then return "data_end" end
+  if not rec.mail_replied then return "mail" end
+  if rec.rcpt_replied < #rec.job.envelope.to then return "rcpt" end
+  return "data"
+end
+
 -- What the caller learns about a transaction in flight when the connection
--- is lost: after the end of data its fate is unknown.
-local function outcome_lost(rec, kind, text, stage)
-  if kind == "tls" then
-    return { errors.fail(kind, text .. " (waiting for the reply to " .. (stage or "data") .. ")",
-      { stage = stage or "data", temporary = false, accepted = rec.accepted, refused = rec.refused }) }
-  end
-  if rec.body_done then
+-- is lost: after the end of data its fate is unknown; before, it was not sent.
+local function outcome_lost(eng, rec, kind, text)
+  local stage = stage_reached(eng, rec)
+  local info = { stage = stage, temporary = kind ~= "tls", accepted = rec.accepted,
+                 refused = rec.refused }
+  if stage == "data_end" then
     return { errors.fail(kind, text .. " after the end of data was sent: the server may or may" ..
-      " not have accepted the message", { stage = "data_end", temporary = true,
-        accepted = rec.accepted, refused = rec.refused }) }
+      " not have accepted the message", info) }
   end
-  return { errors.fail(kind, text .. " (waiting for the reply to " .. (stage or "data") ..
-    "): the message was not sent", { stage = stage or "data", temporary = true,
-      accepted = rec.accepted, refused = rec.refused }) }
+  return { errors.fail(kind, text .. " (waiting for the reply to " .. stage ..
+    "): the message was not sent", info) }
 end
 
 -- jobs: array of { envelope = { from, to, mail_params, rcpt_params },
 -- source = fn, size = n, message_id = s } or { failed = { nil, err, info } }.
--- opts: window (transactions in flight with CHUNKING), chunking (false to
--- use DATA). Returns one { res } or { nil, err, info } per job, in order.
+-- opts: window (transactions in flight; given as more than 1, it also opts
+-- into blind BDAT: bodies sent before the envelope replies), chunking (false
+-- to use DATA). Returns one { res } or { nil, err, info } per job, in order.
 function M.submit(self, jobs, opts)
   opts = opts or {}
   local eng = self.engine
   local results, recs = {}, {}
   local n, nextj, inflight = #jobs, 1, 0
-  local window = opts.window or self.window or 8
+  local asked = opts.window or self.window
+  local window = asked or 8
   local use_bdat = opts.chunking ~= false and self.chunking ~= false and
     self.capabilities and self.capabilities.CHUNKING ~= nil
-  local awaiting_body, last_cmd, body_rec
+  -- By default no octet of a message leaves before its MAIL and RCPT replies
+  -- are in (as with DATA's 354); a window the caller asked for is blind.
+  local blind = use_bdat and asked ~= nil and asked > 1
+  local awaiting_body, last_cmd
+  local finished   -- the results, once the session has ended
 
-  local function fail_rest(kind, text, stage)
-    for _, rec in pairs(recs) do results[rec.i] = outcome_lost(rec, kind, text, stage) end
+  local function fail_rest(kind, text)
+    for _, rec in pairs(recs) do results[rec.i] = outcome_lost(eng, rec, kind, text) end
+    recs = {}
     for i = nextj, n do
       if not results[i] then
         results[i] = { errors.fail("closed", "the session ended before this message was started: " ..
-          text, { stage = "mail", temporary = true }) }
+          text .. "; the message was not sent", { stage = "pending", temporary = true }) }
       end
     end
+    finished = results
     return results
   end
 
   local function lost(code, msg)
-    local stage = ({ mail = "mail", rcpt = "rcpt", data = "data", dot = "data_end",
-                     bdat = "data_end", rset = "mail" })[eng:waiting_for()]
     self:close()
     local kind = ({ timeout = "timeout", connect = "connect", tls = "tls" })[code] or "closed"
-    return fail_rest(kind, msg or code, stage)
+    return fail_rest(kind, msg or code)
   end
 
-  -- Starts job i; false, code, msg when the session must be abandoned.
+  -- A broken body: no end of data may follow it. Closing the connection
+  -- makes the server discard what it got.
+  local function abandon(rec, code, msg)
+    if code == "line" or code == "source" or code == "unsupported" or code == "size" then
+      self:close()
+      if rec then
+        local kind = (code == "unsupported" or code == "size") and code or "argument"
+        results[rec.i] = { errors.fail(kind, msg .. "; the message was not sent",
+          { stage = "data", temporary = false, accepted = rec.accepted, refused = rec.refused }) }
+        for id, r in pairs(recs) do if r == rec then recs[id] = nil end end
+      end
+      return fail_rest("closed", "the session was closed after a message could not be sent")
+    end
+    return lost(code, msg)
+  end
+
+  local function outcome(kind, txn, code, enhanced, text, fail, cmd)
+    local rec = recs[txn]
+    recs[txn] = nil
+    inflight = inflight - 1
+    rec.reported = true
+    if rec == awaiting_body then awaiting_body = nil end
+    if kind == "done" then
+      results[rec.i] = outcome_done(self, rec, code, enhanced, text)
+    else
+      results[rec.i] = outcome_failed(self, rec, fail, code, enhanced, text, cmd)
+    end
+  end
+
+  -- Takes one event from the engine and acts on it. Returns "idle" when the
+  -- engine has nothing in flight, the results when the session ended, or nil.
+  -- quiet: the output holds message data (traced by its writer).
+  local function pump(quiet)
+    local ok, fcode, fmsg = self:_flush(quiet)
+    if not ok then return lost(fcode, fmsg) end
+    local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
+    if kind == "need_input" then
+      if eng:pending() == 0 then
+        local read, why, rcode, rmsg = self:_read()
+        if not read then
+          if why == "lost" then return lost(rcode, rmsg) end
+          return fail_rest("protocol", rcode)
+        end
+      end
+    elseif kind == "reply" then
+      last_cmd = cmd
+      if self.trace then self:_trace_reply(cmd, code, text) end
+      local rec = txn and recs[txn]
+      if rec and cmd == "mail" then
+        rec.mail_replied = true
+      elseif rec and cmd == "rcpt" then
+        rec.rcpt_replied = rec.rcpt_replied + 1
+        local rcpt = rec.job.envelope.to[index]
+        if is_2xx(code) then
+          rec.accepted[#rec.accepted + 1] = rcpt
+        else
+          rec.refused[rcpt] = errors.reply(code, enhanced, text)
+        end
+      elseif rec and self.lmtp and index and (cmd == "dot" or cmd == "bdat") then
+        local rcpt = rec.accepted[index]
+        if rcpt then rec.replies[rcpt] = errors.reply(code, enhanced, text) end
+      end
+    elseif kind == "need_body" then
+      local rec = awaiting_body
+      awaiting_body = nil
+      local wok, wcode, wmsg = write_data(self, rec.source)
+      if not wok then return abandon(rec, wcode, wmsg) end
+      rec.end_at = eng:written()
+    elseif (kind == "done" or kind == "failed") and txn then
+      outcome(kind, txn, code, enhanced, text, fail, cmd)
+    elseif kind == "failed" then
+      -- The session itself failed (a malformed reply, a 421): every
+      -- transaction in flight and every one not started fails with it.
+      if cmd == "none" then cmd = last_cmd end
+      local _, err, info = self:_failure(fail, code, enhanced, text, perr, cmd, {})
+      self:close()
+      for _, rec in pairs(recs) do
+        local e2 = {}
+        for k, v in pairs(info) do e2[k] = v end
+        e2.accepted, e2.refused = rec.accepted, rec.refused
+        e2.stage = stage_reached(eng, rec)
+        results[rec.i] = { nil, err, e2 }
+      end
+      recs = {}
+      return fail_rest(info.kind, err)
+    elseif kind == "idle" then
+      return "idle"
+    else
+      error("smtp: unexpected engine event '" .. tostring(kind) .. "' while submitting")
+    end
+  end
+
+  -- Runs the engine until cond() holds or it has nothing left in flight.
+  local function pump_until(cond, quiet)
+    while not cond() do
+      local r = pump(quiet)
+      if finished then return nil end
+      if r == "idle" then break end
+    end
+    return true
+  end
+
+  -- Starts job i; false, code, msg when the session must be abandoned
+  -- (rec: the transaction whose body failed, if any).
   local function start(i)
     local job = jobs[i]
     if job.failed then results[i] = job.failed return true end
@@ -256,35 +383,32 @@ function M.submit(self, jobs, opts)
         return false, "closed", "too many recipients for one session"
       end
     end
-    local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {} }
+    local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {},
+                  rcpt_replied = 0 }
     recs[id] = rec
     inflight = inflight + 1
-    if use_bdat then
-      body_rec = rec
-      local wok, wcode, wmsg = write_chunks(self, source)
-      body_rec = nil
-      if not wok then return false, wcode, wmsg end
-      rec.body_done = true
-    else
+    if not use_bdat then
       eng:data()
       awaiting_body = rec
+      return true
     end
-    return true
-  end
-
-  -- A broken body: no end of data may follow it. Closing the connection
-  -- makes the server discard what it got.
-  local function abandon(rec, code, msg)
-    if code == "line" or code == "source" or code == "unsupported" then
-      self:close()
-      if rec then
-        results[rec.i] = { errors.fail(code == "unsupported" and code or "argument",
-          msg .. "; the message was not sent", { stage = "data", temporary = false }) }
-        for id, r in pairs(recs) do if r == rec then recs[id] = nil end end
+    if not blind then
+      -- The transaction exists only once its envelope replies are in: run
+      -- until the engine has nothing in flight (it reports a refused
+      -- envelope as this transaction's failure first).
+      if not pump_until(function() return rec.reported end) then return true end
+      if rec.reported then return true end
+    end
+    local wok, wcode, wmsg = write_chunks(self, source, function()
+      if not pump_until(function() return eng:staged() == 0 or rec.reported end, true) then
+        return nil, "ended"
       end
-      return fail_rest("closed", "the session was closed after a message could not be sent")
-    end
-    return lost(code, msg)
+      return rec.reported and "stop" or true
+    end)
+    if finished then return true end
+    if not wok then return false, wcode, wmsg, rec end
+    rec.end_at = eng:written()
+    return true
   end
 
   while true do
@@ -292,70 +416,15 @@ function M.submit(self, jobs, opts)
         ((inflight == 0 and eng:transactions() == 0) or eng:can_chain()) do
       local i = nextj
       nextj = nextj + 1
-      local ok, code, msg = start(i)
-      if not ok then return abandon(body_rec, code, msg) end
+      local ok, code, msg, rec = start(i)
+      if finished then return finished end
+      if not ok then return abandon(rec, code, msg) end
     end
     if inflight == 0 and nextj > n then return results end
-
-    local ok, fcode, fmsg = self:_flush()
-    if not ok then return lost(fcode, fmsg) end
-    local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
-    if kind == "need_input" then
-      if eng:pending() == 0 then
-        local read, why, rcode, rmsg = self:_read()
-        if not read then
-          if why == "lost" then return lost(rcode, rmsg) end
-          return fail_rest("protocol", rcode)
-        end
-      end
-    elseif kind == "reply" then
-      last_cmd = cmd
-      if self.trace then self:_trace_reply(cmd, code, text) end
-      local rec = txn and recs[txn]
-      if rec and cmd == "rcpt" then
-        local rcpt = rec.job.envelope.to[index]
-        if is_2xx(code) then
-          rec.accepted[#rec.accepted + 1] = rcpt
-        else
-          rec.refused[rcpt] = errors.reply(code, enhanced, text)
-        end
-      elseif rec and self.lmtp and index and (cmd == "dot" or cmd == "bdat") then
-        local rcpt = rec.accepted[index]
-        if rcpt then rec.replies[rcpt] = errors.reply(code, enhanced, text) end
-      end
-    elseif kind == "need_body" then
-      local rec = awaiting_body
-      awaiting_body = nil
-      local wok, wcode, wmsg = write_data(self, rec.source)
-      if not wok then return abandon(rec, wcode, wmsg) end
-      rec.body_done = true
-    elseif (kind == "done" or kind == "failed") and txn then
-      local rec = recs[txn]
-      recs[txn] = nil
-      inflight = inflight - 1
-      if rec == awaiting_body then awaiting_body = nil end
-      if kind == "done" then
-        results[rec.i] = outcome_done(self, rec, code, enhanced, text)
-      else
-        results[rec.i] = outcome_failed(self, rec, fail, code, enhanced, text, cmd)
-      end
-    elseif kind == "failed" then
-      -- The session itself failed (a malformed reply, a 421): every
-      -- transaction in flight and every one not started fails with it.
-      if cmd == "none" then cmd = last_cmd end
-      local _, err, info = self:_failure(fail, code, enhanced, text, perr, cmd, {})
-      self:close()
-      for _, rec in pairs(recs) do
-        local e2 = {}
-        for k, v in pairs(info) do e2[k] = v end
-        e2.accepted, e2.refused = rec.accepted, rec.refused
-        if rec.body_done and fail ~= "closing" then e2.stage = "data_end" end
-        results[rec.i] = { nil, err, e2 }
-      end
-      recs = {}
-      return fail_rest(info.kind, err)
-    else
-      error("smtp: unexpected engine event '" .. tostring(kind) .. "' while submitting")
+    local r = pump()
+    if finished then return finished end
+    if r == "idle" and not awaiting_body then
+      error("smtp: engine idle while transactions were expected")
     end
   end
 end
