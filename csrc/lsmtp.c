@@ -1251,6 +1251,29 @@ static size_t header_length(const char *s, size_t len)
 
 /* core.inspect(raw) -> true, eightbit, header_eightbit | nil, "line", n:
  * what a raw message needs, in one C pass instead of Lua patterns. */
+/* The size a message has on the wire after CRLF normalisation (bare CR and
+ * bare LF become CRLF, a missing final CRLF is added): what SIZE= declares
+ * (RFC 1870: CRLF pairs counted, dot-stuffing and the final dot not). */
+static size_t normalized_size(const char *s, size_t len)
+{
+    size_t n = len, i;
+    for (i = 0; i < len; i++) {
+        if (s[i] == '\r') {
+            if (i + 1 < len && s[i + 1] == '\n')
+                i++;
+            else
+                n++;
+        } else if (s[i] == '\n') {
+            n++;
+        }
+    }
+    if (len > 0 && s[len - 1] != '\n' && s[len - 1] != '\r')
+        n += 2;
+    return n;
+}
+
+/* core.inspect(raw) -> true, eightbit, eightbit_headers, wire_size
+ *                    | nil, "line", message */
 static int l_inspect(lua_State *L)
 {
     size_t len, head;
@@ -1260,19 +1283,21 @@ static int l_inspect(lua_State *L)
     if (smtp_frame_check(&f, s, len) == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushinteger(L, (lua_Integer)f.error_line);
+        lua_pushfstring(L, "message line %d is longer than 998 octets (RFC 5322 2.1.1)",
+                        (int)f.error_line);
         return 3;
     }
     lua_pushboolean(L, 1);
     if (!has_8bit((const unsigned char *)s, len)) {
         lua_pushboolean(L, 0);
         lua_pushboolean(L, 0);
-        return 3;
+    } else {
+        head = header_length(s, len);
+        lua_pushboolean(L, 1);
+        lua_pushboolean(L, has_8bit((const unsigned char *)s, head));
     }
-    head = header_length(s, len);
-    lua_pushboolean(L, 1);
-    lua_pushboolean(L, has_8bit((const unsigned char *)s, head));
-    return 3;
+    lua_pushinteger(L, (lua_Integer)normalized_size(s, len));
+    return 4;
 }
 
 /* core.valid_address(s): the engine's own rule for envelope addresses, so

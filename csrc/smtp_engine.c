@@ -852,9 +852,10 @@ static int failure_reported(const smtp_engine *e)
  * session is not trusted with another command. */
 static void unexpected_input(smtp_engine *e)
 {
-    int txn_ok = e->op == SMTP_OP_TRANSACTION && e->txn_count > 0 &&
-                 e->txns[e->txn_head].done;
-    if ((e->op_finished && e->op_fail == SMTP_FAIL_NONE) || txn_ok) {
+    /* In a transaction, one reply too many means replies may have shifted
+     * (a duplicated 250 taken for a later command's): no outcome still
+     * unreported can be trusted, so every one fails with the session. */
+    if (e->op_finished && e->op_fail == SMTP_FAIL_NONE && e->op != SMTP_OP_TRANSACTION) {
         e->error = SMTP_E_PROTOCOL;
         e->dead = 1;
         drop_staged(e);
@@ -1153,6 +1154,10 @@ static int txn_report(smtp_engine *e, smtp_event *ev)
         return 0;
     t = txn_at(e, e->txn_head);
     if (!(t->done || t->failed) || t->pending > 0)
+        return 0;
+    /* Replies already received are parsed first: one too many among them
+     * shows that this outcome may rest on a shifted reply. */
+    if (!e->dead && memchr(smtp_buf_ptr(&e->in), '\n', smtp_buf_len(&e->in)))
         return 0;
     if (e->in_body && e->txn_count == 1)
         return 0;

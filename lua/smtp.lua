@@ -164,17 +164,16 @@ end
 -- (nil when unknown) or nil, err, info.
 local function raw_source(raw)
   if type(raw) == "string" then
-    local ok, eightbit, head8 = core.inspect(raw)
+    local ok, eightbit, head8, wire_size = core.inspect(raw)
     if not ok then
-      return errors.fail("argument", "message line " .. head8 ..
-        " is longer than 998 octets (RFC 5322 2.1.1); encode the body", { stage = "data" })
+      return errors.fail("argument", head8 .. "; encode the body", { stage = "data" })
     end
     local done = false
     return function()
       if done then return nil end
       done = true
       return raw
-    end, #raw, eightbit, head8
+    end, wire_size, eightbit, head8
   end
   if io.type(raw) == "file" then
     -- A file that cannot be read (a directory, a closed stream) is the
@@ -183,9 +182,6 @@ local function raw_source(raw)
     if perr then
       return errors.fail("argument", "cannot read the message file: " .. tostring(perr))
     end
-    local here = raw:seek()
-    local size = here and raw:seek("end")
-    if here then raw:seek("set", here) end
     local checker = core.framer()
     return function()
       local block, rerr = raw:read(READ_BLOCK)
@@ -198,7 +194,7 @@ local function raw_source(raw)
         if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
       end
       return block
-    end, size and (size - here) or nil
+    end, nil   -- its size on the wire is unknown until read (bare LFs grow)
   end
   if type(raw) == "function" then
     local checker = core.framer()
@@ -256,6 +252,37 @@ local function raw_envelope(spec)
   return { from = from, to = to }
 end
 
+-- How much of a streamed message is read ahead to find its header section.
+local HEAD_PEEK = 65536
+
+-- Reads a streamed message's header section ahead (at most HEAD_PEEK
+-- octets) so that MAIL can declare SMTPUTF8 when the headers need it.
+-- Returns a source that replays what was read, and whether the header
+-- section has 8-bit octets.
+local function peek_headers(src)
+  local buf, text, got = {}, "", 0
+  local ended, failure
+  while got < HEAD_PEEK do
+    local chunk, err = src()
+    if chunk == nil then
+      ended, failure = true, err
+      break
+    end
+    buf[#buf + 1] = chunk
+    got = got + #chunk
+    text = text .. chunk
+    if text:find("\n\r?\n") or text:find("^\r?\n") then break end
+  end
+  local head = text:match("^(.-\n)\r?\n") or text
+  local i = 0
+  return function()
+    i = i + 1
+    if buf[i] then return buf[i] end
+    if ended then return nil, failure end
+    return src()
+  end, head:find("[\128-\255]") ~= nil
+end
+
 -- Prepares what one message needs: envelope, source, size, message_id.
 local function prepare(spec)
   local dsn, derr = ext.check_dsn(spec.dsn)
@@ -275,6 +302,8 @@ local function prepare(spec)
     if type(raw) == "string" then
       -- Known content: say exactly what it needs.
       job.eightbit, job.utf8_headers = eightbit, head8
+    elseif type(raw) == "function" or io.type(raw) == "file" then
+      job.source, job.utf8_headers = peek_headers(source)
     elseif type(raw) == "table" and getmetatable(raw) == message.Message then
       job.eightbit = false
     end

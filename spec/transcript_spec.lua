@@ -81,7 +81,7 @@ local cases = {
       assert.same({}, res.refused)
       assert.equal(250, res.code)
       assert.equal("2.0.0", res.enhanced)
-      assert.equal("2.0.0 Ok: queued as 4F2A1", res.message)
+      assert.equal("Ok: queued as 4F2A1", res.message)  -- the code is in enhanced
     end,
   },
   {
@@ -117,7 +117,7 @@ local cases = {
       assert.equal("5.1.1", r.enhanced)
       assert.matches("User unknown", r.message, 1, true)
       assert.is_nil(res.refused["bob@example.net"])
-      assert.equal("2.0.0 Ok: queued as 7C3B9", res.message)
+      assert.equal("Ok: queued as 7C3B9", res.message)
     end,
   },
   {

@@ -11,6 +11,29 @@ function M.xtext(s)
   return (s:gsub("[^!-*,-<>-~]", function(c) return string.format("+%02X", c:byte()) end))
 end
 
+-- RFC 6533 3 utf-8-addr-xtext, for ORCPT: ASCII but "+", "=", "\\" and
+-- controls as itself, every other character as \x{HEX} of its code point.
+function M.utf8_xtext(s)
+  local out = {}
+  -- Decoded by hand: Lua 5.1 and LuaJIT have no utf8 library.
+  for ch in s:gmatch("[\1-\127\192-\255][\128-\191]*") do
+    local b, cp = ch:byte(1), 0
+    if b < 0x80 then
+      cp = b
+    else
+      local n = #ch
+      cp = b % (2 ^ (7 - n))
+      for k = 2, n do cp = cp * 64 + ch:byte(k) % 64 end
+    end
+    if cp >= 0x21 and cp <= 0x7e and cp ~= 0x2b and cp ~= 0x3d and cp ~= 0x5c then
+      out[#out + 1] = string.char(cp)
+    else
+      out[#out + 1] = string.format("\\x{%X}", math.floor(cp))
+    end
+  end
+  return table.concat(out)
+end
+
 local notify_words = { never = "NEVER", success = "SUCCESS", failure = "FAILURE", delay = "DELAY" }
 
 -- Validates a dsn option and returns it normalised, or nil, message.
@@ -69,7 +92,9 @@ function M.params(caps, job)
     mail[#mail + 1] = "SMTPUTF8"
   end
   local guard = false
-  if job.eightbit or utf8 then
+  -- A UTF-8 envelope alone needs SMTPUTF8, not 8BITMIME: the content may
+  -- still be 7-bit. UTF-8 headers are 8-bit content.
+  if job.eightbit or job.utf8_headers then
     if not caps["8BITMIME"] then
       return errors.fail("unsupported", "the message has 8-bit data and the server does not" ..
         " offer 8BITMIME", { stage = "mail", temporary = false })
@@ -95,7 +120,8 @@ function M.params(caps, job)
     local fixed = table.concat(rcpt_extra, " ")
     rcpt_params = function(addr)
       if dsn.orcpt then
-        local orcpt = (utf8 and "utf-8;" or "rfc822;") .. M.xtext(addr)
+        local orcpt = has_non_ascii(addr) and ("utf-8;" .. M.utf8_xtext(addr))
+          or ("rfc822;" .. M.xtext(addr))
         return fixed == "" and ("ORCPT=" .. orcpt) or (fixed .. " ORCPT=" .. orcpt)
       end
       return fixed

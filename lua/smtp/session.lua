@@ -103,6 +103,9 @@ end
 function Session:_read()
   local data, code, msg = self.transport:receive()
   if not data then return nil, "lost", code, msg end
+  -- Kept (a reference, no copy) so that a reply the engine cannot parse
+  -- still reaches the transcript.
+  self._last_input = data
   local fed, _, fmsg = self.engine:feed(data)
   if not fed then
     self:close()
@@ -195,6 +198,9 @@ function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
     info.message = errors.text(enhanced, text)
   elseif perr then
     msg = msg .. ": " .. perr
+    if self.trace and self._last_input then
+      self.trace("reply", debug.repr(self._last_input, "b") .. " (" .. perr .. ")")
+    end
   end
   if self.engine:dead() then self:close() end
   if fail == "closing" then info.temporary = true end

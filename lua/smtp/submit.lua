@@ -228,11 +228,12 @@ function M.submit(self, jobs, opts)
   local blind = use_bdat and asked ~= nil and asked > 1
   local awaiting_body, last_cmd
   local finished   -- the results, once the session has ended
+  local retry, retried = {}, {}   -- jobs to start again, unchained (see outcome)
 
   local function fail_rest(kind, text)
     for _, rec in pairs(recs) do results[rec.i] = outcome_lost(eng, rec, kind, text) end
     recs = {}
-    for i = nextj, n do
+    for i = 1, n do
       if not results[i] then
         results[i] = { errors.fail("closed", "the session ended before this message was started: " ..
           text .. "; the message was not sent", { stage = "pending", temporary = true }) }
@@ -270,6 +271,15 @@ function M.submit(self, jobs, opts)
     inflight = inflight - 1
     rec.reported = true
     if rec == awaiting_body then awaiting_body = nil end
+    if kind == "failed" and fail == "sender" and code == 503 and rec.chained and
+        not retried[rec.i] and not rec.body_started then
+      -- Some servers (Haraka) refuse a MAIL pipelined after an end of data
+      -- with 503: that says nothing of the sender. Stop chaining and send
+      -- this transaction once more on its own.
+      self.no_chaining, retried[rec.i] = true, true
+      retry[#retry + 1] = rec.i
+      return
+    end
     if kind == "done" then
       results[rec.i] = outcome_done(self, rec, code, enhanced, text)
     else
@@ -313,6 +323,7 @@ function M.submit(self, jobs, opts)
     elseif kind == "need_body" then
       local rec = awaiting_body
       awaiting_body = nil
+      rec.body_started = true
       local wok, wcode, wmsg = write_data(self, rec.source)
       if not wok then return abandon(rec, wcode, wmsg) end
       rec.end_at = eng:written()
@@ -328,7 +339,10 @@ function M.submit(self, jobs, opts)
         local e2 = {}
         for k, v in pairs(info) do e2[k] = v end
         e2.accepted, e2.refused = rec.accepted, rec.refused
+        -- A reply (a 421) names the command it answered; but an end of
+        -- data already written stays "may have been accepted".
         e2.stage = stage_reached(eng, rec)
+        if e2.stage ~= "data_end" and code then e2.stage = info.stage end
         results[rec.i] = { nil, err, e2 }
       end
       recs = {}
@@ -384,7 +398,7 @@ function M.submit(self, jobs, opts)
       end
     end
     local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {},
-                  rcpt_replied = 0 }
+                  rcpt_replied = 0, chained = inflight > 0 }
     recs[id] = rec
     inflight = inflight + 1
     if not use_bdat then
@@ -399,10 +413,15 @@ function M.submit(self, jobs, opts)
       if not pump_until(function() return rec.reported end) then return true end
       if rec.reported then return true end
     end
+    rec.body_started = true
     local wok, wcode, wmsg = write_chunks(self, source, function()
       if not pump_until(function() return eng:staged() == 0 or rec.reported end, true) then
         return nil, "ended"
       end
+      -- What was released goes out now, as message data: the main loop
+      -- would trace it as commands.
+      local fok, fcode, fmsg = self:_flush(true)
+      if not fok then return nil, fcode, fmsg end
       return rec.reported and "stop" or true
     end)
     if finished then return true end
@@ -412,15 +431,18 @@ function M.submit(self, jobs, opts)
   end
 
   while true do
-    while nextj <= n and not awaiting_body and inflight < window and
-        ((inflight == 0 and eng:transactions() == 0) or eng:can_chain()) do
-      local i = nextj
-      nextj = nextj + 1
+    while (retry[1] or nextj <= n) and not awaiting_body and inflight < window and
+        ((inflight == 0 and eng:transactions() == 0) or (eng:can_chain() and not self.no_chaining)) do
+      local i = table.remove(retry, 1)
+      if not i then
+        i = nextj
+        nextj = nextj + 1
+      end
       local ok, code, msg, rec = start(i)
       if finished then return finished end
       if not ok then return abandon(rec, code, msg) end
     end
-    if inflight == 0 and nextj > n then return results end
+    if inflight == 0 and nextj > n and not retry[1] then return results end
     local r = pump()
     if finished then return finished end
     if r == "idle" and not awaiting_body then
