@@ -17,7 +17,8 @@ function M.utf8_xtext(s)
   local out = {}
   -- Decoded by hand: Lua 5.1 and LuaJIT have no utf8 library.
   for ch in s:gmatch("[\1-\127\192-\255][\128-\191]*") do
-    local b, cp = ch:byte(1), 0
+    local b = ch:byte(1)
+    local cp
     if b < 0x80 then
       cp = b
     else

@@ -4,7 +4,7 @@
 -- may yield inside it.
 local core = require "smtp.core"
 local errors = require "smtp.errors"
-local debug = require "smtp.debug"
+local transcript = require "smtp.transcript"
 local submit = require "smtp.submit"
 
 local M = {}
@@ -30,7 +30,7 @@ function Session:_trace_commands(out)
     if self._auth_active and not line:match("^AUTH ") then
       line = "<redacted>\r\n"   -- an AUTH response line
     end
-    self.trace("send", debug.repr(debug.redact_command(line)))
+    self.trace("send", transcript.repr(transcript.redact_command(line)))
   end
 end
 
@@ -44,13 +44,13 @@ function Session:_trace_reply(cmd, code, text)
   for i = 1, n do
     local sep = i < n and "-" or " "
     local l = lines[i]
-    trace("reply", debug.repr(code .. (l == "" and i == n and "" or sep .. l) .. "\r\n", "b"))
+    trace("reply", transcript.repr(code .. (l == "" and i == n and "" or sep .. l) .. "\r\n", "b"))
   end
-  trace("reply", string.format("retcode (%d); Msg: %s", code, debug.repr(text, "b")))
+  trace("reply", string.format("retcode (%d); Msg: %s", code, transcript.repr(text, "b")))
   if cmd == "greeting" then
-    trace("connect", debug.repr(text, "b"))
+    trace("connect", transcript.repr(text, "b"))
   elseif cmd == "data" or cmd == "dot" then
-    trace("data", string.format("(%d, %s)", code, debug.repr(text, "b")))
+    trace("data", string.format("(%d, %s)", code, transcript.repr(text, "b")))
   end
 end
 
@@ -199,7 +199,7 @@ function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
   elseif perr then
     msg = msg .. ": " .. perr
     if self.trace and self._last_input then
-      self.trace("reply", debug.repr(self._last_input, "b") .. " (" .. perr .. ")")
+      self.trace("reply", transcript.repr(self._last_input, "b") .. " (" .. perr .. ")")
     end
   end
   if self.engine:dead() then self:close() end

@@ -5,7 +5,7 @@
 -- as BDAT chunks without waiting for a go-ahead.
 local core = require "smtp.core"
 local errors = require "smtp.errors"
-local debug = require "smtp.debug"
+local transcript = require "smtp.transcript"
 local ext = require "smtp.extensions"
 
 local M = {}
@@ -58,7 +58,9 @@ local function write_data(self, source)
       if serr then return nil, skind or "source", serr end
       break
     end
-    if preview and total < debug.body_preview then preview[#preview + 1] = chunk:sub(1, debug.body_preview - total) end
+    if preview and total < transcript.body_preview then
+      preview[#preview + 1] = chunk:sub(1, transcript.body_preview - total)
+    end
     total = total + #chunk
     local i = 1
     while i <= #chunk do
@@ -75,7 +77,7 @@ local function write_data(self, source)
   eng:body_end()
   if preview then
     local ok, code, msg = self:_flush(true)
-    self.trace("send", debug.preview(table.concat(preview), total))
+    self.trace("send", transcript.preview(table.concat(preview), total))
     if not ok then return nil, code, msg end
   end
   return true
@@ -110,8 +112,8 @@ local function write_chunks(self, source, await)
       if size > 0 or last then
         sent = true
         if trace then
-          trace("send", debug.repr(string.format("BDAT %d%s\r\n", size, last and " LAST" or "")))
-          trace("send", debug.preview(piece:sub(1, debug.body_preview), #piece))
+          trace("send", transcript.repr(string.format("BDAT %d%s\r\n", size, last and " LAST" or "")))
+          trace("send", transcript.preview(piece:sub(1, transcript.body_preview), #piece))
         end
       end
       if trace or eng:pending() >= CHUNK then
@@ -129,7 +131,7 @@ local function write_chunks(self, source, await)
   if not sent then
     eng:bdat("", true)
     if trace then
-      trace("send", debug.repr("BDAT 0 LAST\r\n"))
+      trace("send", transcript.repr("BDAT 0 LAST\r\n"))
       local ok, code, msg = self:_flush(true)
       if not ok then return nil, code, msg end
     end

@@ -1,0 +1,172 @@
+-- Preparing one message for submission: its envelope, its source (the
+-- chunks of the message as they go on the wire), its size on the wire when
+-- known, and what it must declare (8BITMIME, SMTPUTF8, DSN). Everything here
+-- runs before a connection exists, so bad input fails before anything is sent.
+local core = require "smtp.core"
+local errors = require "smtp.errors"
+local address = require "smtp.address"
+local message = require "smtp.message"
+local ext = require "smtp.extensions"
+
+local M = {}
+
+local READ_BLOCK = 65536
+
+-- A message source from what the caller gave: a raw string, an open file,
+-- a function returning chunks, or a message object. Returns source, size
+-- (nil when unknown) or nil, err, info.
+local function raw_source(raw)
+  if type(raw) == "string" then
+    local ok, eightbit, head8, wire_size = core.inspect(raw)
+    if not ok then
+      return errors.fail("argument", head8 .. "; encode the body", { stage = "data" })
+    end
+    local done = false
+    return function()
+      if done then return nil end
+      done = true
+      return raw
+    end, wire_size, eightbit, head8
+  end
+  if io.type(raw) == "file" then
+    -- A file that cannot be read (a directory, a closed stream) is the
+    -- caller's problem, found before anything is sent.
+    local _, perr = raw:read(0)
+    if perr then
+      return errors.fail("argument", "cannot read the message file: " .. tostring(perr))
+    end
+    local checker = core.framer()
+    return function()
+      local block, rerr = raw:read(READ_BLOCK)
+      if not block and rerr then
+        -- A read error is not the end of the file: the data must not end.
+        return nil, "reading the message failed: " .. tostring(rerr)
+      end
+      if block then
+        local ok, _, line = checker:check(block)
+        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+      end
+      return block
+    end, nil   -- its size on the wire is unknown until read (bare LFs grow)
+  end
+  if type(raw) == "function" then
+    local checker = core.framer()
+    return function()
+      local chunk, err = raw()
+      if type(chunk) == "string" then
+        local ok, _, line = checker:check(chunk)
+        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+      end
+      return chunk, err
+    end, nil
+  end
+  if type(raw) == "table" and raw.source then
+    return raw:source(), raw.size
+  end
+  error("smtp: 'message' must be a string, a file, a function or a message object", 4)
+end
+
+local function bare_list(field, v)
+  local list, err = address.normalize(v)
+  if not list then return nil, field .. ": " .. err end
+  local out = {}
+  for _, m in ipairs(list) do out[#out + 1] = m.address end
+  return out
+end
+
+-- The envelope for a raw message: envelope = { from, to } or from/to/cc/bcc.
+local function raw_envelope(spec)
+  local env = spec.envelope or {}
+  local from = env.from
+  if from == nil and (spec.from == "" or spec.from == "<>") then
+    from = ""
+  end
+  -- "<>" is how the null sender (bounces, RFC 5321 4.5.5) is usually written.
+  if from == "<>" then from = "" end
+  if from == nil then
+    local list, err = bare_list("from", spec.from)
+    if not list then return errors.fail("argument", err) end
+    from = list[1]
+  end
+  if type(from) ~= "string" then
+    return errors.fail("argument", "a sender is required (from or envelope.from)")
+  end
+  local to = env.to
+  if to == nil then
+    to = {}
+    for _, field in ipairs({ "to", "cc", "bcc" }) do
+      local list, err = bare_list(field, spec[field])
+      if not list then return errors.fail("argument", err) end
+      for _, a in ipairs(list) do to[#to + 1] = a end
+    end
+  elseif type(to) == "string" then
+    to = { to }
+  end
+  return { from = from, to = to }
+end
+
+-- How much of a streamed message is read ahead to find its header section.
+local HEAD_PEEK = 65536
+
+-- Reads a streamed message's header section ahead (at most HEAD_PEEK
+-- octets) so that MAIL can declare SMTPUTF8 when the headers need it.
+-- Returns a source that replays what was read, and whether the header
+-- section has 8-bit octets.
+local function peek_headers(src)
+  local buf, text, got = {}, "", 0
+  local ended, failure
+  while got < HEAD_PEEK do
+    local chunk, err = src()
+    if chunk == nil then
+      ended, failure = true, err
+      break
+    end
+    buf[#buf + 1] = chunk
+    got = got + #chunk
+    text = text .. chunk
+    if text:find("\n\r?\n") or text:find("^\r?\n") then break end
+  end
+  local head = text:match("^(.-\n)\r?\n") or text
+  local i = 0
+  return function()
+    i = i + 1
+    if buf[i] then return buf[i] end
+    if ended then return nil, failure end
+    return src()
+  end, head:find("[\128-\255]") ~= nil
+end
+
+-- Prepares what one message needs: envelope, source, size, message_id.
+function M.prepare(spec)
+  local dsn, derr = ext.check_dsn(spec.dsn)
+  if derr then return errors.fail("argument", derr) end
+  if spec.message == nil and spec.envelope ~= nil then
+    -- What `message = io.open(path)` gives when the open failed.
+    return errors.fail("argument", "message is nil (an envelope was given without a message;" ..
+      " did io.open fail?)")
+  end
+  if spec.message ~= nil then
+    local env, err, info = raw_envelope(spec)
+    if not env then return nil, err, info end
+    local raw = spec.message
+    local source, size, eightbit, head8 = raw_source(raw)
+    if not source then return nil, size, eightbit end
+    local job = { envelope = env, source = source, size = size, dsn = dsn }
+    if type(raw) == "string" then
+      -- Known content: say exactly what it needs.
+      job.eightbit, job.utf8_headers = eightbit, head8
+    elseif type(raw) == "function" or io.type(raw) == "file" then
+      job.source, job.utf8_headers = peek_headers(source)
+    elseif type(raw) == "table" and getmetatable(raw) == message.Message then
+      job.eightbit = false
+    end
+    return job
+  end
+  local msg, err, info = message.new(spec)
+  if not msg then return nil, err, info end
+  return { envelope = msg.envelope, source = msg:source(), size = msg.size,
+           message_id = msg.message_id, dsn = dsn, eightbit = false }
+end
+
+
+return M
