@@ -608,10 +608,13 @@ describe("smtp.send against a faulty server #socket", function()
                                     helo = "client.test" }
       assert.is_table(s, cerr)
       local o = opts(srv.port)
-      local ok, res, err = pcall(s.send, s, o)
+      local ok, res, err, info = pcall(s.send, s, o)
       assert.is_true(ok, tostring(res))
-      -- The message was accepted before the extra reply came.
-      assert.is_table(res, err)
+      -- One reply too many in the same read: the 250 may be a shifted reply,
+      -- so the outcome is a protocol error that may have been delivered.
+      assert.is_nil(res)
+      assert.matches("^protocol: ", err)
+      assert.equal("data_end", info.stage)
       ok, res, err = pcall(s.send, s, o)
       assert.is_true(ok, tostring(res))
       assert.is_nil(res)

@@ -8,6 +8,52 @@ M.kinds = {
   size = true, unsupported = true, argument = true,
 }
 
+-- Every code smtp.core and the transports return (nil, code, message), as
+-- the public kind. The one table for it: an unknown code is a bug.
+local code_kind = {
+  argument = "argument", line = "argument", limit = "argument", source = "argument",
+  size = "size", unsupported = "unsupported",
+  timeout = "timeout", closed = "closed", io = "closed", connect = "connect",
+  protocol = "protocol", tls = "tls", insecure = "auth",
+}
+
+function M.kind_of(code)
+  return assert(code_kind[code], "smtp: unknown error code " .. tostring(code))
+end
+
+function M.is_code(code)
+  return code_kind[code] ~= nil
+end
+
+-- The stage each engine command stands for (info.stage). A refused BDAT
+-- chunk counts as the end of data: the data was refused.
+M.stage_of = {
+  greeting = "greeting", ehlo = "hello", helo = "hello", lhlo = "hello",
+  starttls = "starttls", auth = "auth", mail = "mail", rcpt = "rcpt", data = "data",
+  dot = "data_end", bdat = "data_end", rset = "rset", noop = "noop", quit = "quit",
+}
+
+-- Where the engine says an operation failed (its event's `fail`), as the
+-- public kind, and the words that open the error text.
+M.fail_kind = {
+  greeting = "greeting", hello = "greeting", tls = "tls", auth = "auth", sender = "sender",
+  recipients = "recipients", data = "data", command = "protocol",
+  closing = "closed", protocol = "protocol",
+}
+
+M.fail_text = {
+  greeting = "server refused the session",
+  hello = "server refused EHLO and HELO",
+  tls = "server refused STARTTLS",
+  auth = "authentication failed",
+  sender = "sender refused",
+  recipients = "every recipient was refused",
+  data = "message refused",
+  command = "command refused",
+  closing = "server closed the session",
+  protocol = "invalid reply from server",
+}
+
 -- Kinds where trying again later can succeed whatever the server said.
 local transient = { connect = true, timeout = true, closed = true }
 

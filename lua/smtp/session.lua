@@ -11,17 +11,7 @@ local M = {}
 local Session = {}
 Session.__index = Session
 
-local stage_of = {
-  greeting = "greeting", ehlo = "hello", helo = "hello", lhlo = "hello",
-  starttls = "starttls", auth = "auth", mail = "mail", rcpt = "rcpt", data = "data",
-  dot = "data_end", rset = "rset", noop = "noop", quit = "quit",
-}
-
--- A TLS alert after the handshake (a refused client certificate under TLS
--- 1.3 arrives that way) is a configuration problem, not worth retrying.
-local transport_kind = { timeout = "timeout", closed = "closed", connect = "connect", io = "closed",
-                         tls = "tls" }
-M.transport_kind = transport_kind
+local stage_of = errors.stage_of
 
 -- ---- transcript -----------------------------------------------------------
 
@@ -85,7 +75,7 @@ end
 function Session:_lost(code, msg)
   local stage = stage_of[self.engine:waiting_for()] or "connect"
   self:close()
-  local kind = transport_kind[code] or "closed"
+  local kind = errors.kind_of(code)
   local text = msg or code
   local info = { stage = stage, temporary = kind ~= "tls" }
   if stage == "data_end" then
@@ -166,30 +156,11 @@ function Session:_run()
 end
 
 -- Turns an engine failure into the failure triple.
-local fail_kind = {
-  greeting = "greeting", hello = "greeting", tls = "tls", auth = "auth", sender = "sender",
-  recipients = "recipients", data = "data", command = "protocol",
-  closing = "closed", protocol = "protocol",
-}
-
-local fail_text = {
-  greeting = "server refused the session",
-  hello = "server refused EHLO and HELO",
-  tls = "server refused STARTTLS",
-  auth = "authentication failed",
-  sender = "sender refused",
-  recipients = "every recipient was refused",
-  data = "message refused",
-  command = "command refused",
-  closing = "server closed the session",
-  protocol = "invalid reply from server",
-}
-
 function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
   local info = extra or {}
   info.code, info.enhanced = code, enhanced
   info.stage = info.stage or stage_of[cmd]
-  local msg = fail_text[fail] or fail
+  local msg = errors.fail_text[fail] or fail
   if summary then
     msg = summary
     info.message = errors.text(enhanced, text)
@@ -204,7 +175,7 @@ function Session:_failure(fail, code, enhanced, text, perr, cmd, extra, summary)
   end
   if self.engine:dead() then self:close() end
   if fail == "closing" then info.temporary = true end
-  return errors.fail(fail_kind[fail] or "protocol", msg, info)
+  return errors.fail(errors.fail_kind[fail] or "protocol", msg, info)
 end
 
 -- ---- operations -------------------------------------------------------------
@@ -214,8 +185,7 @@ function Session:_simple(start, ...)
   if self.closed then return errors.fail("closed", "session is closed") end
   local ok, code, msg = start(self.engine, ...)
   if not ok then
-    if code == "argument" then return errors.fail("argument", msg) end
-    return errors.fail("protocol", msg)
+    return errors.fail(errors.kind_of(code), msg)
   end
   local r, a, b, c, d, e, f = self:_run()
   if r == "done" or r == "starttls" then return true, a, b, c end
@@ -282,14 +252,15 @@ function Session:starttls(tls_opts)
     self:close()
     return nil, err, info
   end
-  local tls_ok, code, msg = self:_handshake(tls_opts)
+  local tls_ok, code, msg = self:_handshake(tls_opts, "starttls")
   if not tls_ok then return nil, code, msg end
   self.engine:tls_done()
   return self:hello(self.helo)
 end
 
 -- The TLS handshake on the transport, for STARTTLS and implicit TLS.
-function Session:_handshake(tls_opts)
+-- stage: "starttls", or "tls" for implicit TLS (no STARTTLS was sent).
+function Session:_handshake(tls_opts, stage)
   local trace = self.trace
   if trace then
     if tls_opts.verify then
@@ -301,8 +272,8 @@ function Session:_handshake(tls_opts)
   local ok, code, msg = self.transport:starttls(tls_opts)
   if not ok then
     self:close()
-    local kind = code == "timeout" and "timeout" or (code == "closed" and "closed" or "tls")
-    return errors.fail(kind, msg or code, { stage = "starttls", temporary = kind ~= "tls" })
+    local kind = errors.kind_of(code)
+    return errors.fail(kind, msg or code, { stage = stage, temporary = kind ~= "tls" })
   end
   self.tls = true
   if trace and self.transport.tls_info then
@@ -416,7 +387,7 @@ function M.open(transport, opts)
   if opts.insecure_auth then self.engine:set_insecure_auth(true) end
   self.helo = opts.helo
   if opts.implicit_tls then
-    local ok, err, info = self:_handshake(opts.tls)
+    local ok, err, info = self:_handshake(opts.tls, "tls")
     if not ok then return nil, err, info end
     self.engine:set_secure(true)
   end

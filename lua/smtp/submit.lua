@@ -38,7 +38,9 @@ end
 local function next_chunk(source)
   local chunk, err = source()
   if chunk == nil then
-    if type(err) == "table" then return nil, tostring(err.message), err.kind end
+    if type(err) == "table" then
+      return nil, tostring(err.message), errors.is_code(err.kind) and err.kind or "source"
+    end
     if err then return nil, tostring(err) end
     return nil
   end
@@ -247,17 +249,16 @@ function M.submit(self, jobs, opts)
 
   local function lost(code, msg)
     self:close()
-    local kind = ({ timeout = "timeout", connect = "connect", tls = "tls" })[code] or "closed"
-    return fail_rest(kind, msg or code)
+    return fail_rest(errors.kind_of(code), msg or code)
   end
 
   -- A broken body: no end of data may follow it. Closing the connection
   -- makes the server discard what it got.
   local function abandon(rec, code, msg)
-    if code == "line" or code == "source" or code == "unsupported" or code == "size" then
+    local kind = errors.kind_of(code)
+    if kind == "argument" or kind == "unsupported" or kind == "size" then
       self:close()
       if rec then
-        local kind = (code == "unsupported" or code == "size") and code or "argument"
         results[rec.i] = { errors.fail(kind, msg .. "; the message was not sent",
           { stage = "data", temporary = false, accepted = rec.accepted, refused = rec.refused }) }
         for id, r in pairs(recs) do if r == rec then recs[id] = nil end end
