@@ -656,9 +656,10 @@ static int l_framer_check(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     if (smtp_frame_check(&u->f, s, len) == SMTP_E_LINE) {
+        /* The one error shape of smtp.core: nil, code, message. */
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushinteger(L, (lua_Integer)u->f.error_line);
+        lua_pushfstring(L, "message line %d is longer than 998 octets", (int)u->f.error_line);
         return 3;
     }
     lua_pushboolean(L, 1);

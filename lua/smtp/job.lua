@@ -43,8 +43,8 @@ local function raw_source(raw)
         return nil, "reading the message failed: " .. tostring(rerr)
       end
       if block then
-        local ok, _, line = checker:check(block)
-        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+        local ok, _, lmsg = checker:check(block)
+        if not ok then return nil, lmsg end
       end
       return block
     end, nil   -- its size on the wire is unknown until read (bare LFs grow)
@@ -54,8 +54,8 @@ local function raw_source(raw)
     return function()
       local chunk, err = raw()
       if type(chunk) == "string" then
-        local ok, _, line = checker:check(chunk)
-        if not ok then return nil, "message line " .. line .. " is longer than 998 octets" end
+        local ok, _, lmsg = checker:check(chunk)
+        if not ok then return nil, lmsg end
       end
       return chunk, err
     end, nil
