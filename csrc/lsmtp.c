@@ -624,7 +624,8 @@ static int push_framed(lua_State *L, lsmtp_framer *u, int rc)
     if (rc == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushinteger(L, (lua_Integer)u->f.error_line);
+        lua_pushfstring(L, "message line %d is longer than %d octets", (int)u->f.error_line,
+                        (int)u->f.max_line);
         return 3;
     }
     if (rc)
@@ -634,7 +635,7 @@ static int push_framed(lua_State *L, lsmtp_framer *u, int rc)
     return 1;
 }
 
-/* framer:write(s) -> the framed bytes | nil, "line", line number */
+/* framer:write(s) -> the framed bytes | nil, "line", message */
 static int l_framer_write(lua_State *L)
 {
     lsmtp_framer *u = check_framer(L);
@@ -659,7 +660,8 @@ static int l_framer_check(lua_State *L)
         /* The one error shape of smtp.core: nil, code, message. */
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushfstring(L, "message line %d is longer than 998 octets", (int)u->f.error_line);
+        lua_pushfstring(L, "message line %d is longer than %d octets", (int)u->f.error_line,
+                        (int)u->f.max_line);
         return 3;
     }
     lua_pushboolean(L, 1);

@@ -154,7 +154,7 @@ describe("framer", function()
   it("writes nothing of a write it refuses and goes on as before", function()
     local framer = core.framer()
     assert.equal("ab", framer:write("ab"))
-    assert.same({ nil, "line", 2 }, { framer:write("\n" .. ("x"):rep(999)) })
+    assert.same({ nil, "line", "message line 2 is longer than 998 octets" }, { framer:write("\n" .. ("x"):rep(999)) })
     assert.equal("c", framer:write("c"))
     assert.equal("\r\n.\r\n", framer:finish())
   end)
@@ -178,11 +178,11 @@ describe("framer", function()
     end)
 
     it("refuses a line of 999 octets with its line number", function()
-      assert.same({ nil, "line", 1 }, { core.framer():write(TOO_LONG) })
+      assert.same({ nil, "line", "message line 1 is longer than 998 octets" }, { core.framer():write(TOO_LONG) })
       assert.same({ nil, "line", "message line 1 is longer than 998 octets" },
         { core.framer():check(TOO_LONG) })
       local after_two = "first\nsecond\r\n" .. TOO_LONG
-      assert.same({ nil, "line", 3 }, { core.framer():write(after_two) })
+      assert.same({ nil, "line", "message line 3 is longer than 998 octets" }, { core.framer():write(after_two) })
       assert.same({ nil, "line", "message line 3 is longer than 998 octets" },
         { core.framer():check(after_two) })
     end)
@@ -200,7 +200,8 @@ describe("framer", function()
           local first = framer[method](framer, body:sub(1, at))
           local second, code, line = framer[method](framer, body:sub(at + 1))
           assert.truthy(first, method .. " split at " .. at)
-          assert.same({ nil, "line", 2 }, { second, code, line }, method .. " split at " .. at)
+          assert.same({ nil, "line", "message line 2 is longer than 998 octets" },
+            { second, code, line }, method .. " split at " .. at)
         end
       end
     end)
@@ -219,7 +220,8 @@ describe("framer", function()
     end)
 
     it("takes another limit, or none", function()
-      assert.same({ nil, "line", 1 }, { core.framer(10):write(("y"):rep(11)) })
+      assert.same({ nil, "line", "message line 1 is longer than 10 octets" },
+        { core.framer(10):write(("y"):rep(11)) })
       local ten = core.framer(10)
       assert.equal(("y"):rep(10), ten:write(("y"):rep(10)))
       assert.equal("\r\n.\r\n", ten:finish())
