@@ -437,6 +437,139 @@ static void test_limits(void)
     smtp_engine_free(&e);
 }
 
+
+/* ---- delivery record cases (BDAT, LMTP, AUTH, shifted replies) ---------- */
+
+#define EHLO_CHUNKING "250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+
+/* LMTP over BDAT: MAIL, two RCPTs, one chunk with LAST. */
+static void lmtp_bdat(convo *c)
+{
+    if (smtp_engine_hello(&c->e, "client.example", 1) != 0)
+        note_str(c, "hello refused");
+    run(c);
+    if (smtp_engine_mail(&c->e, "from@example.org", 0, NULL) != 0 ||
+        smtp_engine_rcpt(&c->e, "a@example.org", NULL) != 0 ||
+        smtp_engine_rcpt(&c->e, "b@example.org", NULL) != 0 ||
+        smtp_engine_bdat(&c->e, "Hi", 2, 1) != 0)
+        note_str(c, "transaction refused");
+    run(c);
+    run(c);
+}
+
+static void test_lmtp_bdat_mixed_replies(void)
+{
+    static const char *const replies[] = {
+        GREETING, EHLO_CHUNKING, "250 ok\r\n250 a\r\n250 b\r\n250 a done\r\n452 b full\r\n",
+    };
+    char log[LOG_MAX];
+    play_every_split(replies, 3, lmtp_bdat, log, "LMTP after BDAT LAST");
+    CHECK(strstr(log, "reply bdat 452 'b full'|done bdat") != NULL,
+          "LMTP after BDAT LAST: one reply per recipient, a 452 among them, then done");
+    if (!strstr(log, "reply bdat 452 'b full'|done bdat"))
+        printf("#   log: %s\n", log);
+}
+
+/* MAIL, RCPT and a blind BDAT LAST, all in one write. */
+static void blind_bdat(convo *c)
+{
+    hello(c);
+    if (smtp_engine_mail(&c->e, "from@example.org", 0, NULL) != 0 ||
+        smtp_engine_rcpt(&c->e, "a@example.org", NULL) != 0 ||
+        smtp_engine_bdat(&c->e, "", 0, 0) != 0 || smtp_engine_bdat(&c->e, "x", 1, 1) != 0)
+        note_str(c, "transaction refused");
+    run(c);
+    run(c);
+}
+
+static void test_shifted_reply(void)
+{
+    static const char *const replies[] = {
+        GREETING, EHLO_CHUNKING, "250 ok\r\n250 ok\r\n250 a\r\n250 queued\r\n550 no\r\n",
+    };
+    char log[LOG_MAX];
+    /* Not every split: an extra reply that arrives in a later read than the
+     * final reply cannot be told from a late one (the outcome is out). */
+    play(replies, 3, blind_bdat, -1, 0, log);
+    CHECK(strstr(log, "> MAIL FROM:<from@example.org>\r\nRCPT TO:<a@example.org>\r\n"
+                      "BDAT 3 LAST\r\nx\r\n|") != NULL,
+          "no BDAT 0 for an empty piece; the last chunk ends with CRLF");
+    CHECK(strstr(log, "done bdat") == NULL && strstr(log, "fail=protocol") != NULL,
+          "one reply too many: the transaction is never reported done");
+    if (strstr(log, "done bdat") != NULL)
+        printf("#   log: %s\n", log);
+}
+
+/* Greeting, then EHLO offering AUTH LOGIN, each fed once the engine waits. */
+static void greet_auth(smtp_engine *e)
+{
+    static const char *const replies[] = {GREETING, "250-mx.example\r\n250 AUTH LOGIN\r\n"};
+    smtp_event ev;
+    size_t n;
+    int fed = 0, i;
+    smtp_engine_init(e, NULL);
+    smtp_engine_hello(e, "client.example", 0);
+    for (i = 0; i < 20; i++) {
+        smtp_engine_output(e, &n);
+        smtp_engine_consumed(e, n);
+        smtp_engine_next(e, &ev);
+        if (ev.kind == SMTP_EV_NEED_INPUT && fed < 2) {
+            smtp_engine_feed(e, replies[fed], strlen(replies[fed]));
+            fed++;
+        } else if (ev.kind != SMTP_EV_REPLY) {
+            break;
+        }
+    }
+    smtp_engine_set_insecure_auth(e, 1);
+}
+
+static void test_auth_bounded(void)
+{
+    smtp_engine e;
+    smtp_event ev;
+    size_t n;
+    int challenges = 0, i;
+
+    greet_auth(&e);
+    CHECK(smtp_engine_auth(&e, "LOGIN", NULL) == 0, "AUTH LOGIN starts");
+    for (i = 0; i < 20; i++) {
+        smtp_engine_output(&e, &n);
+        smtp_engine_consumed(&e, n);
+        smtp_engine_feed(&e, "334 VXNlcm5hbWU6\r\n", 18);
+        do
+            smtp_engine_next(&e, &ev);
+        while (ev.kind == SMTP_EV_REPLY);
+        if (ev.kind != SMTP_EV_CHALLENGE)
+            break;
+        challenges++;
+        smtp_engine_auth_response(&e, "eA==");
+    }
+    CHECK(challenges == SMTP_AUTH_MAX_CHALLENGES && ev.kind == SMTP_EV_FAILED &&
+              ev.fail == SMTP_FAIL_PROTOCOL,
+          "a server answering 334 for ever gets a protocol error after 5 challenges");
+    smtp_engine_free(&e);
+
+    greet_auth(&e);
+    smtp_engine_auth(&e, "LOGIN", NULL);
+    smtp_engine_output(&e, &n);
+    smtp_engine_consumed(&e, n);
+    smtp_engine_feed(&e, "334 VXNlcm5hbWU6\r\n", 18);
+    do
+        smtp_engine_next(&e, &ev);
+    while (ev.kind == SMTP_EV_REPLY);
+    CHECK(ev.kind == SMTP_EV_CHALLENGE, "the first challenge");
+    smtp_engine_auth_response(&e, "*");
+    smtp_engine_output(&e, &n);
+    smtp_engine_consumed(&e, n);
+    smtp_engine_feed(&e, "334 UGFzc3dvcmQ6\r\n", 18);
+    do
+        smtp_engine_next(&e, &ev);
+    while (ev.kind == SMTP_EV_REPLY);
+    CHECK(ev.kind == SMTP_EV_FAILED && ev.fail == SMTP_FAIL_PROTOCOL,
+          "a challenge after the client cancelled with '*' is a protocol error");
+    smtp_engine_free(&e);
+}
+
 int main(void)
 {
     test_pipelined_send();
@@ -446,5 +579,8 @@ int main(void)
     test_argument_errors();
     test_reply_before_command();
     test_limits();
+    test_lmtp_bdat_mixed_replies();
+    test_shifted_reply();
+    test_auth_bounded();
     return check_done();
 }
