@@ -311,7 +311,7 @@ describe("TLS #tls", function()
           cafile = case.cafile and C[case.cafile] or C.ca }))
         assert.is_nil(s)
         assert.equal("tls", info.kind)
-        assert.equal("starttls", info.stage)
+        assert.equal("tls", info.stage)  -- the implicit-TLS handshake: no STARTTLS was sent
         assert.is_false(info.temporary)
         assert.matches(case.reason, err:lower())
         assert.is_true(srv:wait(5))

@@ -106,50 +106,88 @@ end
 
 -- ---- the loop -------------------------------------------------------------
 
--- Drives the engine until the operation started by the caller ends.
--- Returns "done", code, enhanced, text | "failed", fail, code, enhanced,
--- text, error, cmd | nil, err, info (the connection was lost).
-function Session:_run()
+-- The one driver loop, one turn at a time: hands the engine's output to the
+-- transport, takes the engine's next event, reads only when the engine needs
+-- input, and dispatches. Every operation (greeting and EHLO, STARTTLS, AUTH,
+-- a transaction, a window of transactions) runs on it; the operation's
+-- handlers h say what its events mean:
+--   h.reply(cmd, index, code, enhanced, text, txn)  a reply (already traced)
+--   h.body()          the engine wants message data (DATA after 354)
+--   h.outcome(kind, txn, code, enhanced, text, fail, cmd)  a transaction's end
+-- A handler may return a non-nil value to end the loop with it. Returns nil
+-- to go on; "idle" (nothing in flight); "op", kind, cmd, code, enhanced,
+-- text, fail, error (the operation itself ended: done, failed, starttls);
+-- "lost", code, message (the connection failed); "bad", message (input the
+-- engine cannot take). quiet: the output is message data, traced by its writer.
+function Session:_step(h, quiet)
   local eng = self.engine
-  local last_cmd  -- the command of the last reply, for failures found after it
+  local ok, fcode, fmsg = self:_flush(quiet)
+  if not ok then return "lost", fcode, fmsg end
+  local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
+  if kind == "need_input" then
+    -- Commands the engine released while answering go out first (at the
+    -- top of the next turn); only then is there anything to wait for.
+    if eng:pending() == 0 then
+      local read, why, rcode, rmsg = self:_read()
+      if not read then
+        if why == "lost" then return "lost", rcode, rmsg end
+        return "bad", rcode
+      end
+    end
+  elseif kind == "reply" then
+    self._last_cmd = cmd
+    if self.trace then self:_trace_reply(cmd, code, text) end
+    if h.reply then return h.reply(cmd, index, code, enhanced, text, txn) end
+  elseif kind == "challenge" then
+    return self:_answer(text)
+  elseif kind == "need_body" then
+    return h.body()
+  elseif txn and (kind == "done" or kind == "failed") then
+    return h.outcome(kind, txn, code, enhanced, text, fail, cmd)
+  elseif kind == "idle" then
+    return "idle"
+  else
+    if cmd == "none" then cmd = self._last_cmd end
+    return "op", kind, cmd, code, enhanced, text, fail, perr
+  end
+end
+
+-- A 334 inside AUTH: the mechanism's answer, or "*" to cancel (RFC 4954 4:
+-- the server's 501 then ends the exchange).
+function Session:_answer(text)
+  local resp, cerr = self._challenge(text)
+  if not resp then
+    self._auth_error = cerr
+    resp = "*"
+  end
+  local ok, _, amsg = self.engine:auth_response(resp)
+  if not ok then
+    self:close()
+    return "fail", errors.fail("auth", amsg, { stage = "auth" })
+  end
+end
+
+local no_handlers = {}
+
+-- Runs an operation without transactions to its end on the loop.
+-- Returns "done"/"starttls", code, enhanced, text | "failed", fail, code,
+-- enhanced, text, error, cmd | nil, err, info.
+function Session:_run()
   while true do
-    local ok, code, msg = self:_flush()
-    if not ok then return self:_lost(code, msg) end
-    local kind, cmd, _, rcode, enhanced, text, fail, perr = eng:next()
-    if kind == "need_input" then
-      -- Commands the engine released while answering go out first (at the
-      -- top of the loop); only then is there anything to wait for.
-      if eng:pending() == 0 then
-        local read, why, lcode, lmsg = self:_read()
-        if not read then
-          if why == "lost" then return self:_lost(lcode, lmsg) end
-          return errors.fail("protocol", lcode, { stage = stage_of[last_cmd] })
-        end
-      end
-    elseif kind == "reply" then
-      last_cmd = cmd
-      if self.trace then self:_trace_reply(cmd, rcode, text) end
-    elseif kind == "challenge" then
-      local resp, cerr = self._challenge(text)
-      if not resp then
-        -- RFC 4954 4: "*" cancels; the server's 501 then ends the exchange.
-        self._auth_error = cerr
-        resp = "*"
-      end
-      local ok_, _, amsg = eng:auth_response(resp)
-      if not ok_ then
-        self:close()
-        return errors.fail("auth", amsg, { stage = "auth" })
-      end
-    elseif kind == "done" or kind == "starttls" then
+    local r, a, b, c, d, e, f, g = self:_step(no_handlers)
+    if r == "op" then
+      if a == "failed" then return "failed", f, c, d, e, g, b end
       -- An operation can succeed on a session the server broke with bytes
       -- nobody asked for: keep the outcome, but no further command may go.
-      if eng:dead() then self:close() end
-      return kind, rcode, enhanced, text
-    elseif kind == "failed" then
-      if cmd == "none" then cmd = last_cmd end
-      return "failed", fail, rcode, enhanced, text, perr, cmd
-    else
+      if self.engine:dead() then self:close() end
+      return a, c, d, e
+    elseif r == "lost" then
+      return self:_lost(a, b)
+    elseif r == "bad" then
+      return errors.fail("protocol", a, { stage = stage_of[self._last_cmd] })
+    elseif r == "fail" then
+      return a, b, c
+    elseif r == "idle" then
       error("smtp: engine idle while an operation was expected")
     end
   end

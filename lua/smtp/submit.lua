@@ -1,8 +1,11 @@
--- Submitting messages: one or many transactions on a session, pipelined
--- when the server allows it. With PIPELINING the next transaction travels
--- with the previous end of data (one round trip per message); with
--- CHUNKING a window of transactions is in flight at once, each body sent
--- as BDAT chunks without waiting for a go-ahead.
+-- Transactions on a session: one, or a window of them, pipelined when the
+-- server allows it, on the session's one driver loop (Session:_step). With
+-- PIPELINING the next transaction travels with the previous end of data (one
+-- round trip per message). No octet of a message leaves before its MAIL and
+-- RCPT replies are in (DATA's 354; with CHUNKING the first BDAT waits for the
+-- RCPT replies) unless the caller asked for a blind window (window > 1).
+-- Each transaction keeps its own record (what was written, which replies
+-- came), and its result and stage come from that record alone.
 local core = require "smtp.core"
 local errors = require "smtp.errors"
 local transcript = require "smtp.transcript"
@@ -230,7 +233,7 @@ function M.submit(self, jobs, opts)
   -- By default no octet of a message leaves before its MAIL and RCPT replies
   -- are in (as with DATA's 354); a window the caller asked for is blind.
   local blind = use_bdat and asked ~= nil and asked > 1
-  local awaiting_body, last_cmd
+  local awaiting_body
   local finished   -- the results, once the session has ended
   local retry, retried = {}, {}   -- jobs to start again, unchained (see outcome)
 
@@ -290,28 +293,14 @@ function M.submit(self, jobs, opts)
     end
   end
 
-  -- Takes one event from the engine and acts on it. Returns "idle" when the
-  -- engine has nothing in flight, the results when the session ended, or nil.
-  -- quiet: the output holds message data (traced by its writer).
-  local function pump(quiet)
-    local ok, fcode, fmsg = self:_flush(quiet)
-    if not ok then return lost(fcode, fmsg) end
-    local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
-    if kind == "need_input" then
-      if eng:pending() == 0 then
-        local read, why, rcode, rmsg = self:_read()
-        if not read then
-          if why == "lost" then return lost(rcode, rmsg) end
-          return fail_rest("protocol", rcode)
-        end
-      end
-    elseif kind == "reply" then
-      last_cmd = cmd
-      if self.trace then self:_trace_reply(cmd, code, text) end
+  -- What a transaction's events mean, for the session's driver loop.
+  local handlers = {
+    reply = function(cmd, index, code, enhanced, text, txn)
       local rec = txn and recs[txn]
-      if rec and cmd == "mail" then
+      if not rec then return end
+      if cmd == "mail" then
         rec.mail_replied = true
-      elseif rec and cmd == "rcpt" then
+      elseif cmd == "rcpt" then
         rec.rcpt_replied = rec.rcpt_replied + 1
         local rcpt = rec.job.envelope.to[index]
         if is_2xx(code) then
@@ -319,24 +308,34 @@ function M.submit(self, jobs, opts)
         else
           rec.refused[rcpt] = errors.reply(code, enhanced, text)
         end
-      elseif rec and self.lmtp and index and (cmd == "dot" or cmd == "bdat") then
+      elseif self.lmtp and index and (cmd == "dot" or cmd == "bdat") then
         local rcpt = rec.accepted[index]
         if rcpt then rec.replies[rcpt] = errors.reply(code, enhanced, text) end
       end
-    elseif kind == "need_body" then
+    end,
+    body = function()
       local rec = awaiting_body
       awaiting_body = nil
       rec.body_started = true
       local wok, wcode, wmsg = write_data(self, rec.source)
       if not wok then return abandon(rec, wcode, wmsg) end
       rec.end_at = eng:written()
-    elseif (kind == "done" or kind == "failed") and txn then
-      outcome(kind, txn, code, enhanced, text, fail, cmd)
-    elseif kind == "failed" then
+    end,
+    outcome = outcome,
+  }
+
+  -- One turn of the driver loop for this window of transactions. Returns
+  -- "idle" when the engine has nothing in flight, the results when the
+  -- session ended, or nil. quiet: the output holds message data.
+  local function pump(quiet)
+    local r, a, b, c, d, e, f, g = self:_step(handlers, quiet)
+    if r == "lost" then return lost(a, b) end
+    if r == "bad" then return fail_rest("protocol", a) end
+    if r == "op" then
       -- The session itself failed (a malformed reply, a 421): every
       -- transaction in flight and every one not started fails with it.
-      if cmd == "none" then cmd = last_cmd end
-      local _, err, info = self:_failure(fail, code, enhanced, text, perr, cmd, {})
+      local code = c
+      local _, err, info = self:_failure(f, c, d, e, g, b, {})
       self:close()
       for _, rec in pairs(recs) do
         local e2 = {}
@@ -350,11 +349,8 @@ function M.submit(self, jobs, opts)
       end
       recs = {}
       return fail_rest(info.kind, err)
-    elseif kind == "idle" then
-      return "idle"
-    else
-      error("smtp: unexpected engine event '" .. tostring(kind) .. "' while submitting")
     end
+    return r
   end
 
   -- Runs the engine until cond() holds or it has nothing left in flight.
