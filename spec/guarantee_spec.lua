@@ -939,6 +939,94 @@ describe("delivery guarantees #socket", function()
       end)
     end
 
+    -- A transport that keeps what each write handed over, around the C socket.
+    local function recording(port)
+      local sock = assert(require("smtp.transport.socket").connect("127.0.0.1", port, TIMEOUT))
+      local writes = {}
+      local t = {}
+      function t.flush(_, eng)
+        writes[#writes + 1] = eng:output()
+        return sock:flush(eng)
+      end
+      function t.receive() return sock:receive() end
+      function t.close() return sock:close() end
+      return t, writes
+    end
+
+    -- Two messages (one larger than a write's worth) through one session;
+    -- returns the writes the transport saw.
+    local BIG = ("x"):rep(70) .. "\r\n"
+    local function writes_of(path, hook)
+      local writes
+      local list = {
+        { envelope = { from = FROM, to = { TO, TO2 } }, debug = hook,
+          message = chunks({ "Subject: one\r\n\r\n", BIG:rep(1200), "", "tail\r", "\n" }) },
+        { envelope = { from = FROM, to = { TO } }, message = "Subject: two\r\n\r\nbody\r\n" },
+      }
+      local r = run(serving(path.caps), function(port)
+        local t
+        t, writes = recording(port)
+        local s, err, info = smtp.connect(conn_opts(port, { transport = t, debug = hook }))
+        if not s then return nil, err, info end
+        local results = s:send_many(list)
+        s:quit()
+        return results
+      end)
+      succeeded(entry(r, 1))
+      succeeded(entry(r, 2))
+      clean(r)
+      return writes
+    end
+
+    for _, path in ipairs(cases) do
+      it(path.name .. ": debug does not change how writes are grouped on the wire", function()
+        local quiet = writes_of(path, nil)
+        local hook, lines = tracer()
+        local traced = writes_of(path, hook)
+        assert.is_true(#lines > 0)
+        assert.equal(#quiet, #traced, "number of writes")
+        for i = 1, #quiet do
+          assert.equal(#quiet[i], #traced[i], "write " .. i .. " differs in size")
+          assert.equal(quiet[i], traced[i], "write " .. i .. " differs")
+        end
+      end)
+    end
+
+    it("BDAT without PIPELINING: each chunk is traced after the reply to the one before", function()
+      local hook, lines = tracer()
+      local r = run(serving(BDAT_ALONE.caps), send{ envelope = { from = FROM, to = { TO } }, debug = hook,
+        message = chunks({ "Subject: a\r\n\r\n", (("y"):rep(70) .. "\r\n"):rep(1000), "end\r\n" }) })
+      succeeded(r)
+      assert.is_true(#bdat_items(r.items) >= 2, "expected several chunks " .. ctx(r))
+      local chunks_seen, replies_since = 0, 0
+      for _, l in ipairs(lines) do
+        if l.kind == "send" and tostring(l.text):find("^'BDAT ") then
+          if chunks_seen > 0 then
+            assert.is_true(replies_since > 0,
+              "chunk " .. (chunks_seen + 1) .. " traced before the reply to the one before")
+          end
+          chunks_seen, replies_since = chunks_seen + 1, 0
+        elseif l.kind == "reply" then
+          replies_since = replies_since + 1
+        end
+      end
+      assert.equal(#bdat_items(r.items), chunks_seen, ctx(r))
+      clean(r)
+    end)
+
+    it("an incomplete reply line before the server closes appears in the transcript", function()
+      local hook, lines = tracer()
+      local r = run(steps(opening(DATA_PATH.caps), hear_start("MAIL FROM:"), hear_start("RCPT TO:"),
+        hear("DATA"), say("250 2.1.0 ok\r\n250 2.1.5 ok\r\n451 4.3.0 half a li"), { close = true }),
+        send{ envelope = { from = FROM, to = { TO } }, message = RAW, debug = hook })
+      failed(r, "closed")
+      local found = false
+      for _, l in ipairs(lines) do
+        if l.kind == "reply" and tostring(l.text):find("451 4.3.0 half a li", 1, true) then found = true end
+      end
+      assert.is_true(found, "the incomplete line is not in the transcript " .. ctx(r))
+    end)
+
     it("a malformed reply line appears in the transcript", function()
       local hook, lines = tracer()
       local r = run(serving(DATA_PATH.caps, { { "^MAIL ", "2x0 ok\r\n" } }),

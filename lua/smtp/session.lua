@@ -46,12 +46,29 @@ end
 
 -- ---- I/O ------------------------------------------------------------------
 
+-- The transcript follows the output by position (octets ever queued,
+-- eng:written()), not by write: whatever was queued since the last mark
+-- is traced as command lines (as_commands), or was message data that its
+-- writer traced. So tracing never decides when output is written, and no
+-- line is traced twice.
+function Session:_trace_output(as_commands)
+  local eng = self.engine
+  local written = eng:written()
+  if as_commands and written > self._traced then
+    local out = eng:output()
+    local skip = self._traced - eng:sent()
+    if skip > 0 then out = out:sub(skip + 1) end
+    self:_trace_commands(out)
+  end
+  self._traced = written
+end
+
 -- Hands the engine's whole output to the transport.
 -- quiet: the output is message data, traced by its writer instead.
 function Session:_flush(quiet)
   local eng, tr = self.engine, self.transport
   if eng:pending() == 0 then return true end
-  if self.trace and not quiet then self:_trace_commands(eng:output()) end
+  if self.trace then self:_trace_output(not quiet) end
   if tr.flush then
     return tr:flush(eng)
   end
@@ -92,10 +109,23 @@ end
 -- fourth value its text) or "protocol".
 function Session:_read()
   local data, code, msg = self.transport:receive()
-  if not data then return nil, "lost", code, msg end
+  if not data then
+    if self.trace and self._partial ~= "" then
+      -- What the server sent of a line it never ended belongs in the
+      -- transcript too.
+      self.trace("reply", transcript.repr(self._partial, "b") .. " (an incomplete line, then " ..
+        tostring(code) .. ")")
+      self._partial = ""
+    end
+    return nil, "lost", code, msg
+  end
   -- Kept (a reference, no copy) so that a reply the engine cannot parse
   -- still reaches the transcript.
   self._last_input = data
+  if self.trace then
+    local tail = data:match("\n([^\n]*)$")
+    self._partial = tail or (self._partial .. data)
+  end
   local fed, _, fmsg = self.engine:feed(data)
   if not fed then
     self:close()
@@ -419,6 +449,7 @@ function M.open(transport, opts)
     lmtp = opts.lmtp or false,
     capabilities = {},
     closed = false,
+    _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
   self.chunking, self.window = opts.chunking, opts.window
@@ -475,6 +506,7 @@ function M.resume(transport, opts, state)
     authenticated = state.authenticated,
     helo = opts.helo,
     reused = true,
+    _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
   self.chunking, self.window = opts.chunking, opts.window

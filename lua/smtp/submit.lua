@@ -79,11 +79,15 @@ local function write_data(self, source)
       end
     end
   end
+  -- Everything queued so far is message data, and so is the end of data
+  -- unless ending it released commands held for it: mark it traced, so the
+  -- end of data stays in the engine with or without a transcript.
+  if preview then self:_trace_output(false) end
+  local held = eng:staged()
   eng:body_end()
   if preview then
-    local ok, code, msg = self:_flush(true)
+    if held == 0 then self:_trace_output(false) end
     self.trace("send", transcript.preview(table.concat(preview), total))
-    if not ok then return nil, code, msg end
   end
   return true
 end
@@ -96,10 +100,9 @@ end
 -- so memory stays flat; nil, code, msg when the session ended meanwhile.
 local function write_chunks(self, source, await)
   local eng, trace = self.engine, self.trace
-  if trace then
-    local ok, code, msg = self:_flush()   -- MAIL and RCPT lines, traced as commands
-    if not ok then return nil, code, msg end
-  end
+  -- Commands still queued (blind: this transaction's MAIL and RCPT) are
+  -- traced before the first chunk; they leave with it.
+  if trace then self:_trace_output(true) end
   local cur, serr, skind = next_chunk(source)
   if serr then return nil, skind or "source", serr end
   local sent = false
@@ -114,31 +117,37 @@ local function write_chunks(self, source, await)
       local last = nxt == nil and i > #cur
       local ok, size, msg = eng:bdat(piece, last)
       if not ok then return nil, size, msg end
-      if size > 0 or last then
-        sent = true
-        if trace then
-          trace("send", transcript.repr(string.format("BDAT %d%s\r\n", size, last and " LAST" or "")))
-          trace("send", transcript.preview(piece:sub(1, transcript.body_preview), #piece))
-        end
-      end
-      if trace or eng:pending() >= CHUNK then
-        ok, size, msg = self:_flush(true)
-        if not ok then return nil, size, msg end
+      local chunk = size > 0 or last
+      sent = sent or chunk
+      if eng:pending() >= CHUNK then
+        local fok, fcode, fmsg = self:_flush(true)
+        if not fok then return nil, fcode, fmsg end
       end
       if eng:staged() > 0 then
-        ok, size, msg = await()
-        if not ok then return nil, size, msg end
-        if ok == "stop" then return true end   -- a chunk was refused
+        -- Held for the previous chunk's reply: it is written (and traced)
+        -- only once that reply came.
+        local aok, acode, amsg = await()
+        if not aok then return nil, acode, amsg end
+        if aok == "stop" then return true end   -- a chunk was refused
+      end
+      if trace and chunk then
+        trace("send", transcript.repr(string.format("BDAT %d%s\r\n", size, last and " LAST" or "")))
+        trace("send", transcript.preview(piece:sub(1, transcript.body_preview), #piece))
+        self:_trace_output(false)
       end
     until i > #cur
     cur = nxt
   end
   if not sent then
     eng:bdat("", true)
+    if eng:staged() > 0 then
+      local aok, acode, amsg = await()
+      if not aok then return nil, acode, amsg end
+      if aok == "stop" then return true end
+    end
     if trace then
       trace("send", transcript.repr("BDAT 0 LAST\r\n"))
-      local ok, code, msg = self:_flush(true)
-      if not ok then return nil, code, msg end
+      self:_trace_output(false)
     end
   end
   return true
