@@ -959,7 +959,7 @@ describe("delivery guarantees #socket", function()
     local function writes_of(path, hook)
       local writes
       local list = {
-        { envelope = { from = FROM, to = { TO, TO2 } }, debug = hook,
+        { envelope = { from = FROM, to = { TO, TO2 } },
           message = chunks({ "Subject: one\r\n\r\n", BIG:rep(1200), "", "tail\r", "\n" }) },
         { envelope = { from = FROM, to = { TO } }, message = "Subject: two\r\n\r\nbody\r\n" },
       }

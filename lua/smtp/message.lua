@@ -57,53 +57,11 @@ local function check_message_id(id)
   return "<" .. left .. "@" .. right .. ">"
 end
 
--- ---- argument types -------------------------------------------------------------------
+-- Types were checked against smtp.options before anything here runs;
+-- what is left are values (addresses, header names, line lengths), which
+-- return the failure triple (see README, Errors).
 
 local ADDRESS_FIELDS = { "from", "to", "cc", "bcc", "reply_to", "sender" }
-
--- level counts from the function that receives it, as error() does; each
--- helper passes level + 1 to the next so the caller of smtp.message is blamed.
-local function type_error(name, want, v, level)
-  error(string.format("smtp: option '%s' must be %s, got %s", name, want, type(v)), level)
-end
-
-local function check_optional(spec, name, want, level)
-  local v = spec[name]
-  if v ~= nil and type(v) ~= want then type_error(name, "a " .. want, v, level + 1) end
-end
-
-local function check_attachment_types(list, level)
-  if type(list) ~= "table" then type_error("attachments", "an array", list, level + 1) end
-  for i, att in ipairs(list) do
-    local where = "attachments[" .. i .. "]"
-    if type(att) ~= "table" then type_error(where, "a table", att, level + 1) end
-    for _, f in ipairs({ "path", "filename", "content", "content_type", "content_id", "disposition" }) do
-      if att[f] ~= nil and type(att[f]) ~= "string" then
-        type_error(where .. "." .. f, "a string", att[f], level + 1)
-      end
-    end
-  end
-end
-
--- Wrong types are the caller's bug and raise; wrong values return the
--- failure triple (see README, Errors).
-local function check_types(spec, level)
-  for _, f in ipairs(ADDRESS_FIELDS) do
-    local v = spec[f]
-    if v ~= nil and type(v) ~= "string" and type(v) ~= "table" then
-      type_error(f, "a string or a table", v, level + 1)
-    end
-  end
-  for _, f in ipairs({ "subject", "text", "html", "message_id", "message_id_domain" }) do
-    check_optional(spec, f, "string", level + 1)
-  end
-  if spec.date ~= nil and type(spec.date) ~= "string" and type(spec.date) ~= "number" then
-    type_error("date", "a string or a number", spec.date, level + 1)
-  end
-  check_optional(spec, "headers", "table", level + 1)
-  check_optional(spec, "envelope", "table", level + 1)
-  if spec.attachments ~= nil then check_attachment_types(spec.attachments, level + 1) end
-end
 
 -- ---- user headers ---------------------------------------------------------------------
 
@@ -121,32 +79,24 @@ local OWN_FIELDS = {
 
 -- headers = { {"X-A", "1"}, {"X-B", "2"} } keeps its order; a map
 -- { ["X-A"] = "1" } is sorted by name, so the output is reproducible.
-local function header_pairs(h, level)
+local function header_pairs(h)
   local list = {}
   if #h > 0 then
-    for i, pair in ipairs(h) do
-      if type(pair) ~= "table" then
-        type_error("headers[" .. i .. "]", "a { name, value } pair", pair, level + 1)
-      end
-      list[#list + 1] = { pair[1], pair[2] }
-    end
+    for i, pair in ipairs(h) do list[i] = { pair[1], pair[2] } end
   else
     local names = {}
     for k in pairs(h) do names[#names + 1] = k end
-    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    table.sort(names)
     for _, k in ipairs(names) do list[#list + 1] = { k, h[k] } end
   end
   return list
 end
 
-local function user_headers(h, level)
+local function user_headers(h)
   if h == nil then return {} end
-  local list = header_pairs(h, level + 1)
+  local list = header_pairs(h)
   for _, pair in ipairs(list) do
-    local name, value = pair[1], pair[2]
-    if type(name) ~= "string" then type_error("headers name", "a string", name, level + 1) end
-    if type(value) == "number" then value = tostring(value) end
-    if type(value) ~= "string" then type_error("headers." .. name, "a string", value, level + 1) end
+    local name, value = pair[1], tostring(pair[2])
     if not name:match(HEADER_NAME) or #name > 76 then
       return nil, "invalid header name " .. errors.quote(name)
     end
@@ -202,13 +152,18 @@ end
 
 -- ---- the header --------------------------------------------------------------------------
 
-local function header_values(spec, level)
+local function header_values(spec)
   local v = { subject = spec.subject }
   if spec.subject and header.has_line_break(spec.subject) then
     return nil, "subject contains CR or LF"
   end
   if type(spec.date) == "string" then
     if header.has_line_break(spec.date) then return nil, "date contains CR or LF" end
+    -- A date-time is printable ASCII (RFC 5322 3.3): no NUL, ESC or 8-bit
+    -- octets in a message declared 7-bit.
+    if spec.date == "" or #spec.date > 200 or spec.date:find("[^\t\32-\126]") then
+      return nil, "date is not an RFC 5322 date-time: " .. errors.quote(spec.date)
+    end
     v.date = spec.date
   else
     v.date = M.date(spec.date)
@@ -222,7 +177,7 @@ local function header_values(spec, level)
   if spec.message_id_domain and not id_domain(spec.message_id_domain) then
     return nil, "invalid message_id_domain " .. errors.quote(spec.message_id_domain)
   end
-  local extra, err = user_headers(spec.headers, level + 1)
+  local extra, err = user_headers(spec.headers)
   if not extra then return nil, err end
   v.extra = extra
   return v
@@ -278,17 +233,12 @@ end
 
 -- ---- the message --------------------------------------------------------------------------
 
--- Builds a message; returns the message object or nil, "argument: ...", info.
--- A wrong type raises an error blaming the caller, or the function `level`
--- frames up from the caller (as error() counts: 1, the default, is the
--- caller; smtp.send can pass 3 to blame its own caller through prepare).
-function M.new(spec, level)
-  level = (level or 1) + 1
-  if type(spec) ~= "table" then error("smtp.message expects a table", level) end
-  check_types(spec, level + 1)
+-- Builds a message from options checked by smtp.options; returns the
+-- message object or nil, "argument: ...", info.
+function M.new(spec)
   local lists, aerr = address_entries(spec)
   if not lists then return argerror(aerr) end
-  local values, verr = header_values(spec, level + 1)
+  local values, verr = header_values(spec)
   if not values then return argerror(verr) end
 
   local id_from = (lists.sender[1] or lists.from[1]).address

@@ -297,6 +297,8 @@ local function check_attachment(att)
     end
   end
   if att.filename == "" then return nil, "filename is empty" end
+  -- C's fopen would stop at a NUL: the file read would not be the one named.
+  if att.path and att.path:find("\0", 1, true) then return nil, "path contains a NUL" end
   if att.disposition ~= nil and att.disposition ~= "attachment" and att.disposition ~= "inline" then
     return nil, "disposition must be \"attachment\" or \"inline\""
   end

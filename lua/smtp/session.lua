@@ -6,6 +6,8 @@ local core = require "smtp.core"
 local errors = require "smtp.errors"
 local transcript = require "smtp.transcript"
 local submit = require "smtp.submit"
+local options = require "smtp.options"
+local prepare = require("smtp.job").prepare
 
 local M = {}
 local Session = {}
@@ -520,6 +522,166 @@ function M.resume(transport, opts, state)
   self.extended = true
   if self.trace then self.trace("info", "reusing a pooled connection") end
   return self
+end
+
+-- ---- messages -----------------------------------------------------------------
+
+-- s:send{ from=, to=, subject=, text=, ... } or { message = raw, ... }
+function Session:send(spec)
+  options.check(spec, "message", 2)
+  local job, err, info = prepare(spec)
+  if not job then return nil, err, info end
+  return self:transaction(job)
+end
+
+-- s:sendmail(from, recipients, raw)
+function Session:sendmail(from, rcpts, raw)
+  if type(rcpts) == "string" then rcpts = { rcpts } end
+  local spec = { envelope = { from = from, to = rcpts }, message = raw }
+  options.check(spec, "message", 2)
+  local job, err, info = prepare(spec)
+  if not job then return nil, err, info end
+  return self:transaction(job)
+end
+
+-- Many messages through one session, pipelined (with CHUNKING, `window`
+-- transactions in flight). One result per message, in order: the result
+-- table, or on failure a table { error = "kind: text", info = info }.
+function Session:send_many(list, opts)
+  if type(list) ~= "table" then error("smtp: send_many expects a list of messages", 2) end
+  if options.has_holes(list) then error("smtp: send_many's list has a hole (a nil in the list)", 2) end
+  if opts ~= nil then options.check(opts, "batch", 2, "send_many's options") end
+  local jobs = {}
+  for i, spec in ipairs(list) do
+    options.check(spec, "message", 2, "send_many entry " .. i)
+  end
+  for i, spec in ipairs(list) do
+    local job, err, info = prepare(spec)
+    jobs[i] = job or { failed = { nil, err, info } }
+  end
+  local results = {}
+  for i, r in ipairs(self:submit(jobs, opts)) do
+    results[i] = r[1] or { error = r[2], info = r[3] }
+  end
+  return results
+end
+
+-- ---- connecting ---------------------------------------------------------------
+
+local function tls_options(opts, host)
+  return {
+    servername = opts.servername or host,
+    verify = opts.verify ~= false,
+    cafile = opts.cafile, capath = opts.capath, cert = opts.cert, key = opts.key,
+  }
+end
+
+-- After EHLO on a plaintext connection: STARTTLS as the mode asks.
+--   "starttls": required, and nothing else is sent when it is not offered.
+--   "auto": whenever offered; required as soon as credentials are given.
+local function upgrade(s, opts, mode, tls_opts, creds)
+  if s.tls or mode == "none" or mode == "implicit" then return true end
+  local offered = s.capabilities.STARTTLS
+  if offered then return s:starttls(tls_opts) end
+  if mode == "starttls" or (creds and not opts.insecure_auth) then
+    s:close()
+    local why = mode == "starttls" and "tls = \"starttls\" requires it"
+      or "credentials are only sent over TLS (set insecure_auth = true to allow plaintext)"
+    return errors.fail("tls", "the server does not offer STARTTLS; " .. why,
+      { stage = "starttls", temporary = false })
+  end
+  return true
+end
+
+-- The credentials, or false when none are given. A user without a secret
+-- (say, a password from an unset environment variable) is a value problem,
+-- not a type error: it returns the failure triple.
+local function credentials(opts)
+  if opts.user == nil then
+    if opts.password ~= nil or opts.token ~= nil then
+      return errors.fail("argument", "'password' or 'token' given without 'user'")
+    end
+    return false
+  end
+  if opts.password == nil and opts.token == nil then
+    return errors.fail("argument", "'user' given without 'password' or 'token' (is the variable" ..
+      " that should hold the password set?)")
+  end
+  return { user = opts.user, password = opts.password, token = opts.token,
+           mech = opts.auth, authzid = opts.authzid }
+end
+
+-- Connects, says hello, upgrades to TLS and authenticates as opts (checked
+-- against smtp.options) say: the session, or the failure triple.
+function M.connect(opts)
+  local creds, cerr, cinfo = credentials(opts)
+  if creds == nil then return nil, cerr, cinfo end
+  local trace = transcript.printer(opts.debug)
+  -- The engine's rule for the EHLO name, checked before connecting.
+  local helo = opts.helo or core.hostname() or "localhost"
+  if helo == "" or #helo > 255 or helo:find("[%c ]") then
+    return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
+  end
+  local host = opts.host or "localhost"
+  local mode = opts.tls or "auto"
+  local port = opts.port or (mode == "implicit" and 465 or 25)
+  if mode == "auto" and tonumber(port) == 465 then mode = "implicit" end
+  local timeout = opts.timeout or 30
+  local deadline = opts.deadline and (core.now() + opts.deadline) or nil
+  local tls_opts = tls_options(opts, host)
+  if trace then
+    trace("connect", opts.path and ("to " .. opts.path)
+      or string.format("to ('%s', %s)", host, tostring(port)))
+  end
+
+  local transport = opts.transport
+  if not transport then
+    local tmod = require("smtp.transport")
+    local topts = { path = opts.path }
+    if tmod.in_nginx() and not opts.path then
+      -- Pooled connections are shared only by identical settings: every
+      -- option that is part of a session's identity (smtp.options).
+      topts.pool = require("smtp.transport.cosocket").pool_name(opts,
+        { host = host, port = port, tls = mode, servername = tls_opts.servername, helo = helo })
+      topts.pool_size = opts.pool_size
+    end
+    local code, msg
+    transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
+    if not transport then
+      local kind = code == "timeout" and "timeout" or "connect"
+      return errors.fail(kind, msg, { stage = "connect", temporary = true })
+    end
+  end
+  local session_opts = {
+    helo = helo,
+    lmtp = opts.protocol == "lmtp",
+    trace = trace,
+    limits = opts.limits,
+    pipelining = opts.pipelining,
+    insecure_auth = opts.insecure_auth,
+    implicit_tls = mode == "implicit",
+    tls = tls_opts,
+    chunking = opts.chunking,
+    window = opts.window,
+  }
+  local state = transport.pooled_state and transport:pooled_state()
+  if state then
+    local reused = M.resume(transport, session_opts, state)
+    if reused then return reused end
+  end
+  local s, err, info = M.open(transport, session_opts)
+  if not s then return nil, err, info end
+  local ok
+  ok, err, info = upgrade(s, opts, mode, tls_opts, creds)
+  if not ok then return nil, err, info end
+  if creds then
+    ok, err, info = s:auth(creds)
+    if not ok then
+      s:quit()
+      return nil, err, info
+    end
+  end
+  return s
 end
 
 M.Session = Session

@@ -254,23 +254,15 @@ function Cosocket:pooled_state()
   return nil
 end
 
--- A pool name for connections that are interchangeable: same server, same
--- TLS mode and certificate checks, same EHLO name and protocol, same
--- credentials. Secrets only enter it hashed. o: host, port, tls,
--- servername, verify, cert, helo, protocol, user, password, token.
-function M.pool_name(o)
+-- The pool name: connections are shared only by sessions whose identity
+-- options (smtp.options: server, TLS checks, EHLO name, credentials ...)
+-- are all equal. opts: the caller's options; resolved: the values connect
+-- worked out (host, port, tls, servername, helo). Secrets only enter it hashed.
+function M.pool_name(opts, resolved)
   local ngx = ngx
-  local secret = ""
-  if o.user or o.password or o.token then
-    local material = table.concat({ tostring(o.user), tostring(o.password), tostring(o.token) }, "\0")
-    secret = ngx.encode_base64(ngx.sha1_bin(material))
-  end
-  return table.concat({
-    "lua-smtp", tostring(o.host), tostring(o.port), tostring(o.tls or "auto"),
-    tostring(o.servername or o.host), o.verify == false and "noverify" or "verify",
-    tostring(o.cert or ""), tostring(o.helo or ""), tostring(o.protocol or "smtp"),
-    tostring(o.user or ""), secret,
-  }, "|")
+  return require("smtp.options").pool_key(opts, resolved, function(secrets)
+    return ngx.encode_base64(ngx.sha1_bin(secrets))
+  end)
 end
 
 function Cosocket:peername()
