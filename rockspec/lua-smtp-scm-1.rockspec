@@ -69,6 +69,7 @@ build = {
       ["smtp.message"] = "lua/smtp/message.lua",
       ["smtp.mime"] = "lua/smtp/mime.lua",
       ["smtp.mimetypes"] = "lua/smtp/mimetypes.lua",
+      ["smtp.options"] = "lua/smtp/options.lua",
       ["smtp.session"] = "lua/smtp/session.lua",
       ["smtp.submit"] = "lua/smtp/submit.lua",
       ["smtp.extensions"] = "lua/smtp/extensions.lua",
