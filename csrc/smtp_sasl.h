@@ -61,12 +61,11 @@
 /* Longest accepted user name, authzid, password or token (bytes); longer
  * is SMTP_E_ARGUMENT. */
 #define SMTP_SASL_MAX_FIELD 16384
-/* Accepted SCRAM iteration counts. RFC 7677 asks servers for at least 4096
- * but some run fewer, so any positive count is taken; the upper bound keeps
- * a hostile server from making the client spin. A man in the middle could
- * pick a low count to make an offline attack on the proof cheap, which is
- * one more reason to authenticate only over TLS. */
-#define SMTP_SASL_SCRAM_MIN_ITERATIONS 1
+/* Accepted SCRAM iteration counts. RFC 7677 section 4 asks for at least
+ * 4096: a lower count (a man in the middle can pick 1) makes an offline
+ * attack on the proof cheap, so it is refused (SMTP_E_PROTOCOL). The upper
+ * bound keeps a hostile server from making the client spin. */
+#define SMTP_SASL_SCRAM_MIN_ITERATIONS 4096
 #define SMTP_SASL_SCRAM_MAX_ITERATIONS 1000000
 
 /* One authentication exchange. Opaque, heap-allocated. It owns copies of

@@ -414,6 +414,29 @@ return "334 " .. mime.b64("r=" .. cnonce .. "srvNONCE,s=" .. mime.b64("saltsalt"
       end)
     end)
 
+    it("SCRAM with fewer than 4096 iterations (RFC 7677): cancelled, no proof sent", function()
+      local LOW = [[
+local mime = require "mime"
+local f = io.open(arg[2], "rb"); local rec = f:read("*a"); f:close()
+local first = mime.unb64(rec:match("AUTH SCRAM%-SHA%-256 (%S+)\r\n"))
+local cnonce = first:match(",r=([^,]+)")
+return "334 " .. mime.b64("r=" .. cnonce .. "srvNONCE,s=" .. mime.b64("saltsalt") .. ",i=1") .. "\r\n"
+]]
+      local srv = servers.fake(script(ehlo("SCRAM-SHA-256"),
+        { { expect = "^AUTH SCRAM%-SHA%-256 %S+$" }, { sendfn = LOW }, { expect = "^%*$" },
+          { send = "501 5.7.0 Authentication aborted\r\n" } }, QUIT))
+      local s, err, info = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true,
+        user = "alice", password = "secret" }))
+      assert.is_nil(s)
+      assert.is_true(srv:wait(5))
+      assert.equal("auth", info.kind)
+      assert.is_false(info.temporary)
+      assert.matches("asks for 1 SCRAM iterations; at least 4096", err, 1, true)
+      assert.is_nil(srv:received():find("c=biws", 1, true))
+      assert.equal(1, #auth_lines(srv:received()) - 1, "only the AUTH line and '*' were sent")
+      srv:stop()
+    end)
+
     it("a challenge the mechanism cannot answer: the message says so (not just a code)", function()
       local srv = servers.fake(script(ehlo("PLAIN"),
         { { expect = "^AUTH PLAIN %S+$" }, { send = "334 " .. b64("unexpected") .. "\r\n" },

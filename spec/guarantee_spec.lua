@@ -906,6 +906,18 @@ describe("delivery guarantees #socket", function()
       clean(r)
     end)
 
+    it("a composed message with a UTF-8 Reply-To declares SMTPUTF8, or is refused before MAIL", function()
+      local spec = { from = FROM, to = TO, reply_to = UTF8_TO, subject = "s", text = "ascii body\n" }
+      local r = run(serving({ "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES" }), send(spec))
+      succeeded(r)
+      local mail = first_command(r.items, "^MAIL ") or ""
+      assert.is_truthy((mail .. " "):find(" SMTPUTF8 ", 1, true), "MAIL: " .. mail)
+      clean(r)
+      r = run(serving({ "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES" }), send(spec))
+      failed(r, "unsupported", { temporary = false })
+      assert.equal(0, count_commands(r.items, "^MAIL "), ctx(r))
+    end)
+
     it("dsn.orcpt with a UTF-8 recipient -> ORCPT=utf-8; with \\x{HEX} (RFC 6533)", function()
       local r = run(serving({ "PIPELINING", "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES" }),
         send{ envelope = { from = FROM, to = { UTF8_TO } }, message = RAW, dsn = { orcpt = true } })

@@ -542,6 +542,67 @@ describe("smtp.message", function()
     end)
   end)
 
+  describe("untrusted values (content_type parameters, Resent-Bcc, sizes, UTF-8 addresses)", function()
+    -- The attachment's Content-Type, unfolded.
+    local function ctype_of(att)
+      local s = text_of{ attachments = { att } }:gsub("\r\n([ \t])", "%1")
+      for v in s:gmatch("\r\nContent%-Type: ([^\r]*)") do
+        if v:find("name=", 1, true) then return v end
+      end
+      error("no attachment Content-Type in " .. s)
+    end
+
+    it("a name= parameter in content_type cannot spoof the file name", function()
+      refused({ attachments = { { content = "x", filename = "report.pdf",
+                                  content_type = 'application/pdf; name="evil.exe"' } } }, "name is written by filename")
+      refused({ attachments = { { content = "x", filename = "report.pdf",
+                                  content_type = "application/pdf; NAME=evil.exe" } } }, "name is written by filename")
+    end)
+
+    it("an unbalanced quote, a stray character or a repeated parameter is refused", function()
+      refused({ attachments = { { content = "x", content_type = 'text/plain; charset="utf-8' } } }, "unbalanced quote")
+      refused({ attachments = { { content = "x", content_type = "text/plain; charset" } } }, "name=value")
+      refused({ attachments = { { content = "x", content_type = "text/plain; a=1; a=2" } } }, "given twice")
+      refused({ attachments = { { content = "x", content_type = "text/plain; boundary=x" } } }, "boundary")
+      refused({ attachments = { { content = "x", content_type = "text/plain; title*=utf-8''x" } } }, "2231")
+    end)
+
+    it("the caller's parameters are parsed and written again, encoded like the composer's", function()
+      local ct = ctype_of{ content = "a,b\r\n", filename = "t.csv", content_type = 'TEXT/CSV ;Charset = "iso-8859-1"' }
+      assert.truthy(ct:find('^text/csv; charset=iso%-8859%-1;'), ct)
+      assert.truthy(ct:find('name="t.csv"', 1, true), ct)
+      ct = ctype_of{ content = "x", filename = "x.bin", content_type = 'application/x-thing; title="a \\"b\\" c"' }
+      assert.truthy(ct:find('title="a \\"b\\" c"', 1, true), ct)
+      -- exactly one name=, the library's
+      local _, names = ct:gsub("name=", "")
+      assert.equal(1, names, ct)
+    end)
+
+    it("Resent-Bcc in headers is refused like Bcc", function()
+      refused({ headers = { { "Resent-Bcc", "hidden@example.net" } } }, "Resent%-Bcc is written by the composer")
+      refused({ headers = { ["resent-bcc"] = "hidden@example.net" } }, "written by the composer")
+    end)
+
+    it("a value longer than 64 KiB and a header section over 1 MiB are refused", function()
+      refused({ subject = ("word "):rep(13108) .. "x" }, "subject is longer than 65536 octets")
+      refused({ headers = { { "X-Big", ("v"):rep(65537) } } }, "X%-Big is longer than 65536 octets")
+      local many = {}
+      for i = 1, 20 do many[i] = { "X-H" .. i, ("w "):rep(30000) } end
+      refused({ headers = many }, "header section would be longer than 1048576 octets")
+      assert.truthy(smtp.message(spec{ subject = ("word "):rep(13000) }))
+    end)
+
+    it("a UTF-8 address in Reply-To (or From with an envelope override) makes the header need SMTPUTF8", function()
+      local m = build{ reply_to = "j\195\182rg@example.net" }
+      assert.is_true(m.utf8_headers)
+      m = build{ from = "j\195\182rg@example.net", envelope = { from = "bounce@example.org", to = { "rcpt@example.net" } } }
+      assert.is_true(m.utf8_headers)
+      assert.is_false(build{}.utf8_headers)
+      -- a UTF-8 display name is an encoded word: nothing to declare
+      assert.is_false(build{ from = "J\195\182rg <jorg@example.org>" }.utf8_headers)
+    end)
+  end)
+
   describe("structure", function()
     local img = { filename = "logo.png", content = "\137PNG\0", content_id = "logo@example.com" }
 

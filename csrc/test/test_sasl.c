@@ -562,8 +562,12 @@ static void test_scram_errors(void)
     CHECK(scram_bad_first("r=" SCRAM_NONCE "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4x") == SMTP_E_PROTOCOL,
           "scram: iteration count not a number");
     CHECK(scram_bad_first("e=other-error") == SMTP_E_PROTOCOL, "scram: error instead of server-first");
-    CHECK(scram_bad_first("r=" SCRAM_NONCE "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1,ext=1") == 0,
-          "scram: low count and an extension accepted");
+    CHECK(scram_bad_first("r=" SCRAM_NONCE "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1") == SMTP_E_PROTOCOL,
+          "scram: 1 iteration is refused (RFC 7677: at least 4096)");
+    CHECK(scram_bad_first("r=" SCRAM_NONCE "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4095") == SMTP_E_PROTOCOL,
+          "scram: 4095 iterations are refused");
+    CHECK(scram_bad_first("r=" SCRAM_NONCE "x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,ext=1") == 0,
+          "scram: 4096 iterations and an extension accepted");
 
     /* Undecodable server-first. */
     smtp_buf_init(&ir, LIMIT);

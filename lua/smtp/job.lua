@@ -158,14 +158,14 @@ function M.prepare(spec)
     elseif type(raw) == "function" or io.type(raw) == "file" then
       job.source, job.utf8_headers = peek_headers(source)
     elseif type(raw) == "table" and getmetatable(raw) == message.Message then
-      job.eightbit = false
+      job.eightbit, job.utf8_headers = false, raw.utf8_headers
     end
     return job
   end
   local msg, err, info = message.new(spec)
   if not msg then return nil, err, info end
   return { envelope = msg.envelope, source = msg:source(), size = msg.size,
-           message_id = msg.message_id, dsn = dsn, eightbit = false }
+           message_id = msg.message_id, dsn = dsn, eightbit = false, utf8_headers = msg.utf8_headers }
 end
 
 

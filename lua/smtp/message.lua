@@ -75,6 +75,8 @@ local OWN_FIELDS = {
   ["mime-version"] = "text, html and attachments", ["content-type"] = "text, html and attachments",
   ["content-transfer-encoding"] = "text, html and attachments",
   ["content-disposition"] = "attachments", ["content-id"] = "attachments",
+  -- Like Bcc: it names blind copies and must never reach a recipient.
+  ["resent-bcc"] = "bcc",
 }
 
 -- headers = { {"X-A", "1"}, {"X-B", "2"} } keeps its order; a map
@@ -97,6 +99,9 @@ local function user_headers(h)
   local list = header_pairs(h)
   for _, pair in ipairs(list) do
     local name, value = pair[1], tostring(pair[2])
+    if #value > M.MAX_VALUE then
+      return nil, "header " .. name:sub(1, 76) .. " is longer than " .. M.MAX_VALUE .. " octets"
+    end
     if not name:match(HEADER_NAME) or #name > 76 then
       return nil, "invalid header name " .. errors.quote(name)
     end
@@ -152,8 +157,18 @@ end
 
 -- ---- the header --------------------------------------------------------------------------
 
+-- Caps on what one message's header may cost: each value the caller gives
+-- (a subject, a header field's value) and the whole header section. Real
+-- servers cut far sooner (Postfix: 100 KB per field), and a header is
+-- built in memory, so a runaway value must fail, not cost gigabytes.
+M.MAX_VALUE = 65536
+M.MAX_HEADER = 1048576
+
 local function header_values(spec)
   local v = { subject = spec.subject }
+  if spec.subject and #spec.subject > M.MAX_VALUE then
+    return nil, "subject is longer than " .. M.MAX_VALUE .. " octets"
+  end
   if spec.subject and header.has_line_break(spec.subject) then
     return nil, "subject contains CR or LF"
   end
@@ -210,6 +225,9 @@ local function build_header(lists, values, mime_headers)
   for _, pair in ipairs(values.extra) do add(pair[1], header.unstructured(pair[1], pair[2])) end
   add("MIME-Version", "1.0")
   local block = table.concat(h) .. mime_headers
+  if #block > M.MAX_HEADER then
+    return nil, "the header section would be longer than " .. M.MAX_HEADER .. " octets"
+  end
   local ok, err = check_line_lengths(block)
   if not ok then return nil, err end
   return block
@@ -255,6 +273,10 @@ function M.new(spec)
   local self = setmetatable({}, Message)
   self.message_id = values.message_id
   self.header = head .. "\r\n"
+  -- Display names and subjects are encoded words; only a UTF-8 address
+  -- (in any field, Reply-To included) leaves 8-bit octets in the header,
+  -- and then the message needs SMTPUTF8 whatever the envelope says.
+  self.utf8_headers = head:find("[\128-\255]") ~= nil
   self.items = items
   self.size = body_size and (#self.header + body_size) or nil
   self.envelope = envelope_of(lists, spec.envelope)

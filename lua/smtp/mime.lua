@@ -175,15 +175,11 @@ function M.param_tokens(name, value, quoted)
 end
 
 -- "value; p1; p2" folded for "Name: ": params is an array of { name, value,
--- quoted } (value nil for raw text already in parameter form).
+-- quoted }.
 local function with_params(name, first, params)
   local tokens = { first }
   for _, p in ipairs(params) do
-    if p[2] == nil then
-      tokens[#tokens + 1] = p[1]
-    else
-      for _, t in ipairs(M.param_tokens(p[1], p[2], p[3])) do tokens[#tokens + 1] = t end
-    end
+    for _, t in ipairs(M.param_tokens(p[1], p[2], p[3])) do tokens[#tokens + 1] = t end
   end
   local f = header.folder(#name + 2)
   for k, t in ipairs(tokens) do
@@ -211,15 +207,52 @@ local function basename(path)
   return path:match("([^/\\]+)$") or path
 end
 
--- "type/subtype" optionally followed by "; parameters" the caller wrote.
+-- Parameters the composer writes itself: a caller's copy would spoof the
+-- name a mail client shows (name="evil.exe") or break the structure.
+local OWN_PARAMS = { name = "filename", boundary = "the composer" }
+
+-- "type/subtype" and the caller's parameters (RFC 2045 5.1: "; attribute
+-- = value", the value a token or a quoted-string), parsed so that they are
+-- emitted again encoded like the composer's own: { { name, value }, ... }.
+-- Returns nil, reason for anything else (an unbalanced quote, a stray
+-- character, a parameter given twice or one the composer writes).
 local function parse_content_type(ct)
   local base, rest = ct:match("^%s*([%w!#$&^_%.%+%-]+/[%w!#$&^_%.%+%-]+)%s*(.-)%s*$")
-  if not base then return nil end
-  if rest ~= "" then
-    rest = rest:match("^;%s*(.+)$")
-    if not rest or not is_printable_ascii(rest) then return nil end
+  if not base or not is_printable_ascii(ct) then return nil, "not type/subtype" end
+  local params, seen, i = {}, {}, 1
+  while i <= #rest do
+    local attr, after = rest:match("^;%s*([%w!#$%%&'%*%+%-%.%^_`{|}~]+)%s*=%s*()", i)
+    if not attr then return nil, "parameters must be ; name=value" end
+    local value, stop
+    if rest:sub(after, after) == '"' then
+      local j, buf = after + 1, {}
+      while true do
+        local c = rest:sub(j, j)
+        if c == "" then return nil, "unbalanced quote" end
+        if c == '"' then break end
+        if c == "\\" then
+          j = j + 1
+          c = rest:sub(j, j)
+          if c == "" then return nil, "unbalanced quote" end
+        end
+        buf[#buf + 1] = c
+        j = j + 1
+      end
+      value, stop = table.concat(buf), j + 1
+    else
+      value = rest:match('^[^%s;"]+', after)
+      if not value or not is_token(value) then return nil, "bad value for " .. attr end
+      stop = after + #value
+    end
+    local lname = attr:lower()
+    if lname:find("*", 1, true) then return nil, "RFC 2231 parameters are written by the composer" end
+    if OWN_PARAMS[lname] then return nil, lname .. " is written by " .. OWN_PARAMS[lname] end
+    if seen[lname] then return nil, lname .. " given twice" end
+    seen[lname] = true
+    params[#params + 1] = { lname, value }
+    i = rest:match("^%s*()", stop)
   end
-  return base:lower(), rest ~= "" and rest or nil
+  return base:lower(), params
 end
 
 -- Content-ID: the msg-id without its angle brackets, as the HTML's
@@ -257,19 +290,19 @@ local function attachment_type(att, filename)
   if att.content_type == nil then
     return mimetypes.guess(filename), nil
   end
-  local base, raw = parse_content_type(att.content_type)
+  local base, params = parse_content_type(att.content_type)
   if not base then
-    return nil, "invalid content_type " .. errors.quote(att.content_type)
+    return nil, "invalid content_type " .. errors.quote(att.content_type) .. " (" .. params .. ")"
   end
   if base:match("^multipart/") then
     return nil, "content_type " .. base .. " cannot be an attachment (the composer builds multiparts)"
   end
-  return base, raw
+  return base, params
 end
 
 -- The body of an attachment: a file to stream, or the content encoded now.
 -- Text known to be UTF-8 gets its charset unless the caller named one.
-local function set_body(leaf, att, raw_params)
+local function set_body(leaf, att, has_charset)
   if att.path ~= nil then
     local file, err = probe_file(att.path)
     if not file then return nil, err end
@@ -279,7 +312,6 @@ local function set_body(leaf, att, raw_params)
   end
   local is_text = leaf.type:match("^text/") ~= nil
   leaf.body, leaf.encoding = encode_memory(att.content, is_text)
-  local has_charset = raw_params and raw_params:lower():find("charset%s*=")
   if is_text and not has_charset and att.content:find("[\128-\255]") and valid_utf8(att.content) then
     table.insert(leaf.params, 1, { "charset", "utf-8" })
   end
@@ -311,16 +343,20 @@ function M.attachment(att)
   local ok, err = check_attachment(att)
   if not ok then return nil, err end
   local filename = att.filename or (att.path and basename(att.path))
-  local ctype, raw = attachment_type(att, filename)
-  if not ctype then return nil, raw end
+  local ctype, params = attachment_type(att, filename)
+  if not ctype then return nil, params end
   local leaf = { type = ctype, params = {}, filename = filename, disposition = att.disposition }
-  if raw then leaf.params[1] = { raw } end
+  local has_charset = false
+  for k, p in ipairs(params or {}) do
+    leaf.params[k] = p
+    if p[1] == "charset" then has_charset = true end
+  end
   if filename then leaf.params[#leaf.params + 1] = { "name", filename, true } end
   if att.content_id ~= nil then
     leaf.content_id = check_content_id(att.content_id)
     if not leaf.content_id then return nil, "invalid content_id " .. errors.quote(att.content_id) end
   end
-  ok, err = set_body(leaf, att, raw)
+  ok, err = set_body(leaf, att, has_charset)
   if not ok then return nil, err end
   -- RFC 2046 5.2.1: message/* may not be encoded.
   if ctype:match("^message/") and leaf.encoding ~= "7bit" then

@@ -387,8 +387,12 @@ function Session:auth(creds)
     local resp, _, serr = sasl:step(text)
     if resp then return resp end
     local dec = mech == "SCRAM-SHA-256" and core.b64decode(text)
+    local rounds = dec and tonumber(dec:match(",i=(%d+)"))
     if dec and dec:sub(1, 2) == "v=" then
       serr = "the server did not prove that it knows the password (SCRAM server signature wrong)"
+    elseif rounds and rounds < 4096 then
+      serr = "the server asks for " .. rounds .. " SCRAM iterations; at least 4096 are required" ..
+        " (RFC 7677), fewer make the password cheap to guess from the exchange"
     end
     return nil, serr
   end
