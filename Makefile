@@ -48,12 +48,15 @@ check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh test
+
+deps-demo:
+	@sh scripts/deps.sh demo
 
 test: deps all
 	@bash scripts/run-tests.sh
 
-demo: deps all
+demo: deps-demo all
 	@bash scripts/demo.sh
 
 lint:
@@ -82,4 +85,4 @@ fuzz:
 clean:
 	rm -rf build
 
-.PHONY: all check deps test demo lint install clean bench asan valgrind fuzz
+.PHONY: all check deps deps-demo test demo lint install clean bench asan valgrind fuzz

@@ -1,7 +1,14 @@
 #!/bin/sh
-# Installs the Debian packages that building, the demo and the tests need.
-# As root it installs what is missing; otherwise it prints the command.
-PKGS="gcc make pkg-config libssl-dev openssl ca-certificates lua5.4 liblua5.4-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-sec lua-check luarocks postfix dovecot-core dovecot-lmtpd nginx libnginx-mod-http-lua lua-resty-core python3 curl"
+# deps.sh [demo|test]: the Debian packages that the demo (build + debug
+# server) or the whole test suite needs. As root it installs what is
+# missing (scripts/apt-install.sh: no service is left running); otherwise
+# it prints the command. Nothing is installed when everything is present.
+DEMO="gcc make pkg-config libssl-dev ca-certificates lua5.4 liblua5.4-dev lua-socket"
+TEST="$DEMO openssl lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-sec lua-check luarocks postfix dovecot-core dovecot-lmtpd nginx libnginx-mod-http-lua lua-resty-core python3 curl"
+case "${1:-test}" in
+  demo) PKGS=$DEMO ;;
+  *) PKGS=$TEST ;;
+esac
 
 missing=""
 for p in $PKGS; do
@@ -11,11 +18,8 @@ done
 
 if [ "$(id -u)" != 0 ]; then
   echo "lua-smtp needs these Debian packages:$missing"
-  echo "install them with:  sudo apt-get install -y$missing"
+  echo "install them with:  sudo apt-get install -y --no-install-recommends$missing"
   exit 1
 fi
 echo "installing:$missing"
-# Postfix is only wanted for its smtp-sink test server: no mail system setup.
-echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null
+exec sh "$(dirname "$0")/apt-install.sh" $missing
