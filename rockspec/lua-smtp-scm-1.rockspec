@@ -11,8 +11,7 @@ rockspec_format = "3.0"
 package = "lua-smtp"
 version = "scm-1"
 source = {
-   -- TODO: the project's public repository
-   url = "git+https://example.invalid/lua-smtp.git",
+   url = "git+https://github.com/lua-smtp/lua-smtp.git",
 }
 description = {
    summary = "SMTP client for Lua with a C protocol engine",
@@ -24,7 +23,8 @@ with a blocking C socket, and inside OpenResty/nginx on cosockets.
 bin/smtp-debug-server (a local test server) needs LuaSocket.
 ]],
    labels = { "smtp", "email", "mail", "openresty" },
-   license = "MIT",   -- TODO: the project's actual license (no LICENSE file yet)
+   homepage = "https://github.com/lua-smtp/lua-smtp",
+   license = "MIT",
 }
 dependencies = {
    "lua >= 5.1",

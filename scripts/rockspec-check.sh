@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks rockspec/lua-smtp-scm-1.rockspec end to end, offline:
-#   1. luarocks lint
+# Checks rockspec/lua-smtp-scm-1.rockspec and the release rockspec
+# (rockspec/lua-smtp-VERSION-1.rockspec) end to end, offline:
+#   1. luarocks lint (both)
 #   2. the rockspec names every lua/**/*.lua and csrc/*.c file (and no
 #      missing one), and the bin/ scripts it installs exist
 #   3. luarocks make into a fresh tree for Lua 5.4, Lua 5.1 and LuaJIT
@@ -10,12 +11,16 @@
 #   5. with LUA_PATH/LUA_CPATH set to that tree only (no default paths,
 #      run from /), require "smtp" resolves into the tree and sends a
 #      message to bin/smtp-debug-server; the installed smtp-send runs
+#   6. the release source rock (scripts/release-rock.sh) installs offline
+#      into a fresh Lua 5.4 tree and sends; smtp._VERSION and the C core's
+#      version are the rock's
 # Output: TAP lines ("ok N - ...", "not ok N - ...") and a plan; exit 1
 # when anything failed. LUAS="5.4 5.1 luajit" picks the targets.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 ROCKSPEC=rockspec/lua-smtp-scm-1.rockspec
+RELEASE=$(ls rockspec/lua-smtp-[0-9]*.rockspec 2>/dev/null | sort -V | tail -1)
 TARGETS=${LUAS:-"5.4 5.1 luajit"}
 
 n=0 failed=0
@@ -38,14 +43,19 @@ if ! command -v luarocks > /dev/null 2>&1; then
 fi
 
 # ---- 1. lint -------------------------------------------------------------------
-if luarocks lint "$ROCKSPEC" > "$WORK/lint.log" 2>&1; then
-  tap_ok "luarocks lint $ROCKSPEC"
-else
-  tap_fail "luarocks lint $ROCKSPEC"; diag < "$WORK/lint.log"
-fi
+for spec in "$ROCKSPEC" $RELEASE; do
+  if luarocks lint "$spec" > "$WORK/lint.log" 2>&1; then
+    tap_ok "luarocks lint $spec"
+  else
+    tap_fail "luarocks lint $spec"; diag < "$WORK/lint.log"
+  fi
+done
+[ -n "$RELEASE" ] || tap_fail "no release rockspec (rockspec/lua-smtp-VERSION-1.rockspec)"
 
 # ---- 2. the file lists match the tree ------------------------------------------
-listed=$(lua5.4 - "$ROCKSPEC" <<'EOF' 2>&1
+present=$( { find lua -name '*.lua'; ls csrc/*.c; ls bin/smtp-send bin/smtp-debug-server 2>/dev/null; } | sort)
+for spec in "$ROCKSPEC" $RELEASE; do
+  listed=$(lua5.4 - "$spec" <<'EOF' 2>&1
 local env = {}
 local chunk = assert(loadfile(arg[1], "t", env))
 chunk()
@@ -59,19 +69,19 @@ table.sort(out)
 print(table.concat(out, "\n"))
 EOF
 )
-present=$( { find lua -name '*.lua'; ls csrc/*.c; ls bin/smtp-send bin/smtp-debug-server 2>/dev/null; } | sort)
-missing=$(comm -13 <(echo "$listed") <(echo "$present") | xargs)
-extra=$(comm -23 <(echo "$listed") <(echo "$present") | xargs)
-if [ -z "$missing" ]; then
-  tap_ok "rockspec names every module, C source and bin script"
-else
-  tap_fail "rockspec does not name: $missing"
-fi
-if [ -z "$extra" ]; then
-  tap_ok "every file the rockspec names exists"
-else
-  tap_fail "rockspec names files that do not exist: $extra"
-fi
+  missing=$(comm -13 <(echo "$listed") <(echo "$present") | xargs)
+  extra=$(comm -23 <(echo "$listed") <(echo "$present") | xargs)
+  if [ -z "$missing" ]; then
+    tap_ok "$spec names every module, C source and bin script"
+  else
+    tap_fail "$spec does not name: $missing"
+  fi
+  if [ -z "$extra" ]; then
+    tap_ok "every file $spec names exists"
+  else
+    tap_fail "$spec names files that do not exist: $extra"
+  fi
+done
 
 # ---- the debug server that the installed trees send to -------------------------
 lua5.4 bin/smtp-debug-server --port 0 > "$WORK/dbg.out" 2> "$WORK/dbg.err" &
@@ -83,6 +93,52 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 [ -n "$DBG_PORT" ] || { echo "# smtp-debug-server did not start:"; diag < "$WORK/dbg.err"; }
+
+# send_from_tree NAME INTERP TREE LUAVER: with LUA_PATH/LUA_CPATH set to
+# TREE only (run from /), require "smtp" and send to the debug server.
+send_from_tree() {
+  local target=$1 interp=$2 tree=$3 ver=$4
+  local subject="rock $target $$" out rc got
+  if [ -z "$DBG_PORT" ]; then
+    tap_fail "$target: send through the installed tree (no debug server)"
+    return
+  fi
+  out=$(cd / && env -i PATH="$PATH" HOME="$WORK" \
+        LUA_PATH="$tree/share/lua/$ver/?.lua;$tree/share/lua/$ver/?/init.lua" \
+        LUA_CPATH="$tree/lib/lua/$ver/?.so" \
+        "$interp" - "$DBG_PORT" "$subject" "$tree" <<'EOF' 2>&1
+local port, subject, tree = tonumber(arg[1]), arg[2], arg[3]
+local smtp = require "smtp"
+-- the library and the C module came from the tree, nowhere else
+for _, name in ipairs({ "smtp", "smtp.session" }) do
+  local path = package.searchpath and package.searchpath(name, package.path)
+  if path then assert(path:sub(1, #tree) == tree, name .. " from " .. path) end
+end
+assert(package.loaded["smtp.core"], "smtp.core not loaded")
+local res, err = smtp.send{
+  host = "127.0.0.1", port = port, helo = "rock.test",
+  from = "rock@example.com", to = "check@example.org",
+  subject = subject, text = "Sent from the installed rock.\n",
+}
+assert(res, err)
+print("sent " .. res.code .. " " .. smtp._VERSION .. " on " .. _VERSION ..
+  (rawget(_G, "jit") and (" " .. jit.version) or ""))
+EOF
+)
+  rc=$?
+  got=
+  for _ in $(seq 50); do
+    grep -q "^Subject: $subject\$" "$WORK/dbg.out" && { got=1; break; }
+    sleep 0.05
+  done
+  if [ $rc -eq 0 ] && [ -n "$got" ]; then
+    tap_ok "$target: require \"smtp\" from the tree only and send to the debug server ($out)"
+  else
+    tap_fail "$target: require \"smtp\" from the tree only and send to the debug server"
+    echo "$out" | diag
+  fi
+
+}
 
 # ---- 3-5. per target -----------------------------------------------------------
 for target in $TARGETS; do
@@ -124,41 +180,7 @@ for target in $TARGETS; do
     tap_fail "$target: send through the installed tree (no debug server)"
     continue
   fi
-  subject="rock $target $$"
-  out=$(cd / && env -i PATH="$PATH" HOME="$WORK" \
-        LUA_PATH="$tree/share/lua/$ver/?.lua;$tree/share/lua/$ver/?/init.lua" \
-        LUA_CPATH="$tree/lib/lua/$ver/?.so" \
-        "$interp" - "$DBG_PORT" "$subject" "$tree" <<'EOF' 2>&1
-local port, subject, tree = tonumber(arg[1]), arg[2], arg[3]
-local smtp = require "smtp"
--- the library and the C module came from the tree, nowhere else
-for _, name in ipairs({ "smtp", "smtp.session" }) do
-  local path = package.searchpath and package.searchpath(name, package.path)
-  if path then assert(path:sub(1, #tree) == tree, name .. " from " .. path) end
-end
-assert(package.loaded["smtp.core"], "smtp.core not loaded")
-local res, err = smtp.send{
-  host = "127.0.0.1", port = port, helo = "rock.test",
-  from = "rock@example.com", to = "check@example.org",
-  subject = subject, text = "Sent from the installed rock.\n",
-}
-assert(res, err)
-print("sent " .. res.code .. " " .. smtp._VERSION .. " on " .. _VERSION ..
-  (rawget(_G, "jit") and (" " .. jit.version) or ""))
-EOF
-)
-  rc=$?
-  got=
-  for _ in $(seq 50); do
-    grep -q "^Subject: $subject\$" "$WORK/dbg.out" && { got=1; break; }
-    sleep 0.05
-  done
-  if [ $rc -eq 0 ] && [ -n "$got" ]; then
-    tap_ok "$target: require \"smtp\" from the tree only and send to the debug server ($out)"
-  else
-    tap_fail "$target: require \"smtp\" from the tree only and send to the debug server"
-    echo "$out" | diag
-  fi
+  send_from_tree "$target" "$interp" "$tree" "$ver"
 
   if env -i PATH="$PATH" HOME="$WORK" "$tree/bin/smtp-send" --help > "$WORK/help.out" 2>&1 &&
      grep -q '^usage: smtp-send' "$WORK/help.out"; then
@@ -168,6 +190,26 @@ EOF
     head -10 "$WORK/help.out" | diag
   fi
 done
+
+# ---- 6. the release source rock ------------------------------------------------
+if [ -n "$RELEASE" ] && command -v lua5.4 > /dev/null 2>&1; then
+  rockver=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$RELEASE")
+  if rock=$(bash scripts/release-rock.sh "$WORK/rock" 2> "$WORK/pack.log") &&
+     (cd / && luarocks --lua-version=5.4 --tree="$WORK/tree-rock" install "$rock") > "$WORK/rock.log" 2>&1; then
+    tap_ok "release: $(basename "$rock") installs offline into a fresh 5.4 tree"
+    send_from_tree "release-$rockver" lua5.4 "$WORK/tree-rock" 5.4
+    got=$(cd / && LUA_PATH="$WORK/tree-rock/share/lua/5.4/?.lua" LUA_CPATH="$WORK/tree-rock/lib/lua/5.4/?.so" \
+          lua5.4 -e 'local s = require "smtp"; print(s._VERSION .. " / " .. require("smtp.core").version)' 2>&1)
+    if [ "$got" = "lua-smtp ${rockver%-*} / ${rockver%-*}" ]; then
+      tap_ok "release: smtp._VERSION and the core's version are the rock's ($got)"
+    else
+      tap_fail "release: versions '$got' are not the rock's ${rockver%-*}"
+    fi
+  else
+    tap_fail "release: the source rock does not install offline"
+    { cat "$WORK/pack.log"; tail -20 "$WORK/rock.log" 2>/dev/null; } | diag
+  fi
+fi
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
