@@ -412,6 +412,21 @@ describe("smtp.message", function()
       assert.matches("text/html", parts[2].headers)
     end)
 
+    it("ASCII text with a line over 78 characters goes quoted-printable, lines of 78 stay 7bit", function()
+      local long = ("0123456789"):rep(12) .. " end"      -- 124 characters
+      local s = text_of{ text = "short line\n" .. long .. "\n" }
+      assert.matches("Content%-Transfer%-Encoding: quoted%-printable\r\n", s)
+      local body = s:match("\r\n\r\n(.*)$")
+      for line in body:gmatch("([^\r\n]*)\r\n") do
+        assert.is_true(#line <= 76, "encoded line of " .. #line .. " octets")
+      end
+      assert.equal("short line\r\n" .. long .. "\r\n", core.qpdecode(body))
+      s = text_of{ text = ("x"):rep(78) .. "\n" }
+      assert.matches("Content%-Transfer%-Encoding: 7bit\r\n", s)
+      s = text_of{ text = false, html = "<p>" .. ("word "):rep(40) .. "</p>" }
+      assert.matches("Content%-Transfer%-Encoding: quoted%-printable\r\n", s)
+    end)
+
     it("quoted-printable for mostly-ASCII text, base64 for mostly non-ASCII", function()
       local s = text_of{ text = "Hello Jörg, this is mostly ASCII text with one umlaut.\n" }
       assert.matches("Content%-Transfer%-Encoding: quoted%-printable\r\n", s)

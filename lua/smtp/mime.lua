@@ -71,16 +71,19 @@ end
 
 -- RFC 2045 2.7 7bit data: ASCII without NUL (and here without other
 -- controls than tab), CR and LF only as CRLF, lines of at most 998 octets.
-local function is_7bit(s)
+local function is_7bit(s, max_line)
   return not s:find("[%z\1-\8\11-\12\14-\31\127-\255]") and only_crlf(s)
-    and longest_line(s) <= header.HARD_LIMIT
+    and longest_line(s) <= max_line
 end
 
 -- Encodes in-memory data with the lightest encoding that keeps every
 -- octet: 7bit when it already is, quoted-printable for text when that is
--- not longer than base64 (mostly ASCII), else base64.
+-- not longer than base64 (mostly ASCII), else base64. Text stays 7bit only
+-- with lines of at most 78 characters; longer ones go quoted-printable
+-- (soft line breaks), as Python's email package does, so that relays that
+-- wrap long lines (Haraka splits at 990) cannot damage the message.
 local function encode_memory(data, is_text)
-  if is_7bit(data) then return data, "7bit" end
+  if is_7bit(data, is_text and header.SOFT_LIMIT or header.HARD_LIMIT) then return data, "7bit" end
   if is_text and only_crlf(data) then
     local qp = core.qpencode(data)
     if #qp <= M.base64_size(#data) then return qp, "quoted-printable" end
