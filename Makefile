@@ -59,8 +59,12 @@ test: deps all
 demo: deps-demo all
 	@bash scripts/demo.sh
 
+# The option reference and the LuaLS annotations, from lua/smtp/options.lua.
+docs:
+	$(LUA) scripts/gen-options.lua .
+
 lint:
-	luacheck -q lua spec bin examples
+	luacheck -q lua spec bin examples bench scripts
 
 install: all
 	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(BINDIR)
@@ -85,4 +89,4 @@ fuzz:
 clean:
 	rm -rf build
 
-.PHONY: all check deps deps-demo test demo lint install clean bench asan valgrind fuzz
+.PHONY: all check deps deps-demo test demo docs lint install clean bench asan valgrind fuzz

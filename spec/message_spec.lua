@@ -569,7 +569,8 @@ describe("smtp.message", function()
 
     it("a name= parameter in content_type cannot spoof the file name", function()
       refused({ attachments = { { content = "x", filename = "report.pdf",
-                                  content_type = 'application/pdf; name="evil.exe"' } } }, "name is written by filename")
+                                  content_type = 'application/pdf; name="evil.exe"' } } },
+        "name is written by filename")
       refused({ attachments = { { content = "x", filename = "report.pdf",
                                   content_type = "application/pdf; NAME=evil.exe" } } }, "name is written by filename")
     end)
@@ -610,7 +611,8 @@ describe("smtp.message", function()
     it("a UTF-8 address in Reply-To (or From with an envelope override) makes the header need SMTPUTF8", function()
       local m = build{ reply_to = "j\195\182rg@example.net" }
       assert.is_true(m.utf8_headers)
-      m = build{ from = "j\195\182rg@example.net", envelope = { from = "bounce@example.org", to = { "rcpt@example.net" } } }
+      m = build{ from = "j\195\182rg@example.net",
+                 envelope = { from = "bounce@example.org", to = { "rcpt@example.net" } } }
       assert.is_true(m.utf8_headers)
       assert.is_false(build{}.utf8_headers)
       -- a UTF-8 display name is an encoded word: nothing to declare

@@ -54,6 +54,33 @@ describe("options", function()
     end)
   end)
 
+  describe("the generated reference and annotations", function()
+    it("docs/options.md and types/smtp.lua are what scripts/gen-options.lua makes of the table", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p '" .. dir .. "/docs' '" .. dir .. "/types'"))
+      local gen = assert(loadfile("scripts/gen-options.lua"))
+      local saved = rawget(_G, "arg")
+      rawset(_G, "arg", { dir })
+      local ok, err = pcall(gen)
+      rawset(_G, "arg", saved)
+      assert(ok, err)
+      for _, f in ipairs({ "docs/options.md", "types/smtp.lua" }) do
+        local a = assert(io.open(f, "rb")):read("*a")
+        local b = assert(io.open(dir .. "/" .. f, "rb")):read("*a")
+        assert.is_true(a == b, f .. " is out of date: run make docs")
+      end
+      os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("the reference names every option", function()
+      local md = assert(io.open("docs/options.md", "rb")):read("*a")
+      for _, o in ipairs(options.list) do
+        assert.truthy(md:find("| `" .. o.name .. "` |", 1, true), o.name)
+      end
+    end)
+  end)
+
   describe("unknown options", function()
     it("a misspelt message option names the closest one", function()
       local err = raised(smtp.send, { host = "127.0.0.1", from = FROM, to = TO, sbuject = "hi", text = "x" })
