@@ -19,7 +19,8 @@ BUILD     := build/$(LUA)
 MODULE    := $(BUILD)/smtp/core.so
 
 CORE_SRC  := csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame.c \
-             csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c csrc/smtp_tls.c csrc/smtp_sasl.c
+             csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c csrc/smtp_tls.c csrc/smtp_sasl.c \
+             csrc/smtp_dkim.c
 SSL_CFLAGS ?= $(shell pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS  ?= $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 CORE_HDR  := $(wildcard csrc/*.h)

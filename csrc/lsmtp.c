@@ -18,6 +18,7 @@
 
 #include "lsmtp_compat.h"
 #include "smtp_codec.h"
+#include "smtp_dkim.h"
 #include "smtp_engine.h"
 #include "smtp_error.h"
 #include "smtp_frame.h"
@@ -37,6 +38,7 @@
 #define SCRATCH_MT "smtp.core.scratch"
 #define ENCODER_MT "smtp.core.encoder"
 #define SASL_MT "smtp.core.sasl"
+#define DKIM_MT "smtp.core.dkim"
 
 #define RECV_SIZE 16384
 
@@ -1335,6 +1337,103 @@ static int l_hostname(lua_State *L)
     return 1;
 }
 
+/* ---- DKIM ------------------------------------------------------------------
+ * core.dkim_body(relaxed, max_header) -> hasher
+ *   hasher:update(s) -> true | nil, code, msg
+ *   hasher:finish() -> header_section, body_hash (32 raw octets) | nil, code, msg
+ * core.dkim_sign(alg, pem, data) -> raw signature | nil, "argument", msg
+ *   alg: "rsa-sha256" or "ed25519-sha256". */
+typedef struct lsmtp_dkim {
+    smtp_dkim_body *body;
+} lsmtp_dkim;
+
+static int l_dkim_body_new(lua_State *L)
+{
+    int relaxed = lua_toboolean(L, 1);
+    lua_Integer max_header = luaL_checkinteger(L, 2);
+    lsmtp_dkim *u;
+    int rc;
+    luaL_argcheck(L, max_header > 0, 2, "header limit must be positive");
+    u = lua_newuserdata(L, sizeof *u);
+    u->body = NULL;
+    lsmtp_setclass(L, DKIM_MT);
+    rc = smtp_dkim_body_new(&u->body, relaxed, (size_t)max_header);
+    if (rc)
+        return luaL_error(L, "smtp.core: %s", smtp_strerror(rc));
+    return 1;
+}
+
+static lsmtp_dkim *check_dkim(lua_State *L)
+{
+    lsmtp_dkim *u = lsmtp_checkudata(L, 1, DKIM_MT);
+    if (!u->body)
+        luaL_error(L, "smtp.core: DKIM hasher used after free");
+    return u;
+}
+
+static int l_dkim_update(lua_State *L)
+{
+    lsmtp_dkim *u = check_dkim(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = smtp_dkim_body_update(u->body, s, len);
+    return push_result(L, rc, rc == SMTP_E_LIMIT ? "the header section is too long to sign" : NULL);
+}
+
+static int l_dkim_finish(lua_State *L)
+{
+    lsmtp_dkim *u = check_dkim(L);
+    unsigned char hash[SMTP_DKIM_HASH_LEN];
+    const char *header;
+    size_t header_len;
+    int rc = smtp_dkim_body_finish(u->body, &header, &header_len, hash);
+    if (rc)
+        return push_result(L, rc, NULL);
+    lua_pushlstring(L, header, header_len);
+    lua_pushlstring(L, (const char *)hash, sizeof hash);
+    return 2;
+}
+
+static int l_dkim_gc(lua_State *L)
+{
+    lsmtp_dkim *u = lsmtp_checkudata(L, 1, DKIM_MT);
+    smtp_dkim_body_free(u->body);
+    u->body = NULL;
+    return 0;
+}
+
+static const luaL_Reg dkim_methods[] = {
+    {"update", l_dkim_update},
+    {"finish", l_dkim_finish},
+    {"__gc", l_dkim_gc},
+    {NULL, NULL},
+};
+
+static int l_dkim_sign(lua_State *L)
+{
+    static const char *const algs[] = {"rsa-sha256", "ed25519-sha256", NULL};
+    int alg = luaL_checkoption(L, 1, NULL, algs);
+    size_t pem_len, len;
+    const char *pem = luaL_checklstring(L, 2, &pem_len);
+    const char *data = luaL_checklstring(L, 3, &len);
+    const char *msg = NULL;
+    smtp_buf *b = new_scratch(L);
+    int rc = smtp_dkim_sign(alg == 0 ? SMTP_DKIM_RSA_SHA256 : SMTP_DKIM_ED25519_SHA256, pem, pem_len,
+                            data, len, b, &msg);
+    if (rc) {
+        smtp_buf_free(b);
+        if (rc == SMTP_E_NOMEM)
+            return luaL_error(L, "not enough memory");
+        lua_pushnil(L);
+        lua_pushstring(L, code_name(rc));
+        lua_pushstring(L, msg ? msg : smtp_strerror(rc));
+        return 3;
+    }
+    lua_pushlstring(L, smtp_buf_ptr(b), smtp_buf_len(b));
+    smtp_buf_free(b);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"engine", l_engine_new},
     {"framer", l_framer_new},
@@ -1354,6 +1453,8 @@ static const luaL_Reg core_functions[] = {
     {"sasl", l_sasl_new},
     {"sasl_choose", l_sasl_choose},
     {"qp_encoder", l_qp_encoder},
+    {"dkim_body", l_dkim_body_new},
+    {"dkim_sign", l_dkim_sign},
     {NULL, NULL},
 };
 
@@ -1365,6 +1466,7 @@ LSMTP_EXPORT int luaopen_smtp_core(lua_State *L)
     lsmtp_newclass(L, SCRATCH_MT, scratch_methods);
     lsmtp_newclass(L, ENCODER_MT, encoder_methods);
     lsmtp_newclass(L, SASL_MT, sasl_methods);
+    lsmtp_newclass(L, DKIM_MT, dkim_methods);
     lua_newtable(L);
     lsmtp_setfuncs(L, core_functions);
     lua_pushliteral(L, "0.1.0");

@@ -82,6 +82,14 @@ t[#t + 1] = [[
 ---@field content_id? string makes the part referable from the HTML as cid:...
 ---@field disposition? "attachment"|"inline"
 
+---@class smtp.Dkim
+---@field domain string the signing domain (d=)
+---@field selector string the selector (s=): the key is published at selector._domainkey.domain
+---@field key string|{ path: string } the private key, PEM
+---@field algorithm? "rsa-sha256"|"ed25519-sha256" default rsa-sha256
+---@field canonicalization? string header/body: "relaxed/relaxed" (default), "simple/simple", ...
+---@field headers? string[] the header fields to sign when present (From is always signed once more)
+
 ---@class smtp.Dsn
 ---@field ret? "hdrs"|"full"
 ---@field envid? string

@@ -30,6 +30,7 @@
 ---@field limits? { max_line?: integer, max_lines?: integer, max_output?: integer } what one server reply may cost in memory: octets per line, lines, octets in all
 ---@field pool_size? integer nginx: connections kept per pool (setkeepalive)
 ---@field transport? table|userdata an already connected transport (advanced: see lua/smtp/transport.lua)
+---@field dkim? smtp.Dkim|smtp.Dkim[]|false DKIM-sign every message (given to smtp.connect) or this one; false: not this one
 
 ---@class smtp.MessageOptions
 ---@field from? string|table the author: "Name <a@b>", a list, or { name =, address = }
@@ -48,6 +49,8 @@
 ---@field message_id_domain? string the right side of a generated Message-ID
 ---@field envelope? { from?: string, to?: string|string[] } the SMTP envelope, instead of the one taken from the headers
 ---@field message? string|file*|fun(): string?|smtp.Message a whole message instead of composing one
+---@field dkim? smtp.Dkim|smtp.Dkim[]|false DKIM-sign every message (given to smtp.connect) or this one; false: not this one
+---@field unsubscribe? { url?: string, mailto?: string } one-click unsubscribe: List-Unsubscribe (both forms) and, with url, List-Unsubscribe-Post
 ---@field dsn? smtp.Dsn delivery status notifications (RFC 3461)
 
 ---@class smtp.BatchOptions
@@ -63,6 +66,14 @@
 ---@field content_type? string "type/subtype" and parameters (guessed from the name when absent)
 ---@field content_id? string makes the part referable from the HTML as cid:...
 ---@field disposition? "attachment"|"inline"
+
+---@class smtp.Dkim
+---@field domain string the signing domain (d=)
+---@field selector string the selector (s=): the key is published at selector._domainkey.domain
+---@field key string|{ path: string } the private key, PEM
+---@field algorithm? "rsa-sha256"|"ed25519-sha256" default rsa-sha256
+---@field canonicalization? string header/body: "relaxed/relaxed" (default), "simple/simple", ...
+---@field headers? string[] the header fields to sign when present (From is always signed once more)
 
 ---@class smtp.Dsn
 ---@field ret? "hdrs"|"full"

@@ -7,6 +7,7 @@ local errors = require "smtp.errors"
 local address = require "smtp.address"
 local message = require "smtp.message"
 local ext = require "smtp.extensions"
+local dkim = require "smtp.dkim"
 
 local M = {}
 
@@ -136,8 +137,60 @@ local function peek_headers(src)
   end, head:find("[\128-\255]") ~= nil
 end
 
+-- A fresh source over the same message each time it is called, for
+-- reading it once to sign and once more to send (a file goes back to
+-- where it was: call it once more, ignoring the source, before sending);
+-- nil for a function source, which can be read only once.
+local function rereader(raw)
+  if type(raw) == "string" then
+    return function()
+      local done = false
+      return function()
+        if done then return nil end
+        done = true
+        return raw
+      end
+    end
+  end
+  if io.type(raw) == "file" then
+    local start = raw:seek()
+    return start and function()
+      raw:seek("set", start)
+      return function() return raw:read(READ_BLOCK) end
+    end
+  end
+  if type(raw) == "table" and raw.source then
+    return function() return raw:source() end
+  end
+  return nil
+end
+
+-- The DKIM-Signature fields of a message ("" when it is not signed).
+local function signature(opt, fresh)
+  if not opt then return "" end
+  local signers, serr = dkim.signers(opt)
+  if not signers then return errors.fail("argument", "dkim: " .. serr) end
+  if not fresh then
+    return errors.fail("argument", "dkim: a function source can be read only once;" ..
+      " give a string, a file or a message object to sign")
+  end
+  local fields, err, info = dkim.sign(signers, fresh())
+  fresh()   -- a file is back where the message starts
+  return fields, err, info
+end
+
+-- The job with its DKIM-Signature fields sent first (SIZE counts them).
+local function signed(job, fields)
+  if fields ~= "" then
+    job.source = dkim.prepend(fields, job.source)
+    job.size = job.size and job.size + #fields
+  end
+  return job
+end
+
 -- Prepares what one message needs: envelope, source, size, message_id.
-function M.prepare(spec)
+-- session_dkim: the session's dkim option, for messages without their own.
+function M.prepare(spec, session_dkim)
   local dsn, derr = ext.check_dsn(spec.dsn)
   if derr then return errors.fail("argument", derr) end
   if spec.message == nil and spec.envelope ~= nil then
@@ -145,10 +198,17 @@ function M.prepare(spec)
     return errors.fail("argument", "message is nil (an envelope was given without a message;" ..
       " did io.open fail?)")
   end
+  local dkim_opt = spec.dkim
+  if dkim_opt == nil then dkim_opt = session_dkim end
   if spec.message ~= nil then
+    if spec.unsubscribe ~= nil then
+      return errors.fail("argument", "unsubscribe is for composed messages: a raw message has its own headers")
+    end
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end
     local raw = spec.message
+    local fields, serr, sinfo = signature(dkim_opt, rereader(raw))
+    if not fields then return nil, serr, sinfo end
     local source, size, eightbit, head8 = raw_source(raw)
     if not source then return nil, size, eightbit end
     local job = { envelope = env, source = source, size = size, dsn = dsn }
@@ -160,13 +220,15 @@ function M.prepare(spec)
     elseif type(raw) == "table" and getmetatable(raw) == message.Message then
       job.eightbit, job.utf8_headers = false, raw.utf8_headers
     end
-    return job
+    return signed(job, fields)
   end
   local msg, err, info = message.new(spec)
   if not msg then return nil, err, info end
-  return { envelope = msg.envelope, source = msg:source(), size = msg.size,
-           message_id = msg.message_id, dsn = dsn, eightbit = false, utf8_headers = msg.utf8_headers }
+  local fields, serr, sinfo = signature(dkim_opt, function() return msg:source() end)
+  if not fields then return nil, serr, sinfo end
+  return signed({ envelope = msg.envelope, source = msg:source(), size = msg.size,
+                  message_id = msg.message_id, dsn = dsn, eightbit = false,
+                  utf8_headers = msg.utf8_headers }, fields)
 end
-
 
 return M

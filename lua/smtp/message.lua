@@ -77,7 +77,31 @@ local OWN_FIELDS = {
   ["content-disposition"] = "attachments", ["content-id"] = "attachments",
   -- Like Bcc: it names blind copies and must never reach a recipient.
   ["resent-bcc"] = "bcc",
+  ["list-unsubscribe"] = "unsubscribe", ["list-unsubscribe-post"] = "unsubscribe",
 }
+
+-- List-Unsubscribe (RFC 2369) and, for a one-click URL, List-Unsubscribe-Post
+-- (RFC 8058, which requires HTTPS): the header values, or nil, err.
+local function unsubscribe_values(u)
+  if u == nil then return {} end
+  local uris = {}
+  if u.url then
+    if not u.url:match("^https://[!-~]+$") or u.url:find("[<>\"]") then
+      return nil, "unsubscribe.url must be an https:// URL without spaces, <, > or quotes (RFC 8058)"
+    end
+    uris[#uris + 1] = "<" .. u.url .. ">"
+  end
+  if u.mailto then
+    local target = u.mailto:gsub("^mailto:", "")
+    if not target:match("^[!-~]+$") or target:find("[<>\"]") or not target:find("@", 1, true) then
+      return nil, "unsubscribe.mailto must be an address or a mailto: URI in ASCII"
+    end
+    uris[#uris + 1] = "<mailto:" .. target .. ">"
+  end
+  local out = { { "List-Unsubscribe", table.concat(uris, ", ") } }
+  if u.url then out[2] = { "List-Unsubscribe-Post", "List-Unsubscribe=One-Click" } end
+  return out
+end
 
 -- headers = { {"X-A", "1"}, {"X-B", "2"} } keeps its order; a map
 -- { ["X-A"] = "1" } is sorted by name, so the output is reproducible.
@@ -194,6 +218,9 @@ local function header_values(spec)
   end
   local extra, err = user_headers(spec.headers)
   if not extra then return nil, err end
+  local unsub, uerr = unsubscribe_values(spec.unsubscribe)
+  if not unsub then return nil, uerr end
+  for _, pair in ipairs(unsub) do extra[#extra + 1] = pair end
   v.extra = extra
   return v
 end

@@ -156,6 +156,52 @@ local function message(v)
   return false
 end
 
+local DKIM_FIELDS = {
+  domain = is_string, selector = is_string,
+  key = function(k) return type(k) == "string" or (type(k) == "table" and c_string(k.path)) end,
+  algorithm = is_string, canonicalization = is_string,
+  headers = function(h)
+    if type(h) ~= "table" or holes(h) then return false end
+    for _, n in pairs(h) do if type(n) ~= "string" then return false end end
+    return true
+  end,
+}
+
+-- dkim = { domain =, selector =, key = PEM | { path = } ... }, a list of
+-- such tables (signed by each), or false (none, over a session's).
+local function dkim(v)
+  if v == false then return true end
+  if type(v) ~= "table" then return false end
+  local list = v[1] ~= nil and v or { v }
+  if holes(list) then return false, "has a hole (a nil in the list)" end
+  for i, d in ipairs(list) do
+    local where = #list > 1 and "[" .. i .. "]" or ""
+    if type(d) ~= "table" then return false, where .. " must be a table" end
+    for k, x in pairs(d) do
+      local ok = DKIM_FIELDS[k]
+      if not ok then return false, where .. " has no field " .. tostring(k) end
+      if not ok(x) then
+        return false, where .. "." .. k .. (k == "key" and " must be a PEM string or { path = }"
+          or k == "headers" and " must be a list of header names" or " must be a string")
+      end
+    end
+    for _, req in ipairs({ "domain", "selector", "key" }) do
+      if d[req] == nil then return false, where .. " needs " .. req end
+    end
+  end
+  return true
+end
+
+local function unsubscribe(v)
+  if type(v) ~= "table" then return false end
+  for k, x in pairs(v) do
+    if k ~= "url" and k ~= "mailto" then return false, "has no field " .. tostring(k) end
+    if type(x) ~= "string" then return false, "." .. k .. " must be a string" end
+  end
+  if v.url == nil and v.mailto == nil then return false, "needs url or mailto" end
+  return true
+end
+
 -- ---- the table -------------------------------------------------------------------
 -- where: c = connection (smtp.send, smtp.connect), m = message (smtp.send,
 -- s:send, send_many entries), r = raw messages only (not smtp.message),
@@ -296,6 +342,12 @@ M.list = {
   { name = "message", luals = 'string|file*|fun(): string?|smtp.Message',
     where = "mr", valid = message, want = "a string, a file, a function or a message object",
     doc = "a whole message instead of composing one" },
+  { name = "dkim", luals = 'smtp.Dkim|smtp.Dkim[]|false',
+    where = "cm", valid = dkim, want = "a table { domain =, selector =, key = }, a list of them, or false",
+    doc = "DKIM-sign every message (given to smtp.connect) or this one; false: not this one" },
+  { name = "unsubscribe", luals = '{ url?: string, mailto?: string }',
+    where = "m", valid = unsubscribe, want = "a table { url =, mailto = }",
+    doc = "one-click unsubscribe: List-Unsubscribe (both forms) and, with url, List-Unsubscribe-Post" },
   { name = "dsn", luals = 'smtp.Dsn',
     where = "mr", valid = function(v) return type(v) == "table" end,
     want = "a table { ret =, notify =, envid =, orcpt = }", doc = "delivery status notifications (RFC 3461)" },

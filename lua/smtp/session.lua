@@ -458,7 +458,7 @@ function M.open(transport, opts)
     _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
-  self.chunking, self.window = opts.chunking, opts.window
+  self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
   if opts.insecure_auth then self.engine:set_insecure_auth(true) end
   self.helo = opts.helo
   if opts.implicit_tls then
@@ -515,7 +515,7 @@ function M.resume(transport, opts, state)
     _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
-  self.chunking, self.window = opts.chunking, opts.window
+  self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
   local ok, _, msg = self.engine:restore(state.ehlo, self.lmtp, state.tls)
   if not ok then
     self:close()
@@ -533,7 +533,7 @@ end
 -- s:send{ from=, to=, subject=, text=, ... } or { message = raw, ... }
 function Session:send(spec)
   options.check(spec, "message", 2)
-  local job, err, info = prepare(spec)
+  local job, err, info = prepare(spec, self.dkim)
   if not job then return nil, err, info end
   return self:transaction(job)
 end
@@ -543,7 +543,7 @@ function Session:sendmail(from, rcpts, raw)
   if type(rcpts) == "string" then rcpts = { rcpts } end
   local spec = { envelope = { from = from, to = rcpts }, message = raw }
   options.check(spec, "message", 2)
-  local job, err, info = prepare(spec)
+  local job, err, info = prepare(spec, self.dkim)
   if not job then return nil, err, info end
   return self:transaction(job)
 end
@@ -560,7 +560,7 @@ function Session:send_many(list, opts)
     options.check(spec, "message", 2, "send_many entry " .. i)
   end
   for i, spec in ipairs(list) do
-    local job, err, info = prepare(spec)
+    local job, err, info = prepare(spec, self.dkim)
     jobs[i] = job or { failed = { nil, err, info } }
   end
   local results = {}
@@ -667,6 +667,7 @@ function M.connect(opts)
     tls = tls_opts,
     chunking = opts.chunking,
     window = opts.window,
+    dkim = opts.dkim,
   }
   local state = transport.pooled_state and transport:pooled_state()
   if state then
