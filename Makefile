@@ -23,6 +23,11 @@ CORE_SRC  := csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame
              csrc/smtp_dkim.c
 SSL_CFLAGS ?= $(shell pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS  ?= $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+# GNU libidn (SASLprep) and libidn2 (IDNA2008): Debian's libidn-dev, libidn2-dev.
+IDN_CFLAGS ?= $(shell pkg-config --cflags libidn libidn2 2>/dev/null)
+IDN_LIBS  ?= $(shell pkg-config --libs libidn libidn2 2>/dev/null || echo -lidn -lidn2)
+DEP_CFLAGS := $(SSL_CFLAGS) $(IDN_CFLAGS)
+DEP_LIBS  := $(SSL_LIBS) $(IDN_LIBS)
 CORE_HDR  := $(wildcard csrc/*.h)
 C_TESTS   := $(patsubst csrc/test/%.c,build/check/%,$(wildcard csrc/test/test_*.c))
 
@@ -35,15 +40,22 @@ LUA_FILES := $(shell find lua -name '*.lua')
 
 all: $(MODULE)
 
-$(MODULE): $(CORE_SRC) csrc/lsmtp.c $(CORE_HDR)
+$(MODULE): $(CORE_SRC) csrc/lsmtp.c $(CORE_HDR) | build-deps
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(OPT) $(CFLAGS) $(MODFLAGS) $(LUA_CFLAGS) $(SSL_CFLAGS) -Icsrc -shared \
-		-o $@ $(CORE_SRC) csrc/lsmtp.c $(LDFLAGS) $(SSL_LIBS)
+	$(CC) $(WARN) $(OPT) $(CFLAGS) $(MODFLAGS) $(LUA_CFLAGS) $(DEP_CFLAGS) -Icsrc -shared \
+		-o $@ $(CORE_SRC) csrc/lsmtp.c $(LDFLAGS) $(DEP_LIBS)
+
+# The C libraries the core links, each named with its Debian package when missing.
+build-deps:
+	@for lib in openssl:libssl-dev libidn:libidn-dev libidn2:libidn2-dev; do \
+		pkg-config --exists $${lib%%:*} 2>/dev/null || { \
+			echo "smtp.core needs $${lib%%:*} (Debian: apt-get install $${lib##*:})" >&2; exit 1; }; \
+	done
 
 # C unit tests, always with AddressSanitizer and UBSan.
 build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(SANFLAGS) $(SSL_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(SSL_LIBS)
+	$(CC) $(WARN) -O1 -g $(SANFLAGS) $(DEP_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(DEP_LIBS)
 
 check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
@@ -90,4 +102,4 @@ fuzz:
 clean:
 	rm -rf build
 
-.PHONY: all check deps deps-demo test demo docs lint install clean bench asan valgrind fuzz
+.PHONY: all check deps deps-demo test demo docs build-deps lint install clean bench asan valgrind fuzz

@@ -1,5 +1,7 @@
 #include "smtp_sasl.h"
 
+#include <stringprep.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,91 +312,36 @@ static int utf8_valid(const char *s, size_t n)
     return 1;
 }
 
-/* RFC 3454 B.1: commonly mapped to nothing. */
-static int map_to_nothing(uint32_t c)
-{
-    return c == 0x00ad || c == 0x034f || c == 0x1806 || (c >= 0x180b && c <= 0x180d) ||
-           (c >= 0x200b && c <= 0x200d) || c == 0x2060 || (c >= 0xfe00 && c <= 0xfe0f) ||
-           c == 0xfeff;
-}
-
-/* RFC 3454 C.1.2: non-ASCII space characters. */
-static int non_ascii_space(uint32_t c)
-{
-    return c == 0x00a0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200b) || c == 0x202f ||
-           c == 0x205f || c == 0x3000;
-}
-
-/* RFC 4013 section 2.3: the prohibited output tables of RFC 3454
- * (C.1.2 cannot occur any more once mapped). */
-static int prohibited(uint32_t c)
-{
-    if (c < 0x20 || c == 0x7f)                       /* C.2.1 */
-        return 1;
-    if ((c >= 0x80 && c <= 0x9f) || c == 0x06dd || c == 0x070f || c == 0x180e ||
-        c == 0x200c || c == 0x200d || c == 0x2028 || c == 0x2029 ||
-        (c >= 0x2060 && c <= 0x2063) || (c >= 0x206a && c <= 0x206f) || c == 0xfeff ||
-        (c >= 0xfff9 && c <= 0xfffc) || (c >= 0x1d173 && c <= 0x1d17a))
-        return 1;                                    /* C.2.2 */
-    if ((c >= 0xe000 && c <= 0xf8ff) || (c >= 0xf0000 && c <= 0xffffd) ||
-        (c >= 0x100000 && c <= 0x10fffd))
-        return 1;                                    /* C.3 */
-    if ((c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffe) == 0xfffe)
-        return 1;                                    /* C.4 */
-    if (c >= 0xd800 && c <= 0xdfff)                  /* C.5 */
-        return 1;
-    if (c >= 0xfff9 && c <= 0xfffd)                  /* C.6 */
-        return 1;
-    if (c >= 0x2ff0 && c <= 0x2ffb)                  /* C.7 */
-        return 1;
-    if (c == 0x0340 || c == 0x0341 || c == 0x200e || c == 0x200f ||
-        (c >= 0x202a && c <= 0x202e) || (c >= 0x206a && c <= 0x206f))
-        return 1;                                    /* C.8 */
-    if (c == 0xe0001 || (c >= 0xe0020 && c <= 0xe007f))
-        return 1;                                    /* C.9 */
-    return 0;
-}
-
-/* SASLprep without NFKC and without the bidi check (see smtp_sasl.h).
- * The result is never longer than the input (mapping only shrinks); its
- * allocation is input-sized, but nothing is written past *outlen + 1, so
- * wipe_free(*out, *outlen + 1) wipes every byte of it that was used. SMTP_E_ARGUMENT on invalid UTF-8, a prohibited
- * character, or an empty result. */
+/* SASLprep (RFC 4013) through GNU libidn's stringprep profile: mapping,
+ * NFKC, the prohibited tables and the bidi rule, as a query string (so
+ * unassigned code points pass). Input must be strict UTF-8 first (libidn
+ * is more lenient). The result is malloc'd by libidn and is at least
+ * *outlen + 1 bytes, so wipe_free(*out, *outlen + 1) wipes all of it.
+ * SMTP_E_ARGUMENT on invalid UTF-8, a prohibited character, a bidi error
+ * or an empty result; SMTP_E_NOMEM. (libidn's own intermediate copies are
+ * freed without being wiped: that is beyond this code's reach.) */
 static int saslprep(const char *in, size_t n, char **out, size_t *outlen)
 {
-    const unsigned char *p = (const unsigned char *)in;
-    size_t rest = n, len = 0;
-    char *d = malloc(n + 1);
+    char *prep = NULL;
+    int rc;
 
     *out = NULL;
     *outlen = 0;
-    if (!d)
+    if (!utf8_valid(in, n))
+        return SMTP_E_ARGUMENT;
+    rc = stringprep_profile(in, &prep, "SASLprep", (Stringprep_profile_flags)0);
+    if (rc == STRINGPREP_MALLOC_ERROR)
         return SMTP_E_NOMEM;
-    while (rest > 0) {
-        uint32_t c;
-        size_t k = utf8_next(p, rest, &c);
-        if (k == 0 || (!map_to_nothing(c) && !non_ascii_space(c) && prohibited(c))) {
-            wipe_free(d, n + 1);
-            return SMTP_E_ARGUMENT;
-        }
-        if (map_to_nothing(c)) {
-            /* dropped */
-        } else if (non_ascii_space(c)) {
-            d[len++] = ' ';
-        } else {
-            memcpy(d + len, p, k);
-            len += k;
-        }
-        p += k;
-        rest -= k;
-    }
-    d[len] = '\0';
-    if (len == 0) {
-        wipe_free(d, n + 1);
+    if (rc != STRINGPREP_OK || prep == NULL) {
+        free(prep);
         return SMTP_E_ARGUMENT;
     }
-    *out = d;
-    *outlen = len;
+    if (prep[0] == '\0') {
+        free(prep);
+        return SMTP_E_ARGUMENT;
+    }
+    *out = prep;
+    *outlen = strlen(prep);
     return 0;
 }
 

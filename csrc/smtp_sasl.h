@@ -24,24 +24,11 @@
  * that takes counted strings (Lua) must reject them before calling.
  *
  * SASLprep (RFC 4013), applied to the SCRAM user name, authzid and password
- * (as query strings, so unassigned code points pass), is implemented without
- * Unicode tables, which makes it partial:
- *   - done: strict UTF-8 (overlong forms, surrogates and code points above
- *     U+10FFFF rejected); non-ASCII spaces (RFC 3454 C.1.2: U+00A0, U+1680,
- *     U+2000..U+200A, U+202F, U+205F, U+3000) mapped to U+0020; characters
- *     "commonly mapped to nothing" (B.1: U+00AD, U+034F, U+1806,
- *     U+180B..U+180D, U+200B..U+200D, U+2060, U+FE00..U+FE0F, U+FEFF)
- *     removed (U+200B is in both tables; it is removed); every prohibited
- *     table rejected (C.2.1 ASCII controls and DEL, C.2.2 non-ASCII
- *     controls, C.3 private use, C.4 non-characters, C.5 surrogates, C.6,
- *     C.7, C.8, C.9);
- *   - NOT done: NFKC normalisation (a string that NFKC would change, e.g.
- *     one with a precomposed/decomposed accent or a compatibility character
- *     such as U+FB01 or full-width letters, is passed as is, and a server
- *     that does normalise will derive a different key: authentication then
- *     fails), and the bidirectional-text check of RFC 3454 section 6 (needs
- *     the D.1/D.2 tables; such strings are passed, the server may refuse).
- * Plain ASCII credentials (without controls) are unaffected by either gap.
+ * (as query strings, so unassigned code points pass), is GNU libidn's
+ * stringprep "SASLprep" profile after a strict UTF-8 check (overlong forms,
+ * surrogates and code points above U+10FFFF rejected): the B.1 and C.1.2
+ * mappings, NFKC, every prohibited table and the bidi rule. A string that
+ * fails any of them, or is empty after mapping, is SMTP_E_ARGUMENT.
  *
  * No global mutable state: separate exchanges may run in separate threads.
  * Requires libcrypto (OpenSSL 1.1.1 or 3.x).

@@ -46,7 +46,7 @@ sources() {   # the csrc files each target links
 
 libs() {
   case $1 in
-    fuzz_sasl|fuzz_engine) echo "-lssl -lcrypto" ;;
+    fuzz_sasl|fuzz_engine) echo "-lssl -lcrypto -lidn -lidn2" ;;
   esac
 }
 

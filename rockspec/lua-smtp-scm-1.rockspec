@@ -34,6 +34,14 @@ external_dependencies = {
       header = "openssl/ssl.h",
       library = "ssl",
    },
+   LIBIDN = {        -- GNU libidn: SASLprep (Debian: libidn-dev)
+      header = "stringprep.h",
+      library = "idn",
+   },
+   LIBIDN2 = {       -- IDNA2008 (Debian: libidn2-dev)
+      header = "idn2.h",
+      library = "idn2",
+   },
 }
 build = {
    type = "builtin",
@@ -52,9 +60,9 @@ build = {
             "csrc/smtp_sasl.c",
             "csrc/smtp_tls.c",
          },
-         incdirs = { "csrc", "$(OPENSSL_INCDIR)" },
-         libdirs = { "$(OPENSSL_LIBDIR)" },
-         libraries = { "ssl", "crypto" },
+         incdirs = { "csrc", "$(OPENSSL_INCDIR)", "$(LIBIDN_INCDIR)", "$(LIBIDN2_INCDIR)" },
+         libdirs = { "$(OPENSSL_LIBDIR)", "$(LIBIDN_LIBDIR)", "$(LIBIDN2_LIBDIR)" },
+         libraries = { "ssl", "crypto", "idn", "idn2" },
       },
       ["smtp"] = "lua/smtp.lua",
       ["smtp.address"] = "lua/smtp/address.lua",

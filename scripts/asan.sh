@@ -73,7 +73,7 @@ SRCDIR=${ASAN_SRC_DIR:-csrc}
 SRC=$(for s in $SRC; do echo "$SRCDIR/${s#csrc/}"; done | xargs)
 LUA_CFLAGS=$(pkg-config --cflags "$LUA" 2>/dev/null || echo "-I/usr/include/$LUA")
 SSL_CFLAGS=$(pkg-config --cflags openssl 2>/dev/null)
-SSL_LIBS=$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto")
+SSL_LIBS="$(pkg-config --libs openssl 2>/dev/null || echo "-lssl -lcrypto") $(pkg-config --libs libidn libidn2 2>/dev/null || echo "-lidn -lidn2")"
 CFLAGS_ASAN="-std=c99 -Wall -Wextra -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC -fvisibility=hidden"
 
 LIBASAN=$($CC -print-file-name=libasan.so)

@@ -677,10 +677,10 @@ static void test_saslprep(void)
     CHECK(rc1 == 0 && smtp_buf_len(&f1) == strlen(SCRAM_CLIENT_FINAL) &&
           memcmp(smtp_buf_ptr(&f1), SCRAM_CLIENT_FINAL, smtp_buf_len(&f1)) == 0,
           "saslprep: U+00AD removed (RFC vector holds)");
-    rc1 = scram_to_final("\xef\xbb\xbfpen\xe2\x80\x8b" "cil\xef\xb8\x8f", &f1); /* U+FEFF, U+200B, U+FE0F */
+    rc1 = scram_to_final("\xef\xbb\xbfpen\xe2\x81\xa0" "cil\xef\xb8\x8f", &f1); /* U+FEFF, U+2060, U+FE0F */
     CHECK(rc1 == 0 && smtp_buf_len(&f1) == strlen(SCRAM_CLIENT_FINAL) &&
           memcmp(smtp_buf_ptr(&f1), SCRAM_CLIENT_FINAL, smtp_buf_len(&f1)) == 0,
-          "saslprep: U+FEFF, U+200B, U+FE0F removed");
+          "saslprep: U+FEFF, U+2060, U+FE0F removed");
 
     /* Non-ASCII spaces map to U+0020. */
     rc1 = scram_to_final("pen\xc2\xa0" "cil", &f1);    /* U+00A0 */
@@ -702,6 +702,29 @@ static void test_saslprep(void)
     CHECK(rc1 == 0 && !(smtp_buf_len(&f1) == smtp_buf_len(&f2) &&
           memcmp(smtp_buf_ptr(&f1), smtp_buf_ptr(&f2), smtp_buf_len(&f1)) == 0),
           "saslprep: non-ASCII letters pass");
+
+    /* RFC 4013 section 3's examples, through the user name (GNU libidn). */
+#define MAPS(user, want, name)                                                          \
+    do {                                                                                \
+        smtp_buf_clear(&ir);                                                            \
+        rc1 = smtp_sasl_start_scram_nonce(&s, (user), "pencil", "abc", &ir);            \
+        CHECK(rc1 == 0 && decodes_to_s(&ir, "n,,n=" want ",r=abc"), (name));            \
+        smtp_sasl_free(s);                                                              \
+        s = NULL;                                                                       \
+    } while (0)
+    MAPS("I\xc2\xadX", "IX", "saslprep RFC 4013 #1: SOFT HYPHEN mapped to nothing");
+    MAPS("user", "user", "saslprep RFC 4013 #2: no transformation");
+    MAPS("USER", "USER", "saslprep RFC 4013 #3: case preserved");
+    MAPS("\xc2\xaa", "a", "saslprep RFC 4013 #4: U+00AA is NFKC a");
+    MAPS("\xe2\x85\xa8", "IX", "saslprep RFC 4013 #5: U+2168 is NFKC IX");
+    MAPS("\xef\xac\x81le", "file", "saslprep: NFKC ligature U+FB01");
+    MAPS("e\xcc\x81", "\xc3\xa9", "saslprep: NFKC composes e + U+0301");
+#undef MAPS
+    CHECK(smtp_sasl_start_scram_nonce(&s, "\x07", "pencil", "abc", &ir) == SMTP_E_ARGUMENT && s == NULL,
+          "saslprep RFC 4013 #6: U+0007 prohibited");
+    CHECK(smtp_sasl_start_scram_nonce(&s, "\xd8\xa7" "1", "pencil", "abc", &ir) == SMTP_E_ARGUMENT && s == NULL,
+          "saslprep RFC 4013 #7: U+0627 U+0031 fails the bidi rule");
+    smtp_buf_clear(&ir);
 
     /* User name: mapping applies too. */
     rc1 = smtp_sasl_start_scram_nonce(&s, "a\xc2\xa0" "b\xc2\xad", "pencil", "abc", &ir);
@@ -733,8 +756,8 @@ static void test_saslprep(void)
 #undef REJECTS
     CHECK(smtp_sasl_start_scram_nonce(&s, "us\x01" "er", "pencil", "abc", &ir) == SMTP_E_ARGUMENT,
           "saslprep: control in the user name");
-    CHECK(smtp_sasl_start_scram_nonce(&s, "\xe2\x80\x8b", "pencil", "abc", &ir) == SMTP_E_ARGUMENT,
-          "saslprep: user name empty after mapping");
+    CHECK(smtp_sasl_start_scram_nonce(&s, "\xc2\xad\xe2\x81\xa0", "pencil", "abc", &ir) == SMTP_E_ARGUMENT,
+          "saslprep: user name empty after mapping (U+00AD U+2060)");
     CHECK(smtp_sasl_start(&s, "SCRAM-SHA-256", "\xff", "user", "pencil", &ir) == SMTP_E_ARGUMENT,
           "saslprep: invalid authzid");
     CHECK(smtp_buf_len(&ir) == 0, "saslprep: failures append nothing");
