@@ -26,6 +26,8 @@
 #include "smtp_sasl.h"
 #include "smtp_tls.h"
 
+#include <idn2.h>
+
 #if defined(__GNUC__)
 #define LSMTP_EXPORT __attribute__((visibility("default")))
 #else
@@ -1434,6 +1436,62 @@ static int l_dkim_sign(lua_State *L)
     return 1;
 }
 
+/* core.idna_to_ascii(domain) -> A-label form | nil, "argument", msg: IDNA2008
+ * with the UTS #46 non-transitional mapping (libidn2), for a domain with
+ * non-ASCII labels when the server lacks SMTPUTF8. */
+static int l_idna_to_ascii(lua_State *L)
+{
+    size_t len;
+    const char *in = luaL_checklstring(L, 1, &len);
+    char *out = NULL;
+    int rc;
+    if (strlen(in) != len) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "argument");
+        lua_pushliteral(L, "a domain with a NUL");
+        return 3;
+    }
+    rc = idn2_to_ascii_8z(in, &out, IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT);
+    if (rc != IDN2_OK) {
+        if (rc == IDN2_MALLOC)
+            return luaL_error(L, "not enough memory");
+        lua_pushnil(L);
+        lua_pushliteral(L, "argument");
+        lua_pushstring(L, idn2_strerror(rc));
+        return 3;
+    }
+    lua_pushstring(L, out);
+    idn2_free(out);
+    return 1;
+}
+
+/* core.tls_check_name(der, servername) -> true | nil, "tls", message: the
+ * certificate name rule of the C transport (smtp_tls_check_name), for a
+ * transport that does its own TLS (the cosocket one) and hands over the
+ * server's certificate (DER). The message reads like the C transport's:
+ * "certificate verify failed: hostname mismatch (server name 'x')". */
+static int l_tls_check_name(lua_State *L)
+{
+    size_t len;
+    const char *der = luaL_checklstring(L, 1, &len);
+    int bad;
+    const char *name = check_cstring(L, 2, &bad);
+    char why[256];
+    int rc;
+    if (bad)
+        return push_result(L, SMTP_E_TLS,
+                           "certificate verify failed: the server name contains a NUL byte");
+    rc = smtp_tls_check_name(der, len, name, why, sizeof why);
+    if (rc == 1) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, code_name(SMTP_E_TLS));
+    lua_pushfstring(L, "certificate verify failed: %s", why);
+    return 3;
+}
+
 static const luaL_Reg core_functions[] = {
     {"engine", l_engine_new},
     {"framer", l_framer_new},
@@ -1455,6 +1513,8 @@ static const luaL_Reg core_functions[] = {
     {"qp_encoder", l_qp_encoder},
     {"dkim_body", l_dkim_body_new},
     {"dkim_sign", l_dkim_sign},
+    {"tls_check_name", l_tls_check_name},
+    {"idna_to_ascii", l_idna_to_ascii},
     {NULL, NULL},
 };
 

@@ -906,6 +906,60 @@ describe("delivery guarantees #socket", function()
       clean(r)
     end)
 
+    describe("internationalised domains (IDNA2008, RFC 5891)", function()
+      local IDN_TO = "user@b\195\188cher.example"          -- user@bücher.example
+      local A_TO = "user@xn--bcher-kva.example"
+      local NO_UTF8 = { "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES" }
+      local UTF8 = { "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES" }
+
+      it("without SMTPUTF8 the envelope carries A-labels; results name the address as given", function()
+        local r = run(serving(NO_UTF8, { { "^RCPT TO:<" .. literal(A_TO) .. ">", "550 5.1.1 no such user\r\n" } }),
+          send{ envelope = { from = FROM, to = { TO, IDN_TO } }, message = RAW })
+        local res = succeeded(r)
+        assert.equal("RCPT TO:<" .. A_TO .. ">", r.items[4].line, ctx(r))
+        assert.is_nil((first_command(r.items, "^MAIL ") or ""):find("SMTPUTF8", 1, true), ctx(r))
+        assert.same({ TO }, res.accepted)
+        assert.equal(550, res.refused[IDN_TO].code)
+        clean(r)
+      end)
+
+      it("with SMTPUTF8 the U-labels go as they are", function()
+        local r = run(serving(UTF8), send{ envelope = { from = FROM, to = { IDN_TO } }, message = RAW })
+        succeeded(r)
+        assert.equal("RCPT TO:<" .. IDN_TO .. ">", first_command(r.items, "^RCPT "), ctx(r))
+        assert.is_truthy((first_command(r.items, "^MAIL ") .. " "):find(" SMTPUTF8 ", 1, true), ctx(r))
+        clean(r)
+      end)
+
+      it("a composed message writes A-labels in its address headers and needs no SMTPUTF8", function()
+        local r = run(serving(NO_UTF8), send{ from = "Ann <ann@b\195\188cher.example>", to = IDN_TO,
+          subject = "idn", text = "hi\n" })
+        succeeded(r)
+        local text = data_texts(r.items)[1] or ""
+        assert.truthy(text:find("\r\nTo: " .. A_TO .. "\r\n", 1, true), text)
+        assert.truthy(text:find("^From: Ann <ann@xn%-%-bcher%-kva%.example>\r\n"), text)
+        assert.equal("MAIL FROM:<ann@xn--bcher-kva.example>", first_command(r.items, "^MAIL "), ctx(r))
+        clean(r)
+      end)
+
+      it("a UTF-8 local part without SMTPUTF8: unsupported, nothing sent", function()
+        local r = run(serving(NO_UTF8), send{ envelope = { from = FROM, to = { UTF8_TO } }, message = RAW })
+        failed(r, "unsupported", { temporary = false })
+        assert.equal(0, count_commands(r.items, "^MAIL "), ctx(r))
+      end)
+
+      it("an invalid IDN is an argument error naming the label, before connecting", function()
+        for _, bad in ipairs({ { "user@a\216\167" .. "1.example", "a\216\1671" },
+                               { "user@ex\226\153\165.com", "ex\226\153\165" } }) do
+          local res, err, info = smtp.send{ host = "127.0.0.1", port = 9, envelope = { from = FROM, to = { bad[1] } },
+                                            message = RAW }
+          assert.is_nil(res)
+          assert.equal("argument", info.kind, err)
+          assert.truthy(err:find("invalid domain label \"" .. bad[2] .. "\"", 1, true), err)
+        end
+      end)
+    end)
+
     it("a composed message with a UTF-8 Reply-To declares SMTPUTF8, or is refused before MAIL", function()
       local spec = { from = FROM, to = TO, reply_to = UTF8_TO, subject = "s", text = "ascii body\n" }
       local r = run(serving({ "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES" }), send(spec))

@@ -436,11 +436,12 @@ end
 
 -- Writes one mailbox into the folder; suffix ("," or ";") sticks to its end.
 local function add_mailbox(f, m, sep, suffix)
+  local addr = m.header_address or m.address
   if m.name and m.name ~= "" then
     header.add_phrase(f, m.name, sep)
-    f:add("<" .. m.address .. ">" .. suffix, " ")
+    f:add("<" .. addr .. ">" .. suffix, " ")
   else
-    f:add(m.address .. suffix, sep)
+    f:add(addr .. suffix, sep)
   end
 end
 
@@ -471,6 +472,22 @@ end
 -- One mailbox, "Name <addr>" (compatibility and tests).
 function M.format(m, col)
   return M.format_list({ m }, col)
+end
+
+-- The address with its domain's non-ASCII labels as A-labels (IDNA2008
+-- with the UTS #46 non-transitional mapping, libidn2); the address itself
+-- when its domain is ASCII or a literal. nil, err naming the bad label
+-- (a disallowed code point, a bidi error) otherwise.
+function M.ascii_domain(addr)
+  local lp, domain = addr:match("^(.*)@([^@]+)$")
+  if not domain or not domain:find("[\128-\255]") or domain:find("^%[") then return addr end
+  local ascii, _, err = core.idna_to_ascii(domain)
+  if ascii then return lp .. "@" .. ascii end
+  for label in domain:gmatch("[^.]+") do
+    local ok, _, lerr = core.idna_to_ascii(label)
+    if not ok then return nil, "invalid domain label " .. errors.quote(label) .. " (" .. lerr .. ")" end
+  end
+  return nil, "invalid domain " .. errors.quote(domain) .. " (" .. err .. ")"
 end
 
 -- The domain of an address (without the brackets of a literal).

@@ -3,6 +3,7 @@
 -- it; a message that needs one the server lacks fails with kind
 -- "unsupported" before anything of it is sent.
 local errors = require "smtp.errors"
+local address = require "smtp.address"
 
 local M = {}
 
@@ -83,8 +84,21 @@ function M.params(caps, job)
   caps = caps or {}
   local env = job.envelope
   local mail, rcpt_extra = {}, {}
-  local utf8 = job.utf8_headers or has_non_ascii(env.from)
-  for _, r in ipairs(env.to) do if has_non_ascii(r) then utf8 = true end end
+  -- Without SMTPUTF8 a non-ASCII domain goes as A-labels (RFC 5891); only
+  -- a UTF-8 local part then still needs the extension.
+  local from, to = env.from, env.to
+  if not caps.SMTPUTF8 then
+    local err
+    from, err = address.ascii_domain(env.from)
+    if not from then return errors.fail("argument", err, { stage = "mail" }) end
+    to = {}
+    for i, r in ipairs(env.to) do
+      to[i], err = address.ascii_domain(r)
+      if not to[i] then return errors.fail("argument", err, { stage = "rcpt" }) end
+    end
+  end
+  local utf8 = job.utf8_headers or has_non_ascii(from)
+  for _, r in ipairs(to) do if has_non_ascii(r) then utf8 = true end end
   if utf8 then
     if not caps.SMTPUTF8 then
       return errors.fail("unsupported", "the message needs SMTPUTF8 (non-ASCII addresses or" ..
@@ -128,7 +142,8 @@ function M.params(caps, job)
       return fixed
     end
   end
-  return { mail = #mail > 0 and table.concat(mail, " ") or nil, rcpt = rcpt_params, guard = guard }
+  return { mail = #mail > 0 and table.concat(mail, " ") or nil, rcpt = rcpt_params, guard = guard,
+           from = from, to = to }
 end
 
 -- Wraps a source so that an 8-bit octet ends it with kind "unsupported"

@@ -151,6 +151,19 @@ local function address_entries(spec)
       if e.group then return nil, field .. ": groups are not allowed here" end
     end
   end
+  -- A domain with non-ASCII labels is written as A-labels in the header
+  -- when the local part is ASCII: every client shows it, and the message
+  -- needs no SMTPUTF8 for it. (A UTF-8 local part stays as it is and makes
+  -- the message need SMTPUTF8.) The envelope keeps the U-labels.
+  for _, field in ipairs(ADDRESS_FIELDS) do
+    for _, m in ipairs(address.flatten(lists[field])) do
+      if not (m.address:match("^(.*)@") or m.address):find("[\128-\255]") then
+        local ascii, ierr = address.ascii_domain(m.address)
+        if not ascii then return nil, field .. ": " .. ierr end
+        m.header_address = ascii
+      end
+    end
+  end
   if #lists.from == 0 then return nil, "from is required" end
   if #lists.sender > 1 then return nil, "sender takes one address" end
   if #lists.from > 1 and #lists.sender == 0 then

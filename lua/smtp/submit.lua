@@ -10,6 +10,7 @@ local core = require "smtp.core"
 local errors = require "smtp.errors"
 local transcript = require "smtp.transcript"
 local ext = require "smtp.extensions"
+local address = require "smtp.address"
 
 local M = {}
 
@@ -32,6 +33,14 @@ function M.check_envelope(from, to)
       return errors.fail("argument", "invalid recipient address " .. errors.quote(rcpt))
     end
   end
+  -- An internationalised domain must be a valid IDN whatever the server
+  -- offers: say so before anything is sent.
+  local ok, err = address.ascii_domain(from)
+  for _, rcpt in ipairs(to) do
+    if not ok then break end
+    ok, err = address.ascii_domain(rcpt)
+  end
+  if not ok then return errors.fail("argument", err) end
   return true
 end
 
@@ -389,13 +398,13 @@ function M.submit(self, jobs, opts)
     local params, perr, pinfo = ext.params(self.capabilities, job)
     if not params then results[i] = { nil, perr, pinfo } return true end
     local source = params.guard and ext.seven_bit_only(job.source) or job.source
-    local ok, code, msg = eng:mail(env.from, job.size or 0, params.mail)
+    local ok, code, msg = eng:mail(params.from, job.size or 0, params.mail)
     if not ok then
       results[i] = { errors.fail(code == "size" and "size" or "argument", msg, { stage = "mail" }) }
       return true
     end
     local id = code  -- on success: the transaction's id
-    for _, rcpt in ipairs(env.to) do
+    for _, rcpt in ipairs(params.to) do
       local rok, _, rmsg = eng:rcpt(rcpt, params.rcpt and params.rcpt(rcpt))
       if not rok then
         -- Addresses were checked, so only a limit gets here; what is
