@@ -14,12 +14,15 @@
 #include "smtp_codec.h"
 #include "smtp_error.h"
 
-enum mech { M_SCRAM_SHA_256, M_CRAM_MD5, M_PLAIN, M_LOGIN, M_XOAUTH2 };
+enum mech { M_SCRAM_SHA_256, M_CRAM_MD5, M_PLAIN, M_LOGIN, M_XOAUTH2, M_OAUTHBEARER };
 
-/* In order of preference (strongest first); XOAUTH2 is chosen apart. */
+/* In order of preference (strongest first); the token mechanisms
+ * (OAUTHBEARER, then XOAUTH2) are chosen apart. */
 static const char *const mech_names[] = {
-    "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2"
+    "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
 };
+
+static int is_token_mech(size_t m) { return m == M_XOAUTH2 || m == M_OAUTHBEARER; }
 #define N_MECHS (sizeof mech_names / sizeof mech_names[0])
 
 enum scram_state {
@@ -439,10 +442,14 @@ const char *smtp_sasl_choose(const char *server_mechs, int have_token)
     size_t i;
     if (!server_mechs)
         return NULL;
-    if (have_token)
+    if (have_token) {
+        /* OAUTHBEARER is the standard (RFC 7628); XOAUTH2 its predecessor. */
+        if (offered(server_mechs, mech_names[M_OAUTHBEARER]))
+            return mech_names[M_OAUTHBEARER];
         return offered(server_mechs, mech_names[M_XOAUTH2]) ? mech_names[M_XOAUTH2] : NULL;
+    }
     for (i = 0; i < N_MECHS; i++) {
-        if (i != M_XOAUTH2 && offered(server_mechs, mech_names[i]))
+        if (!is_token_mech(i) && offered(server_mechs, mech_names[i]))
             return mech_names[i];
     }
     return NULL;
@@ -455,15 +462,32 @@ int smtp_sasl_supported(const char *mech)
 
 /* ---- PLAIN, LOGIN, XOAUTH2, CRAM-MD5 ------------------------------------- */
 
-/* The PLAIN message (authzid NUL user NUL password) or the XOAUTH2 one
- * ("user=" user ^A "auth=Bearer " token ^A ^A), base64 into out. */
+/* The PLAIN message (authzid NUL user NUL password), the XOAUTH2 one
+ * ("user=" user ^A "auth=Bearer " token ^A ^A) or the OAUTHBEARER one
+ * (RFC 7628 3.1: gs2 header "n,a=" saslname "," then ^A "auth=Bearer "
+ * token ^A ^A), base64 into out. */
 static int put_message(smtp_sasl *s, smtp_buf *out)
 {
     sbuf m;
-    int rc = sb_alloc(&m, s->authzid_len + s->user_len + s->secret_len + 32);
+    /* saslname escaping at most triples the user name */
+    int rc = sb_alloc(&m, s->authzid_len + 3 * s->user_len + s->secret_len + 32);
+    size_t i;
     if (rc)
         return rc;
-    if (s->mech == M_PLAIN) {
+    if (s->mech == M_OAUTHBEARER) {
+        sb_str(&m, "n,a=");
+        for (i = 0; i < s->user_len; i++) {
+            if (s->user[i] == '=')
+                sb_str(&m, "=3D");
+            else if (s->user[i] == ',')
+                sb_str(&m, "=2C");
+            else
+                sb_put(&m, s->user + i, 1);
+        }
+        sb_str(&m, ",\001auth=Bearer ");
+        sb_put(&m, s->secret, s->secret_len);
+        sb_str(&m, "\001\001");
+    } else if (s->mech == M_PLAIN) {
         sb_put(&m, s->authzid, s->authzid_len);
         sb_put(&m, "", 1);
         sb_put(&m, s->user, s->user_len);
@@ -490,11 +514,17 @@ static int plain_step(smtp_sasl *s, const smtp_buf *ch, smtp_buf *out)
     return put_message(s, out);
 }
 
-static int xoauth2_step(smtp_sasl *s, const smtp_buf *ch, smtp_buf *out)
+/* XOAUTH2 and OAUTHBEARER: the token message to an empty first challenge;
+ * anything else is the server's JSON error report, answered so that the
+ * server sends its failure reply: an empty line (XOAUTH2) or, as RFC 7628
+ * 3.2.3 requires, a single ^A (OAUTHBEARER). */
+static int token_step(smtp_sasl *s, const smtp_buf *ch, smtp_buf *out)
 {
     if (s->steps == 1 && smtp_buf_len(ch) == 0)
         return put_message(s, out);
-    return 0; /* a JSON error report: the empty response ends the exchange */
+    if (s->mech == M_OAUTHBEARER)
+        return put_b64(out, "\001", 1);
+    return 0;
 }
 
 static int login_step(smtp_sasl *s, const smtp_buf *ch, smtp_buf *out)
@@ -921,6 +951,7 @@ int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
             return SMTP_E_ARGUMENT;
         break;
     case M_XOAUTH2:
+    case M_OAUTHBEARER:
         if (!utf8_valid(user, user_len) || has_control(user, user_len) ||
             !token_valid(secret, secret_len))
             return SMTP_E_ARGUMENT;
@@ -948,7 +979,7 @@ int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
     s->secret_len = secret_len;
     if (!s->authzid || !s->user || !s->secret)
         rc = SMTP_E_NOMEM;
-    if (!rc && (m == M_PLAIN || m == M_XOAUTH2))
+    if (!rc && (m == M_PLAIN || is_token_mech((size_t)m)))
         rc = put_message(s, initial);
     if (rc) {
         /* lengths of the NULL ones do not matter: wipe_free skips NULL */
@@ -989,7 +1020,8 @@ int smtp_sasl_step(smtp_sasl *s, const char *challenge, size_t len, smtp_buf *re
         case M_PLAIN: rc = plain_step(s, &ch, response); break;
         case M_LOGIN: rc = login_step(s, &ch, response); break;
         case M_CRAM_MD5: rc = cram_md5_step(s, &ch, response); break;
-        case M_XOAUTH2: rc = xoauth2_step(s, &ch, response); break;
+        case M_XOAUTH2:
+        case M_OAUTHBEARER: rc = token_step(s, &ch, response); break;
         case M_SCRAM_SHA_256: rc = scram_step(s, &ch, response); break;
         default: rc = SMTP_E_STATE; break;
         }

@@ -1,7 +1,7 @@
 /* Client side of the SASL mechanisms used by SMTP AUTH (RFC 4954):
  * SCRAM-SHA-256 (RFC 5802, RFC 7677; no channel binding, gs2 flag "n"),
  * CRAM-MD5 (RFC 2195), PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login)
- * and XOAUTH2 (Google / Microsoft bearer tokens).
+ * XOAUTH2 (Google / Microsoft bearer tokens) and OAUTHBEARER (RFC 7628).
  *
  * The exchange does no I/O. The caller sends "AUTH <mech>" followed by the
  * initial response smtp_sasl_start gave (if any), feeds the text of every
@@ -65,9 +65,10 @@ typedef struct smtp_sasl smtp_sasl;
  * empty).
  *   have_token == 0 (the secret is a password): the first offered of
  *     "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", strongest first;
- *     XOAUTH2 is never chosen.
- *   have_token != 0 (the secret is an OAuth 2 access token): "XOAUTH2" if
- *     offered; no password mechanism can carry a token.
+ *     the token mechanisms are never chosen.
+ *   have_token != 0 (the secret is an OAuth 2 access token): "OAUTHBEARER"
+ *     (RFC 7628) if offered, else "XOAUTH2"; no password mechanism can
+ *     carry a token.
  * Returns one of those static names (upper case), or NULL when none fits.
  * SCRAM-SHA-256-PLUS is not chosen (no channel binding here); a server that
  * offers it usually offers SCRAM-SHA-256 too. Note that PLAIN and the SCRAM
@@ -76,7 +77,7 @@ typedef struct smtp_sasl smtp_sasl;
 const char *smtp_sasl_choose(const char *server_mechs, int have_token);
 
 /* 1 when mech (any case) names a mechanism this module implements:
- * SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN, XOAUTH2. 0 otherwise, and for
+ * SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN, XOAUTH2, OAUTHBEARER. 0 otherwise, and for
  * NULL. */
 int smtp_sasl_supported(const char *mech);
 
@@ -85,18 +86,20 @@ int smtp_sasl_supported(const char *mech);
  *     SCRAM-SHA-256 can carry one; for the others a non-empty authzid is
  *     SMTP_E_ARGUMENT rather than silently dropped.
  *   user: the authentication identity; must not be empty.
- *   secret: the password, or for XOAUTH2 the access token; not empty.
+ *   secret: the password, or for XOAUTH2 and OAUTHBEARER the access token;
+ *     not empty.
  * Checks per mechanism (any failure is SMTP_E_ARGUMENT):
  *   PLAIN: all three valid UTF-8 (RFC 4616); sent as is (the server
  *     prepares them).
  *   LOGIN, CRAM-MD5: any bytes. CRAM-MD5 also fails when HMAC-MD5 is not
  *     available from libcrypto (an OpenSSL 3 FIPS-only configuration).
- *   XOAUTH2: user valid UTF-8 without control characters; token printable
+ *   XOAUTH2, OAUTHBEARER: user valid UTF-8 without control characters
+ *     (OAUTHBEARER sends it as a gs2 saslname, "=" and "," escaped); token printable
  *     ASCII (0x21..0x7e), which also keeps the 0x01 separators unambiguous.
  *   SCRAM-SHA-256: user, authzid and password through SASLprep (see the top
  *     of this file); none may become empty (authzid may be absent).
  * *initial receives the initial response to send as "AUTH <mech> <ir>":
- * PLAIN, XOAUTH2 and SCRAM-SHA-256 produce one; LOGIN and CRAM-MD5 leave it
+ * PLAIN, XOAUTH2, OAUTHBEARER and SCRAM-SHA-256 produce one; LOGIN and CRAM-MD5 leave it
  * empty. A caller may also choose not to send it: the server then answers
  * "334 " with an empty challenge, and smtp_sasl_step produces the same
  * response from it.
@@ -124,9 +127,10 @@ int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
  *   CRAM-MD5: the decoded challenge (non-empty) gets
  *     user SP lowercase-hex(HMAC-MD5(password, challenge)); a second
  *     challenge is SMTP_E_PROTOCOL.
- *   XOAUTH2: an empty first challenge gets the token message; any other
- *     challenge is the server's JSON error report and gets an empty
- *     response, after which the server sends its failure reply (535...).
+ *   XOAUTH2, OAUTHBEARER: an empty first challenge gets the token message;
+ *     any other challenge is the server's JSON error report and gets an
+ *     empty response (XOAUTH2) or a single ^A (OAUTHBEARER, RFC 7628
+ *     3.2.3), after which the server sends its failure reply (535...).
  *   SCRAM-SHA-256: the server-first-message gets the client-final-message;
  *     the server-final-message ("v=...") is verified and gets an empty
  *     response. An empty challenge before the server-first-message (once)

@@ -414,6 +414,108 @@ return "334 " .. mime.b64("r=" .. cnonce .. "srvNONCE,s=" .. mime.b64("saltsalt"
       end)
     end)
 
+    describe("OAUTHBEARER (RFC 7628) and refreshed tokens", function()
+      local function b64(x) return (core.b64encode(x, 0)) end
+      local function bearer(user, tok) return b64("n,a=" .. user .. ",\1auth=Bearer " .. tok .. "\1\1") end
+      local REPORT = '{"status":"invalid_token","scope":"https://mail.example/","openid-configuration":"x"}'
+
+      it("a token picks OAUTHBEARER over XOAUTH2 and sends RFC 7628's message", function()
+        local srv = servers.fake(script(ehlo("XOAUTH2 OAUTHBEARER PLAIN"),
+          { { expect = exact("AUTH OAUTHBEARER " .. bearer("ann@example.org", "tok1")) },
+            { send = "235 2.7.0 ok\r\n" } }, QUIT))
+        local s, err = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true,
+                                                     user = "ann@example.org", token = "tok1" }))
+        assert.is_table(s, err)
+        assert.equal("OAUTHBEARER", s.authenticated)
+        s:quit()
+        assert.is_true(srv:wait(5))
+        assert.equal("", srv:errors())
+        srv:stop()
+      end)
+
+      it("a refused token is refreshed once; the report is kept out of the transcript", function()
+        local calls, seen = 0, nil
+        local function token(report)
+          calls = calls + 1
+          seen = report
+          return calls == 1 and "old" or "new"
+        end
+        local srv = servers.fake(script(ehlo("OAUTHBEARER"),
+          { { expect = exact("AUTH OAUTHBEARER " .. bearer("ann", "old")) },
+            { send = "334 " .. b64(REPORT) .. "\r\n" }, { expect = exact("AQ==") },
+            { send = "535 5.7.8 token rejected\r\n" },
+            { expect = exact("AUTH OAUTHBEARER " .. bearer("ann", "new")) }, { send = "235 2.7.0 ok\r\n" } },
+          QUIT))
+        local lines, dbg = recorder()
+        local s, err = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true, user = "ann",
+                                                     token = token, debug = dbg }))
+        assert.is_table(s, err)
+        s:quit()
+        assert.equal(2, calls)
+        assert.equal("invalid_token", seen.status)
+        assert.equal("https://mail.example/", seen.scope)
+        assert.is_nil(find_line(lines, "invalid_token"))
+        assert.is_nil(find_line(lines, b64(REPORT)))
+        assert.is_nil(find_line(lines, "old"))
+        assert.is_true(srv:wait(5))
+        assert.equal("", srv:errors())
+        srv:stop()
+      end)
+
+      it("when the server closes on the refused token, the fresh one goes over a new connection", function()
+        local calls = 0
+        local function lit(x) return (x:gsub("%p", "%%%0")) end
+        local steps = script(ehlo("OAUTHBEARER")).steps
+        steps[#steps + 1] = { serve = {
+          { "^AUTH OAUTHBEARER " .. lit(bearer("ann", "old")) .. "$", "334 " .. b64(REPORT) .. "\r\n" },
+          { "^AQ==$", "535 5.7.8 rejected, bye\r\n", close = true },
+          { "^AUTH OAUTHBEARER " .. lit(bearer("ann", "new")) .. "$", "235 2.7.0 ok\r\n" },
+          { "^QUIT$", "221 2.0.0 bye\r\n", close = true },
+        } }
+        local srv = servers.fake{ steps = steps, connections = 2, timeout = 10 }
+        local s, err = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true, user = "ann",
+          token = function() calls = calls + 1 return calls == 1 and "old" or "new" end }))
+        assert.is_table(s, err)
+        assert.equal("OAUTHBEARER", s.authenticated)
+        s:quit()
+        assert.equal(2, calls)
+        assert.is_true(srv:wait(5))
+        assert.equal("", srv:errors())
+        local _, auths = srv:received():gsub("AUTH OAUTHBEARER", "")
+        assert.equal(2, auths)
+        srv:stop()
+      end)
+
+      it("refused again: auth failure with the report in info, no third try", function()
+        local calls = 0
+        local srv = servers.fake(script(ehlo("XOAUTH2"),
+          { { expect = "^AUTH XOAUTH2 " }, { send = "334 " .. b64('{"status":"401","schemes":"bearer"}') .. "\r\n" },
+            { expect = "^$" }, { send = "535 5.7.8 no\r\n" },
+            { expect = "^AUTH XOAUTH2 " }, { send = "334 " .. b64('{"status":"401","schemes":"bearer"}') .. "\r\n" },
+            { expect = "^$" }, { send = "535 5.7.8 still no\r\n" } }, QUIT))
+        local s, err, info = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true, user = "ann",
+          token = function() calls = calls + 1 return "t" .. calls end }))
+        assert.is_nil(s)
+        assert.equal(2, calls)
+        assert.equal("auth", info.kind, err)
+        assert.equal("401", info.oauth.status)
+        assert.equal("bearer", info.oauth.schemes)
+        assert.is_true(srv:wait(5))
+        assert.equal("", srv:errors())
+        srv:stop()
+      end)
+
+      it("a token function that fails is an argument failure before AUTH", function()
+        local srv = servers.fake(script(ehlo("OAUTHBEARER"), QUIT))
+        local s, err, info = smtp.connect(opts(srv.port, { tls = "none", insecure_auth = true, user = "ann",
+          token = function() error("vault unreachable") end }))
+        assert.is_nil(s)
+        assert.equal("argument", info.kind)
+        assert.matches("the token function failed: .*vault unreachable", err)
+        srv:stop()
+      end)
+    end)
+
     it("SCRAM with fewer than 4096 iterations (RFC 7677): cancelled, no proof sent", function()
       local LOW = [[
 local mime = require "mime"

@@ -15,8 +15,8 @@
 ---@field key? string the client certificate's private key (PEM file)
 ---@field user? string AUTH user name (UTF-8 allowed)
 ---@field password? string AUTH password (UTF-8 allowed); a user without password or token is an argument failure
----@field token? string an OAuth 2 access token: AUTH XOAUTH2 with user
----@field auth? "SCRAM-SHA-256"|"CRAM-MD5"|"PLAIN"|"LOGIN"|"XOAUTH2" force one SASL mechanism
+---@field token? string|fun(report?: { status?: string, scope?: string }): string an OAuth 2 access token for OAUTHBEARER or XOAUTH2 with user; a function is called for it, and once more with the server's report when the token was refused
+---@field auth? "SCRAM-SHA-256"|"CRAM-MD5"|"PLAIN"|"LOGIN"|"XOAUTH2"|"OAUTHBEARER" force one SASL mechanism
 ---@field authzid? string authorization identity (PLAIN, SCRAM)
 ---@field insecure_auth? boolean true allows AUTH over a plaintext connection
 ---@field helo? string the name sent with EHLO/HELO/LHLO

@@ -402,6 +402,42 @@ static void test_xoauth2(void)
     smtp_buf_free(&resp);
 }
 
+/* ---- OAUTHBEARER (RFC 7628) ------------------------------------------------ */
+
+static void test_oauthbearer(void)
+{
+    /* RFC 7628 section 4.1's message, without the optional host and port. */
+    static const char want[] = "n,a=user@example.com,\001auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\001\001";
+    smtp_sasl *s = NULL;
+    smtp_buf ir, resp;
+    int rc;
+
+    smtp_buf_init(&ir, LIMIT);
+    smtp_buf_init(&resp, LIMIT);
+    rc = smtp_sasl_start(&s, "OAUTHBEARER", NULL, "user@example.com",
+                         "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==", &ir);
+    CHECK(rc == 0 && decodes_to(&ir, want, sizeof want - 1), "oauthbearer: initial response (RFC 7628 4.1)");
+    rc = step_raw(s, "{\"status\":\"invalid_token\",\"scope\":\"example_scope\"}", &resp);
+    CHECK(rc == 0 && decodes_to_s(&resp, "\001"), "oauthbearer: an error challenge gets ^A (RFC 7628 3.2.3)");
+    smtp_sasl_free(s);
+
+    smtp_buf_clear(&ir);
+    rc = smtp_sasl_start(&s, "oauthbearer", NULL, "a=b,c", "tok", &ir);
+    CHECK(rc == 0 && decodes_to_s(&ir, "n,a=a=3Db=2Cc,\001auth=Bearer tok\001\001"),
+          "oauthbearer: the user name is a saslname (= and , escaped)");
+    smtp_sasl_free(s);
+    smtp_buf_clear(&ir);
+    CHECK(smtp_sasl_start(&s, "OAUTHBEARER", NULL, "u@example.com", "tok en", &ir) == SMTP_E_ARGUMENT,
+          "oauthbearer: space in token");
+    CHECK(smtp_sasl_start(&s, "OAUTHBEARER", "admin", "u@example.com", "tok", &ir) == SMTP_E_ARGUMENT,
+          "oauthbearer: authzid refused");
+    CHECK(name_is(smtp_sasl_choose("XOAUTH2 OAUTHBEARER PLAIN", 1), "OAUTHBEARER"),
+          "choose: OAUTHBEARER before XOAUTH2 with a token");
+    CHECK(name_is(smtp_sasl_choose("OAUTHBEARER PLAIN", 0), "PLAIN"), "choose: no OAUTHBEARER without a token");
+    smtp_buf_free(&ir);
+    smtp_buf_free(&resp);
+}
+
 /* ---- SCRAM-SHA-256 -------------------------------------------------------- */
 
 static void test_scram_vector(void)
@@ -774,6 +810,7 @@ int main(void)
     test_login();
     test_cram_md5();
     test_xoauth2();
+    test_oauthbearer();
     test_scram_vector();
     test_scram_errors();
     test_scram_random_and_authzid();

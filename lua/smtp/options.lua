@@ -248,15 +248,17 @@ M.list = {
   { name = "password", luals = 'string',
     where = "c", valid = c_string, want = "a string without NUL", identity = true, secret = true,
     doc = "AUTH password (UTF-8 allowed); a user without password or token is an argument failure" },
-  { name = "token", luals = 'string',
-    where = "c", valid = c_string, want = "a string without NUL", identity = true, secret = true,
-    doc = "an OAuth 2 access token: AUTH XOAUTH2 with user" },
-  { name = "auth", luals = '"SCRAM-SHA-256"|"CRAM-MD5"|"PLAIN"|"LOGIN"|"XOAUTH2"',
+  { name = "token", luals = 'string|fun(report?: { status?: string, scope?: string }): string',
+    where = "c", valid = function(v) return c_string(v) or type(v) == "function" end,
+    want = "a string without NUL or a function returning one", identity = true, secret = true,
+    doc = "an OAuth 2 access token for OAUTHBEARER or XOAUTH2 with user; a function is called for it," ..
+      " and once more with the server's report when the token was refused" },
+  { name = "auth", luals = '"SCRAM-SHA-256"|"CRAM-MD5"|"PLAIN"|"LOGIN"|"XOAUTH2"|"OAUTHBEARER"',
     where = "c",
     valid = function(v) return type(v) == "string" and one_of("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN",
-      "XOAUTH2")(v:upper()) end,
-    want = "\"SCRAM-SHA-256\", \"CRAM-MD5\", \"PLAIN\", \"LOGIN\" or \"XOAUTH2\"", default = "the strongest in common",
-    identity = true, doc = "force one SASL mechanism" },
+      "XOAUTH2", "OAUTHBEARER")(v:upper()) end,
+    want = "\"SCRAM-SHA-256\", \"CRAM-MD5\", \"PLAIN\", \"LOGIN\", \"XOAUTH2\" or \"OAUTHBEARER\"",
+    default = "the strongest in common", identity = true, doc = "force one SASL mechanism" },
   { name = "authzid", luals = 'string',
     where = "c", valid = c_string, want = "a string without NUL", identity = true,
     doc = "authorization identity (PLAIN, SCRAM)" },
@@ -447,7 +449,9 @@ function M.pool_key(opts, resolved, hash)
       local v = resolved[o.name]
       if v == nil then v = opts[o.name] end
       if o.secret then
-        secrets[#secrets + 1] = tostring(v)
+        -- A token function stands for the user's tokens (a new closure per
+        -- request must not split the pool); the user is in the key.
+        secrets[#secrets + 1] = type(v) == "function" and "token function" or tostring(v)
       else
         parts[#parts + 1] = o.name .. "=" .. tostring(v)
       end

@@ -28,6 +28,7 @@ end
 
 function Session:_trace_reply(cmd, code, text)
   local trace = self.trace
+  if self._redact_334 and code == 334 then text = "<redacted: the server's token error report>" end
   local lines, n = {}, 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
@@ -353,8 +354,69 @@ function Session:_handshake(tls_opts, stage)
   return true
 end
 
--- AUTH (RFC 4954). creds: { user, password | token, mech, authzid }.
+local TOKEN_MECHS = { XOAUTH2 = true, OAUTHBEARER = true }
+
+-- What a token mechanism's error report (a JSON object in the 334) says:
+-- { status =, scope =, schemes = } (flat string fields only), or nil.
+local function oauth_report(json)
+  if type(json) ~= "string" or not json:find("^%s*{") then return nil end
+  local out, any = {}, false
+  for _, key in ipairs({ "status", "scope", "schemes" }) do
+    local v = json:match('"' .. key .. '"%s*:%s*"([^"]*)"')
+    if v then out[key], any = v, true end
+  end
+  return any and out or nil
+end
+
+-- A refused token that a fresh one may cure: RFC 7628's invalid_token,
+-- Google's "401" for XOAUTH2, anything saying it expired.
+local function token_rejected(report)
+  local st = report and report.status or ""
+  return st == "invalid_token" or st == "401" or st:lower():find("expired") ~= nil
+end
+
+-- The token a credential gives: the string, or what the function returns
+-- (called with nil first, then with the server's report on a refresh).
+local function resolve_token(token, report)
+  if type(token) ~= "function" then return token end
+  local ok, t = pcall(token, report)
+  if not ok then return nil, "the token function failed: " .. tostring(t) end
+  if type(t) ~= "string" or t == "" then
+    return nil, "the token function returned " .. (type(t) == "string" and "an empty string" or "a " .. type(t))
+  end
+  return t
+end
+
+-- AUTH (RFC 4954). creds: { user, password | token, mech, authzid }; token
+-- may be a function returning a fresh token: it is called before AUTH, and
+-- once more when the server says the token is invalid or expired; the
+-- second AUTH goes over the same connection when the server left it open,
+-- else smtp.connect opens a new one (self._fresh_token carries it there).
 function Session:auth(creds)
+  local token, terr = resolve_token(creds.token)
+  if creds.token ~= nil and not token then return errors.fail("argument", terr, { stage = "auth" }) end
+  local ok, err, info = self:_auth_once(creds, token or creds.password)
+  if ok or type(creds.token) ~= "function" or not (info and token_rejected(info.oauth)) then
+    return ok, err, info
+  end
+  local fresh, ferr = resolve_token(creds.token, info.oauth)
+  if not fresh then return errors.fail("argument", ferr, { stage = "auth" }) end
+  if self.closed then
+    self._fresh_token = fresh
+    return nil, err, info
+  end
+  if self.trace then self.trace("info", "the token was refused; AUTH again with a fresh one") end
+  ok, err, info = self:_auth_once(creds, fresh)
+  if not ok and self.closed and info.kind == "closed" then
+    -- The server had closed the connection after its refusal: the fresh
+    -- token never reached it.
+    self._fresh_token = fresh
+  end
+  return ok, err, info
+end
+
+-- One AUTH exchange with this secret (a password or a token).
+function Session:_auth_once(creds, secret)
   local offered = self.capabilities and self.capabilities.AUTH
   if not offered then
     return errors.fail("auth", "the server does not offer AUTH", { stage = "auth", temporary = false })
@@ -369,7 +431,7 @@ function Session:auth(creds)
     return errors.fail("auth", mech .. " is not offered (the server offers: " .. offered .. ")",
       { stage = "auth", temporary = false })
   end
-  local sasl, initial, smsg = core.sasl(mech, creds.authzid, creds.user, creds.token or creds.password)
+  local sasl, initial, smsg = core.sasl(mech, creds.authzid, creds.user, secret)
   if not sasl then return errors.fail("argument", smsg, { stage = "auth" }) end
   local ok, code, msg = self.engine:auth(mech, initial ~= "" and initial or nil)
   if not ok then
@@ -379,11 +441,15 @@ function Session:auth(creds)
     end
     return errors.fail("argument", msg, { stage = "auth" })
   end
-  self._auth_active, self._auth_error = true, nil
+  -- A token mechanism's 334 is an error report: kept for info.oauth, and
+  -- kept out of the transcript.
+  local report
+  self._auth_active, self._auth_error, self._redact_334 = true, nil, TOKEN_MECHS[mech]
   -- step gives nil, code, message: the message is what the caller reads.
   -- A SCRAM server-final ("v=...") that fails is the server not proving it
   -- knows the password, as in sasl:finish.
   self._challenge = function(text)
+    if TOKEN_MECHS[mech] then report = oauth_report(core.b64decode(text)) end
     local resp, _, serr = sasl:step(text)
     if resp then return resp end
     local dec = mech == "SCRAM-SHA-256" and core.b64decode(text)
@@ -397,7 +463,7 @@ function Session:auth(creds)
     return nil, serr
   end
   local r, a, b, c, d, e, f = self:_run()
-  self._auth_active, self._challenge = false, nil
+  self._auth_active, self._challenge, self._redact_334 = false, nil, nil
   if r == "done" then
     local fin, _, fmsg = sasl:finish(c or "")
     if not fin then
@@ -408,7 +474,7 @@ function Session:auth(creds)
     return true
   end
   if r == "failed" then
-    local extra = { stage = "auth" }
+    local extra = { stage = "auth", oauth = report }
     if self._auth_error then
       return self:_failure(a, b, c, d, e, f, extra, "authentication failed: " .. self._auth_error)
     end
@@ -683,6 +749,12 @@ function M.connect(opts)
     ok, err, info = s:auth(creds)
     if not ok then
       s:quit()
+      if s._fresh_token and not opts._refreshed and not opts.transport then
+        -- The server closed the connection on the refused token: once more
+        -- on a new one, with the fresh token.
+        local again = setmetatable({ token = s._fresh_token, _refreshed = true }, { __index = opts })
+        return M.connect(again)
+      end
       return nil, err, info
     end
   end
