@@ -415,7 +415,6 @@ return "334 " .. mime.b64("r=" .. cnonce .. "srvNONCE,s=" .. mime.b64("saltsalt"
     end)
 
     describe("OAUTHBEARER (RFC 7628) and refreshed tokens", function()
-      local function b64(x) return (core.b64encode(x, 0)) end
       local function bearer(user, tok) return b64("n,a=" .. user .. ",\1auth=Bearer " .. tok .. "\1\1") end
       local REPORT = '{"status":"invalid_token","scope":"https://mail.example/","openid-configuration":"x"}'
 
