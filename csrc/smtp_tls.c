@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <openssl/bio.h>
@@ -50,14 +51,21 @@
  * SSL_get_fd() find the socket through BIO_C_GET_FD. */
 #define SMTP_BIO_TYPE (0x7d | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR)
 
+/* Size of a name-check reason (smtp_tls_check_name's why). */
+#define WHY_SIZE 256
+
 struct smtp_tls {
     SSL_CTX *ctx;
     SSL *ssl;
     BIO_METHOD *meth;
+    char *servername; /* the name checked (a copy); NULL without verify */
     int fd;
     int verify;
     int io_errno;   /* errno of the BIO's last failed send/recv, else 0 */
     int eof;        /* the BIO saw end of stream */
+    int name_is_ip;         /* servername is an IP literal */
+    int name_checked;       /* verify_cb matched the name */
+    char name_why[WHY_SIZE]; /* verify_cb's reason for a mismatch, else "" */
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -241,7 +249,10 @@ static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, con
         if (vr != X509_V_OK) {
             const char *why = X509_verify_cert_error_string(vr);
             if ((vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
-                servername != NULL)
+                t->name_why[0] != '\0')
+                r = fail(n, SMTP_E_TLS, "certificate verify failed: %s", t->name_why);
+            else if ((vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
+                     servername != NULL)
                 r = fail(n, SMTP_E_TLS, "certificate verify failed: %s (server name '%s')", why,
                          servername);
             else
@@ -289,6 +300,189 @@ static int wait_for(smtp_tls *t, smtp_net *n, int ssl_err, double deadline, cons
     return fail(n, w, "poll: %s", strerror(errno));
 }
 
+/* ---- the server name (RFC 9525) ------------------------------------------ */
+
+/* "[::1]" and "::1" and "192.0.2.1" are IP literals; copies the bare
+ * address into ip (size >= INET6_ADDRSTRLEN + 1) and returns 1 if so. */
+static int ip_literal(const char *name, char *ip, size_t size)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t len = strlen(name);
+
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        name++;
+        len -= 2;
+    }
+    if (len == 0 || len >= size)
+        return 0;
+    memcpy(ip, name, len);
+    ip[len] = '\0';
+    return inet_pton(AF_INET, ip, addr) == 1 || inet_pton(AF_INET6, ip, addr) == 1;
+}
+
+/* The one rule for matching the server name against a certificate, for both
+ * transports: the C one calls it from verify_cb during the handshake, the
+ * OpenResty one (where nginx does the TLS) through smtp_tls_check_name.
+ *  - A host name matches only a dNSName subjectAltName; a wildcard only as
+ *    the whole left-most label ("*.example.com" matches "mail.example.com",
+ *    not "a.b.example.com"); partial wildcards ("m*.example.com") never.
+ *  - An IPv4 or IPv6 literal matches only an iPAddress subjectAltName, never
+ *    a dNSName that spells the address.
+ *  - The subject CN is never used, not even when the certificate has no
+ *    subjectAltName at all (RFC 9525 dropped RFC 6125's CN fallback). */
+#define NAME_FLAGS (X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT)
+
+/* Whether a dNSName of the certificate spells the address ip: what RFC 9525
+ * refuses and what is worth telling the user about. */
+static int dns_name_spells(const GENERAL_NAMES *sans, const char *ip)
+{
+    size_t len = strlen(ip);
+    int i;
+
+    for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+
+        if (g->type == GEN_DNS && ASN1_STRING_length(g->d.dNSName) == (int)len &&
+            strncasecmp((const char *)ASN1_STRING_get0_data(g->d.dNSName), ip, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* 1 when cert is for servername; 0 when not, with the reason in why (size
+ * > 0), e.g. "hostname mismatch (server name 'x')". Never leaves anything on
+ * OpenSSL's error queue. */
+static int name_matches(X509 *cert, const char *servername, char *why, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    const char *what;
+    GENERAL_NAMES *sans;
+    int is_ip, r, crit = -1;
+
+    why[0] = '\0';
+    if (servername == NULL || servername[0] == '\0') {
+        snprintf(why, size, "no server name to verify");
+        return 0;
+    }
+    is_ip = ip_literal(servername, ip, sizeof ip);
+    what = is_ip ? "IP address mismatch" : "hostname mismatch";
+    /* X509_check_host() reads a leading dot as "any subdomain of". */
+    if (!is_ip && servername[0] == '.') {
+        snprintf(why, size, "%s (server name '%s'): not a host name", what, servername);
+        return 0;
+    }
+    ERR_clear_error();
+    if (is_ip)
+        r = X509_check_ip_asc(cert, ip, NAME_FLAGS);
+    else
+        r = X509_check_host(cert, servername, strlen(servername), NAME_FLAGS, NULL);
+    if (r == 1) {
+        ERR_clear_error();
+        return 1;
+    }
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (r < 0)
+        snprintf(why, size, "%s (server name '%s'): the certificate's names cannot be read", what,
+                 servername);
+    else if (crit == -1) /* no subjectAltName extension */
+        snprintf(why, size,
+                 "%s (server name '%s'): the certificate has no subjectAltName, and its"
+                 " subject CN is not used (RFC 9525)",
+                 what, servername);
+    else if (is_ip && sans != NULL && dns_name_spells(sans, ip))
+        snprintf(why, size,
+                 "%s (server name '%s'): the certificate has %s as a DNS name only, which"
+                 " does not certify an IP address (RFC 9525)",
+                 what, servername, ip);
+    else
+        snprintf(why, size, "%s (server name '%s')", what, servername);
+    GENERAL_NAMES_free(sans);
+    ERR_clear_error();
+    return 0;
+}
+
+/* OpenSSL calls this for every certificate of the chain, the leaf (depth 0)
+ * last, with ok = 1 once everything it checks itself has passed; the name is
+ * checked there, so chain errors (expired, unknown issuer ...) come first.
+ * A mismatch fails the handshake as OpenSSL's own name check would, with
+ * the verify result HOSTNAME_MISMATCH / IP_ADDRESS_MISMATCH and the reason
+ * in t->name_why. */
+static int verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+    SSL *ssl;
+    smtp_tls *t;
+    X509 *cert;
+
+    if (!ok || X509_STORE_CTX_get_error_depth(ctx) != 0)
+        return ok;
+    ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    t = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    cert = X509_STORE_CTX_get0_cert(ctx);
+    if (t == NULL || cert == NULL) {
+        X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    if (name_matches(cert, t->servername, t->name_why, sizeof t->name_why) == 1) {
+        t->name_checked = 1;
+        return 1;
+    }
+    X509_STORE_CTX_set_error(ctx, t->name_is_ip ? X509_V_ERR_IP_ADDRESS_MISMATCH
+                                                : X509_V_ERR_HOSTNAME_MISMATCH);
+    return 0;
+}
+
+/* After a successful handshake with verify on: verify_cb must have matched
+ * the name. Should OpenSSL ever skip the callback for the leaf, the name is
+ * checked here instead, so a handshake never succeeds unchecked. */
+static int check_peer_name(smtp_tls *t, smtp_net *n)
+{
+    X509 *cert;
+    int m;
+
+    if (t->name_checked)
+        return SMTP_OK;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    cert = SSL_get1_peer_certificate(t->ssl);
+#else
+    cert = SSL_get_peer_certificate(t->ssl);
+#endif
+    if (cert == NULL)
+        return fail(n, SMTP_E_TLS, "certificate verify failed: the server sent no certificate");
+    m = name_matches(cert, t->servername, t->name_why, sizeof t->name_why);
+    X509_free(cert);
+    if (m != 1)
+        return fail(n, SMTP_E_TLS, "certificate verify failed: %s", t->name_why);
+    t->name_checked = 1;
+    return SMTP_OK;
+}
+
+int smtp_tls_check_name(const void *der, size_t len, const char *servername, char *why,
+                        size_t size)
+{
+    const unsigned char *p = der;
+    X509 *cert;
+    int r;
+
+    if (size == 0)
+        return SMTP_E_ARGUMENT;
+    why[0] = '\0';
+    if (der == NULL || len == 0 || len > LONG_MAX) {
+        snprintf(why, size, "no server certificate to check");
+        return SMTP_E_TLS;
+    }
+    ERR_clear_error();
+    cert = d2i_X509(NULL, &p, (long)len);
+    if (cert == NULL || p != (const unsigned char *)der + len) {
+        X509_free(cert);
+        ERR_clear_error();
+        snprintf(why, size, "the server certificate cannot be parsed");
+        return SMTP_E_TLS;
+    }
+    r = name_matches(cert, servername, why, size);
+    X509_free(cert);
+    return r;
+}
+
 /* ---- set-up -------------------------------------------------------------- */
 
 void smtp_tls_opts_init(smtp_tls_opts *o)
@@ -307,24 +501,6 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
     (void)rwflag;
     (void)userdata;
     return 0;
-}
-
-/* "[::1]" and "::1" and "192.0.2.1" are IP literals; copies the bare
- * address into ip (size >= INET6_ADDRSTRLEN + 1) and returns 1 if so. */
-static int ip_literal(const char *name, char *ip, size_t size)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-    size_t len = strlen(name);
-
-    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
-        name++;
-        len -= 2;
-    }
-    if (len == 0 || len >= size)
-        return 0;
-    memcpy(ip, name, len);
-    ip[len] = '\0';
-    return inet_pton(AF_INET, ip, addr) == 1 || inet_pton(AF_INET6, ip, addr) == 1;
 }
 
 static int load_trust(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
@@ -400,7 +576,7 @@ static int make_ctx(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
      * address. */
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (t->verify) {
-        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
         r = load_trust(t, n, o);
         if (r != SMTP_OK)
             return r;
@@ -410,7 +586,8 @@ static int make_ctx(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
     return load_client_cert(t, n, o);
 }
 
-/* SNI and the name check; a missing name with verify was refused already. */
+/* SNI, and the name verify_cb checks; a missing name with verify was
+ * refused already. */
 static int set_peer_name(smtp_tls *t, smtp_net *n, const char *servername)
 {
     char ip[INET6_ADDRSTRLEN + 1];
@@ -425,14 +602,12 @@ static int set_peer_name(smtp_tls *t, smtp_net *n, const char *servername)
         return fail_openssl(n, SMTP_E_TLS, "cannot set the TLS server name");
     if (!t->verify)
         return SMTP_OK;
-    if (is_ip) {
-        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), ip) != 1)
-            return fail_openssl(n, SMTP_E_TLS, "cannot set the IP address to verify");
-    } else {
-        SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if (SSL_set1_host(t->ssl, servername) != 1)
-            return fail_openssl(n, SMTP_E_TLS, "cannot set the host name to verify");
-    }
+    /* Not OpenSSL's own check (SSL_set1_host): verify_cb applies the
+     * rule of name_matches, the one the cosocket transport uses too. */
+    t->servername = strdup(servername);
+    if (t->servername == NULL)
+        return fail(n, SMTP_E_NOMEM, "out of memory");
+    t->name_is_ip = is_ip;
     return SMTP_OK;
 }
 
@@ -447,6 +622,7 @@ static int make_ssl(smtp_tls *t, smtp_net *n)
     t->ssl = SSL_new(t->ctx);
     if (t->ssl == NULL)
         return fail_openssl(n, SMTP_E_TLS, "cannot create TLS session");
+    SSL_set_app_data(t->ssl, t); /* for verify_cb */
     bio = BIO_new(t->meth);
     if (bio == NULL)
         return fail(n, SMTP_E_NOMEM, "cannot create the TLS socket BIO");
@@ -485,6 +661,7 @@ void smtp_tls_free(smtp_tls *t)
     SSL_free(t->ssl);
     SSL_CTX_free(t->ctx);
     BIO_meth_free(t->meth);
+    free(t->servername);
     free(t);
 }
 
@@ -520,6 +697,8 @@ int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double d
         r = set_peer_name(t, n, o->servername);
     if (r == SMTP_OK)
         r = handshake(t, n, o->servername, deadline);
+    if (r == SMTP_OK && t->verify)
+        r = check_peer_name(t, n);
     if (r != SMTP_OK) {
         int saved = errno; /* SMTP_E_IO promises the failing call's errno */
         smtp_tls_free(t);

@@ -40,14 +40,13 @@
 #include "smtp_net.h"
 
 typedef struct smtp_tls_opts {
-    const char *servername; /* SNI and the name verified. A host name is sent
-                             * as SNI and checked against the certificate's
-                             * DNS names (no partial wildcards such as
-                             * "w*.example.com"). An IPv4 or IPv6 literal
-                             * ("192.0.2.1", "::1", also "[::1]") is checked
-                             * against its IP addresses and never sent as
-                             * SNI (RFC 6066). NULL or "": no SNI, and with
-                             * verify = 1 the handshake is refused. */
+    const char *servername; /* SNI and the name verified, by the rule of
+                             * smtp_tls_check_name (RFC 9525). A host name is
+                             * sent as SNI. An IPv4 or IPv6 literal
+                             * ("192.0.2.1", "::1", also "[::1]") is never
+                             * sent as SNI (RFC 6066). NULL or "": no SNI,
+                             * and with verify = 1 the handshake is
+                             * refused. */
     int verify;             /* non-zero: chain and name verified (default, see
                              * smtp_tls_opts_init); 0: no checks at all */
     const char *cafile;     /* PEM bundle; cafile and/or capath replace the */
@@ -73,14 +72,38 @@ void smtp_tls_opts_init(smtp_tls_opts *o);
  * Verification failures read "certificate verify failed: <OpenSSL's
  * reason>", e.g. "certificate has expired", "unable to get local issuer
  * certificate", "self-signed certificate" ("self signed" in 1.1.1), and
- * "hostname mismatch (server name 'x')" / "IP address mismatch (server
- * name 'x')" (1.1.1 capitalises "Hostname"); verify = 1 without a server
- * name gives "no server name to verify"; other handshake failures read
+ * the name check's reasons (see smtp_tls_check_name), e.g. "hostname
+ * mismatch (server name 'x')" / "IP address mismatch (server name 'x')";
+ * verify = 1 without a server name gives "no server name to verify"; other
+ * handshake failures read
  * "TLS handshake failed: <OpenSSL's reason>" (e.g. "wrong version number"
  * for a peer not speaking TLS, "tlsv1 alert protocol version" for a server
  * below TLS 1.2). n keeps owning the socket; no bytes beyond the handshake
  * are consumed. */
 int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double deadline);
+
+/* The server name rule, the one place both transports take it from (the C
+ * one during smtp_tls_start's handshake, the OpenResty one, where nginx does
+ * the TLS, on the certificate the handshake got), after RFC 9525:
+ *  - a host name matches only the certificate's dNSName subjectAltNames, a
+ *    wildcard only as the whole left-most label ("*.example.com" matches
+ *    "mail.example.com", neither "a.b.example.com" nor "example.com"), and
+ *    no partial wildcard ("m*.example.com") at all;
+ *  - an IPv4 or IPv6 literal ("192.0.2.1", "::1", "[::1]") matches only its
+ *    iPAddress subjectAltNames, never a dNSName spelling the address;
+ *  - the subject CN is never used, not even without any subjectAltName.
+ * Checks the DER certificate der (len bytes) against servername. Returns 1
+ * when it is for that name; 0 when not, with the reason in why (size > 0,
+ * always NUL-terminated): "hostname mismatch (server name 'x')" or "IP
+ * address mismatch (server name 'x')", followed by ": the certificate has no
+ * subjectAltName, and its subject CN is not used (RFC 9525)" or ": the
+ * certificate has 192.0.2.1 as a DNS name only, which does not certify an
+ * IP address (RFC 9525)" where that is why; "no server name to verify" for
+ * NULL or "". Returns SMTP_E_TLS when der is not exactly one certificate
+ * ("the server certificate cannot be parsed"), SMTP_E_ARGUMENT for size 0.
+ * Does not check the chain, dates or anything else. */
+int smtp_tls_check_name(const void *der, size_t len, const char *servername, char *why,
+                        size_t size);
 
 /* Encrypts and sends up to len bytes of buf: returns the number of bytes
  * taken (>= 1; short writes are normal, at most one TLS record's worth) or

@@ -36,16 +36,29 @@ describe("#resty smtp inside nginx", function()
 
   local ngx_srv, dbg, slow, pki
   local have_tls = certs.available() and pcall(require, "ssl")
+  -- the certificates of the name specs, under their own CA
+  local NAMES = nginx.root .. "/spec/fixtures/tls-names/"
 
   setup(function()
+    local trusted
     if have_tls then
       local p = io.popen("mktemp -d")
       local dir = p:read("*l")
       p:close()
       pki = certs.make(dir)
       os.execute("chmod 755 '" .. dir .. "'")
+      -- nginx trusts one file: the test CA and the name specs' CA
+      trusted = dir .. "/trusted.pem"
+      local out = assert(io.open(trusted, "wb"))
+      for _, ca in ipairs({ pki.ca, NAMES .. "ca.crt" }) do
+        local f = assert(io.open(ca, "rb"))
+        out:write(f:read("*a"))
+        f:close()
+      end
+      out:close()
+      os.execute("chmod 644 '" .. trusted .. "'")
     end
-    ngx_srv = nginx.start{ ca = pki and pki.ca }
+    ngx_srv = nginx.start{ ca = trusted }
     dbg = servers.debug_server{}
     slow = nginx.slow_server{ delay = 0.2 }
   end)
@@ -309,6 +322,109 @@ describe("#resty smtp inside nginx", function()
       local _, body = ngx_srv:get("/starttls?" .. query{ port = tls_srv.port,
         servername = "wrong.example", verify = 0 })
       assert.matches("tls=true ehlo2=250", body, 1, true)
+    end)
+  end)
+
+  -- The name checks of spec/tls_spec.lua's "certificate names (RFC 9525)",
+  -- on the cosocket transport: the certificates of spec/fixtures/tls-names
+  -- (their CA is in lua_ssl_trusted_certificate, so only the name decides),
+  -- served with implicit TLS on 127.0.0.1. nginx's own check (the CN when
+  -- there is no SAN, an address as a DNS name, partial wildcards) must not
+  -- be the last word: the transport checks with smtp.core's rule as well.
+  describe("certificate names (RFC 9525)", function()
+    local OK = "tls=true greeting=220 ehlo2=250 offered2=false quit=221\n"
+
+    -- An implicit-TLS server with a fixture certificate. A fresh one for
+    -- every connection: once nginx has dropped a TLS connection it refused,
+    -- slow_server.lua stops accepting (it spins on that connection).
+    local function server(cert)
+      return nginx.slow_server{ delay = 0, implicit = true, max_time = 20,
+        cert = NAMES .. cert .. ".crt", key = NAMES .. "leaf.key" }
+    end
+
+    -- The transport's starttls against cert, for servername (verify on
+    -- unless verify = 0): the handler's report, and the server's port.
+    local function handshake(cert, servername, verify)
+      local srv = server(cert)
+      local status, body = ngx_srv:get("/starttls?" .. query{ port = srv.port, implicit = 1,
+        servername = servername, verify = verify or 1 })
+      srv:stop()
+      assert.equal(200, status)
+      return body, srv.port
+    end
+
+    local function accepted(cert, servername, verify)
+      assert.equal(OK, handshake(cert, servername, verify), cert .. " for " .. servername)
+    end
+
+    -- reason: the end of the message after "failed: "; nil: any tls failure.
+    local function refused(cert, servername, reason)
+      local body, port = handshake(cert, servername)
+      local head = "FAILED tls: tls TLS handshake with 127.0.0.1:" .. port .. " failed: "
+      assert.equal(head, body:sub(1, #head), cert .. " for " .. servername .. ": " .. body)
+      if reason then assert.equal(head .. reason .. "\n", body) end
+    end
+
+    -- One message through smtp.send (servername: the host unless given).
+    local function send(cert, args)
+      local srv = server(cert)
+      args.port, args.tls = srv.port, "implicit"
+      local _, body = ngx_srv:get("/send?" .. query(args))
+      srv:stop()
+      return body
+    end
+
+    it("a certificate without subjectAltName is refused although its CN is the name", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      refused("cn-only", "localhost", "certificate verify failed: hostname mismatch (server name" ..
+        " 'localhost'): the certificate has no subjectAltName, and its subject CN is not used (RFC 9525)")
+    end)
+
+    it("a DNS-name SAN spelling 127.0.0.1 does not certify the address 127.0.0.1", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      refused("dns-ip", "127.0.0.1", "certificate verify failed: IP address mismatch (server name" ..
+        " '127.0.0.1'): the certificate has 127.0.0.1 as a DNS name only, which does not certify" ..
+        " an IP address (RFC 9525)")
+    end)
+
+    it("an iPAddress SAN 127.0.0.1 is accepted for 127.0.0.1, and only for it", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      accepted("ip", "127.0.0.1")
+      accepted("ip", "[127.0.0.1]")
+      refused("ip", "127.0.0.2", "certificate verify failed: IP address mismatch (server name '127.0.0.2')")
+      refused("ip", "localhost")
+      -- through smtp.send, where servername defaults to the host
+      assert.matches("^ok 250 ", send("ip", { host = "127.0.0.1", subject = "to an address" }))
+    end)
+
+    it("DNS-name SANs: localhost; *.example.test one label deep; never m*.example.test", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      accepted("localhost", "localhost")
+      refused("localhost", "127.0.0.1", "certificate verify failed: IP address mismatch (server name" ..
+        " '127.0.0.1')")
+      accepted("wildcard", "mail.example.test")
+      refused("wildcard", "a.b.example.test")   -- nginx refuses this one itself
+      refused("wildcard", "example.test")
+      refused("partial", "mail.example.test", "certificate verify failed: hostname mismatch" ..
+        " (server name 'mail.example.test')")
+    end)
+
+    it("smtp.send: the refusal is a tls error at the tls stage", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local body = send("cn-only", { servername = "localhost" })
+      assert.matches("^error tls: TLS handshake with 127%.0%.0%.1:%d+ failed: certificate verify" ..
+        " failed: hostname mismatch %(server name 'localhost'%): the certificate has no subjectAltName", body)
+      assert.matches("kind=tls stage=tls", body, 1, true)
+    end)
+
+    it("verify = false accepts every one of them", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      accepted("cn-only", "localhost", 0)
+      accepted("dns-ip", "127.0.0.1", 0)
+      accepted("ip", "127.0.0.1", 0)
+      accepted("localhost", "localhost", 0)
+      accepted("wildcard", "a.b.example.test", 0)
+      accepted("partial", "mail.example.test", 0)
     end)
   end)
 end)

@@ -372,6 +372,102 @@ describe("TLS #tls", function()
     end)
   end)
 
+  -- RFC 9525 name checks, with the certificates of spec/fixtures/tls-names
+  -- (signed by its own CA, which these connections trust, so that only the
+  -- name decides). The rule lives in smtp_tls.c (smtp_tls_check_name);
+  -- spec/resty_spec.lua holds the same cases for the cosocket transport.
+  describe("certificate names (RFC 9525)", function()
+    local NAMES = servers.root .. "/spec/fixtures/tls-names/"
+
+    -- Implicit TLS to 127.0.0.1 with the fixture certificate cert; extra:
+    -- connect options (servername, verify ...). Returns smtp.connect's
+    -- results, the session already quit.
+    local function try(cert, extra)
+      local srv = servers.fake{
+        implicit_tls = true,
+        tls = { cert = NAMES .. cert .. ".crt", key = NAMES .. "leaf.key" },
+        steps = concat({ GREET }, after_tls()),
+      }
+      local opts = base_opts(srv.port, { host = "127.0.0.1", tls = "implicit",
+                                         cafile = NAMES .. "ca.crt" })
+      for k, v in pairs(extra or {}) do opts[k] = v end
+      local s, err, info = smtp.connect(opts)
+      if s then s:quit() end
+      srv:stop()
+      return s, err, info
+    end
+
+    local function accepted(cert, extra)
+      local s, err = try(cert, extra)
+      assert.is_table(s, cert .. " for " .. tostring(extra and extra.servername) .. ": " .. tostring(err))
+      assert.is_true(s.tls)
+    end
+
+    local function refused(cert, extra, message)
+      local s, err, info = try(cert, extra)
+      assert.is_nil(s, cert .. " for " .. tostring(extra and extra.servername) .. " was accepted")
+      assert.equal("tls", info.kind)
+      assert.equal("tls", info.stage)
+      assert.is_false(info.temporary)
+      if message then assert.equal("tls: certificate verify failed: " .. message, err) end
+      return err
+    end
+
+    it("a certificate without subjectAltName is refused although its CN is the name", function()
+      if not need_fake() then return end
+      refused("cn-only", { servername = "localhost" }, "hostname mismatch (server name 'localhost'):" ..
+        " the certificate has no subjectAltName, and its subject CN is not used (RFC 9525)")
+      -- the same with the name from host (servername defaults to it)
+      refused("cn-only", { host = "localhost" }, "hostname mismatch (server name 'localhost'):" ..
+        " the certificate has no subjectAltName, and its subject CN is not used (RFC 9525)")
+    end)
+
+    it("a DNS-name SAN spelling 127.0.0.1 does not certify the address 127.0.0.1", function()
+      if not need_fake() then return end
+      local msg = "IP address mismatch (server name '127.0.0.1'): the certificate has 127.0.0.1" ..
+        " as a DNS name only, which does not certify an IP address (RFC 9525)"
+      refused("dns-ip", nil, msg)   -- servername: the host, 127.0.0.1
+      refused("dns-ip", { servername = "127.0.0.1" }, msg)
+      refused("dns-ip", { servername = "[127.0.0.1]" },
+        "IP address mismatch (server name '[127.0.0.1]'): the certificate has 127.0.0.1" ..
+        " as a DNS name only, which does not certify an IP address (RFC 9525)")
+    end)
+
+    it("an iPAddress SAN 127.0.0.1 is accepted for 127.0.0.1, and only for it", function()
+      if not need_fake() then return end
+      accepted("ip")   -- servername: the host, 127.0.0.1
+      accepted("ip", { servername = "127.0.0.1" })
+      accepted("ip", { servername = "[127.0.0.1]" })
+      refused("ip", { servername = "127.0.0.2" }, "IP address mismatch (server name '127.0.0.2')")
+      -- an address does not certify a host name either
+      refused("ip", { servername = "localhost" }, "hostname mismatch (server name 'localhost')")
+    end)
+
+    it("DNS-name SANs: localhost; *.example.test one label deep; never m*.example.test", function()
+      if not need_fake() then return end
+      accepted("localhost", { servername = "localhost" })
+      accepted("localhost", { host = "localhost" })
+      refused("localhost", { servername = "127.0.0.1" }, "IP address mismatch (server name '127.0.0.1')")
+      accepted("wildcard", { servername = "mail.example.test" })
+      refused("wildcard", { servername = "a.b.example.test" },
+        "hostname mismatch (server name 'a.b.example.test')")
+      refused("wildcard", { servername = "example.test" }, "hostname mismatch (server name 'example.test')")
+      -- without servername the name checked is the host, 127.0.0.1
+      refused("wildcard", nil, "IP address mismatch (server name '127.0.0.1')")
+      refused("partial", { servername = "mail.example.test" },
+        "hostname mismatch (server name 'mail.example.test')")
+    end)
+
+    it("verify = false accepts every one of them", function()
+      if not need_fake() then return end
+      for _, case in ipairs({ { "cn-only", "localhost" }, { "dns-ip", "127.0.0.1" },
+                              { "ip", "127.0.0.1" }, { "localhost", "localhost" },
+                              { "wildcard", "a.b.example.test" }, { "partial", "mail.example.test" } }) do
+        accepted(case[1], { servername = case[2], verify = false })
+      end
+    end)
+  end)
+
   describe("STARTTLS hygiene", function()
     it("tls = starttls and no STARTTLS offered: kind tls, only EHLO was sent (no QUIT)", function()
       if not need_fake() then return end

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -139,6 +140,15 @@ static const char config[] =
     "keyUsage = critical,digitalSignature,keyEncipherment\n"
     "extendedKeyUsage = serverAuth\n"
     "subjectAltName = DNS:localhost,IP:127.0.0.1\n"
+    "[ v3_nosan ]\n"
+    "basicConstraints = CA:FALSE\n"
+    "keyUsage = critical,digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage = serverAuth\n"
+    "[ v3_dnsip ]\n"
+    "basicConstraints = CA:FALSE\n"
+    "keyUsage = critical,digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage = serverAuth\n"
+    "subjectAltName = DNS:127.0.0.1,DNS:*.example.test,DNS:m*.example.org\n"
     "[ v3_wrong ]\n"
     "basicConstraints = CA:FALSE\n"
     "keyUsage = critical,digitalSignature,keyEncipherment\n"
@@ -184,6 +194,10 @@ static const char script[] =
     " -sha256 -extfile cnf -extensions v3_good -out good.pem\n"
     "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 3 -days 3650"
     " -sha256 -extfile cnf -extensions v3_wrong -out wrong.pem\n"
+    "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 5 -days 3650"
+    " -sha256 -extfile cnf -extensions v3_nosan -out nosan.pem\n"
+    "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 6 -days 3650"
+    " -sha256 -extfile cnf -extensions v3_dnsip -out dnsip.pem\n"
     "openssl req -config cnf -new -x509 -sha256 -days 3650 -key srv.key -subj /CN=localhost"
     " -extensions v3_self -out self.pem\n"
     ": > index.txt\n"
@@ -558,6 +572,92 @@ static void test_partial_wildcard_flag(void)
     CHECK(handshake_only(&s, &o, msg, sizeof msg) == SMTP_E_TLS &&
               contains_nocase(msg, "hostname mismatch"),
           "suffixed host name is a mismatch");
+}
+
+/* The name rule (RFC 9525) on DER certificates, as the cosocket transport
+ * uses it, and end to end in the handshake. */
+static int load_der(const char *file, unsigned char **der)
+{
+    FILE *f = fopen(file, "r");
+    X509 *x = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    int len;
+
+    if (f != NULL)
+        fclose(f);
+    *der = NULL;
+    len = x != NULL ? i2d_X509(x, der) : -1;
+    X509_free(x);
+    return len;
+}
+
+static void check_name(const unsigned char *der, int len, const char *name, int want,
+                       const char *want_why, const char *label)
+{
+    char why[256];
+    int r = smtp_tls_check_name(der, len > 0 ? (size_t)len : 0, name, why, sizeof why);
+
+    if (r != want || (want_why != NULL && strcmp(why, want_why) != 0))
+        printf("# %s: %d '%s'\n", label, r, why);
+    CHECK(r == want && (want_why == NULL || strcmp(why, want_why) == 0), label);
+}
+
+static void test_name_rule(void)
+{
+    unsigned char *good, *nosan, *dnsip;
+    int good_len = load_der(path("good.pem"), &good);
+    int nosan_len = load_der(path("nosan.pem"), &nosan);
+    int dnsip_len = load_der(path("dnsip.pem"), &dnsip);
+    char why[8];
+
+    CHECK(good_len > 0 && nosan_len > 0 && dnsip_len > 0, "name rule: certificates as DER");
+    check_name(good, good_len, "localhost", 1, "", "name rule: DNS SAN localhost");
+    check_name(good, good_len, "LocalHost", 1, "", "name rule: case does not matter");
+    check_name(good, good_len, "127.0.0.1", 1, "", "name rule: IP SAN 127.0.0.1");
+    check_name(good, good_len, "[127.0.0.1]", 1, "", "name rule: address literal [127.0.0.1]");
+    check_name(good, good_len, "::1", 0, "IP address mismatch (server name '::1')",
+               "name rule: another address");
+    check_name(good, good_len, "localhost.example", 0,
+               "hostname mismatch (server name 'localhost.example')", "name rule: another name");
+    check_name(good, good_len, ".localhost", 0,
+               "hostname mismatch (server name '.localhost'): not a host name",
+               "name rule: a leading dot is not \"any subdomain\"");
+    check_name(good, good_len, "", 0, "no server name to verify", "name rule: empty name");
+    check_name(good, good_len, NULL, 0, "no server name to verify", "name rule: no name");
+    check_name(nosan, nosan_len, "localhost", 0,
+               "hostname mismatch (server name 'localhost'): the certificate has no"
+               " subjectAltName, and its subject CN is not used (RFC 9525)",
+               "name rule: never the CN");
+    check_name(dnsip, dnsip_len, "127.0.0.1", 0,
+               "IP address mismatch (server name '127.0.0.1'): the certificate has 127.0.0.1"
+               " as a DNS name only, which does not certify an IP address (RFC 9525)",
+               "name rule: a DNS name spelling an address is not an IP SAN");
+    check_name(dnsip, dnsip_len, "mail.example.test", 1, "", "name rule: wildcard, one label");
+    check_name(dnsip, dnsip_len, "a.b.example.test", 0, NULL, "name rule: wildcard, two labels");
+    check_name(dnsip, dnsip_len, "example.test", 0, NULL, "name rule: wildcard, no label");
+    check_name(dnsip, dnsip_len, "mail.example.org", 0, NULL, "name rule: no partial wildcard");
+    check_name(good, good_len - 1, "localhost", SMTP_E_TLS,
+               "the server certificate cannot be parsed", "name rule: truncated DER");
+    check_name((const unsigned char *)"x", 1, "localhost", SMTP_E_TLS, NULL,
+               "name rule: not DER");
+    check_name(NULL, 0, "localhost", SMTP_E_TLS, "no server certificate to check",
+               "name rule: no certificate");
+    CHECK(smtp_tls_check_name(good, (size_t)good_len, "localhost", why, 0) == SMTP_E_ARGUMENT,
+          "name rule: no room for a reason");
+    check_name(good, good_len, "a-very-long-host-name.example", 0, NULL,
+               "name rule: a reason longer than why is cut");
+    CHECK(smtp_tls_check_name(good, (size_t)good_len, "a-very-long-host-name.example", why,
+                              sizeof why) == 0 && strlen(why) == sizeof why - 1,
+          "  ... and NUL-terminated");
+    OPENSSL_free(good);
+    OPENSSL_free(nosan);
+    OPENSSL_free(dnsip);
+
+    check_refused(path("nosan.pem"), "localhost", path("ca.pem"), "no subjectAltName", NULL,
+                  "handshake: no SAN, CN=localhost");
+    check_refused(path("dnsip.pem"), "127.0.0.1", path("ca.pem"), "as a DNS name only", NULL,
+                  "handshake: DNS SAN 127.0.0.1 for the address");
+    check_refused(path("dnsip.pem"), "mail.example.org", path("ca.pem"), "hostname mismatch",
+                  NULL, "handshake: partial wildcard");
 }
 
 static void test_no_verify(void)
@@ -978,6 +1078,7 @@ int main(void)
     test_good();
     test_verification_failures();
     test_partial_wildcard_flag();
+    test_name_rule();
     test_no_verify();
     test_refused_before_handshake();
     test_handshake_timeout();

@@ -156,17 +156,92 @@ function Cosocket:_clientcert(cert, key)
   return self.sock:setclientcert(entry.cert, entry.key)
 end
 
+-- An IP literal ("192.0.2.1", "::1", "[::1]") is never sent as SNI (RFC
+-- 6066), as with the C transport. This only decides SNI: the name check is
+-- smtp.core's, which tells addresses from host names itself.
+local function ip_literal(name)
+  return name:find(":", 1, true) ~= nil or name:match("^%[.*%]$") ~= nil or
+    name:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- OpenSSL's functions that read the server's certificate out of the TLS
+-- session sslhandshake returns (lua-resty-core hands it over as a cdata
+-- SSL_SESSION *), through LuaJIT's FFI: nginx links libssl, so ffi.C has
+-- them. Looked up once per worker: a table, or false and why not.
+local peer_api, peer_api_err
+
+local function load_peer_api()
+  if peer_api ~= nil then return peer_api, peer_api_err end
+  peer_api = false
+  local has_ffi, ffi = pcall(require, "ffi")
+  if not has_ffi then
+    peer_api_err = "LuaJIT's FFI is not available"
+    return peer_api, peer_api_err
+  end
+  -- OpenSSL's own declarations and type names, one at a time: LuaJIT keeps
+  -- the first declaration of a name and accepts repeats, so this and
+  -- another library declaring the same (lua-resty-openssl) get along.
+  for _, decl in ipairs({
+    "typedef struct x509_st X509;",
+    "typedef struct ssl_session_st SSL_SESSION;",
+    "X509 *SSL_SESSION_get0_peer(SSL_SESSION *s);",
+    "int i2d_X509(X509 *a, unsigned char **out);",
+  }) do
+    pcall(ffi.cdef, decl)
+  end
+  local found, get0_peer, i2d = pcall(function()
+    return ffi.C.SSL_SESSION_get0_peer, ffi.C.i2d_X509
+  end)
+  if not found then
+    peer_api_err = "OpenSSL's SSL_SESSION_get0_peer and i2d_X509 are not visible to LuaJIT's FFI" ..
+      " in this nginx (" .. tostring(get0_peer) .. ")"
+    return peer_api, peer_api_err
+  end
+  peer_api = { ffi = ffi, get0_peer = get0_peer, i2d = i2d }
+  return peer_api
+end
+
+-- The server's certificate (DER) from the session of a finished handshake;
+-- nil and why not.
+local function peer_certificate(sess)
+  local api, err = load_peer_api()
+  if not api then return nil, err end
+  -- a NULL session is a cdata too, and true in Lua; == nil tells
+  if type(sess) ~= "cdata" or sess == nil then
+    return nil, "nginx returned no TLS session (" .. type(sess) .. ") to read it from"
+  end
+  local x509 = api.get0_peer(sess)
+  if x509 == nil then return nil, "the TLS session holds no server certificate" end
+  local len = api.i2d(x509, nil)
+  if len <= 0 then return nil, "i2d_X509 failed" end
+  local buf = api.ffi.new("unsigned char[?]", len)
+  local out = api.ffi.new("unsigned char *[1]", buf)
+  if api.i2d(x509, out) ~= len then return nil, "i2d_X509 failed" end
+  return api.ffi.string(buf, len)
+end
+
 -- TLS on the connected socket (after "220" to STARTTLS, or right after
--- connect for implicit TLS). opts.servername: SNI and the name checked
--- against the certificate; opts.verify: check chain and name. Inside nginx
--- the trusted CAs are lua_ssl_trusted_certificate's (and the chain depth
--- lua_ssl_verify_depth's): opts.cafile and opts.capath cannot be applied
--- per connection and are not used. opts.cert/opts.key: a client
--- certificate (PEM files).
+-- connect for implicit TLS). opts.servername: SNI (host names only) and the
+-- name checked against the certificate; opts.verify: check chain and name.
+-- Inside nginx the trusted CAs are lua_ssl_trusted_certificate's (and the
+-- chain depth lua_ssl_verify_depth's): opts.cafile and opts.capath cannot
+-- be applied per connection and are not used. The name is checked by
+-- smtp.core's rule (RFC 9525: subjectAltNames only, never the CN; an IP
+-- address only against IP addresses), the C transport's, on the
+-- certificate read back from the TLS session; nginx's own, looser check
+-- runs first for host names. opts.cert/opts.key: a client certificate
+-- (PEM files).
 function Cosocket:starttls(opts)
   opts = opts or {}
   if self.closed then return nil, "closed", "connection is closed" end
   if not self:_arm() then return nil, "timeout", "deadline exceeded" end
+  local verify = opts.verify and true or false
+  local name = opts.servername
+  if name == "" then name = nil end
+  if verify and not name then
+    self:close()
+    return nil, "tls", "TLS handshake with " .. self.peer .. " refused: no server name to verify"
+  end
   if opts.cert or opts.key then
     local ok, err = self:_clientcert(opts.cert, opts.key)
     if not ok then
@@ -174,12 +249,16 @@ function Cosocket:starttls(opts)
       return nil, "tls", "client certificate: " .. tostring(err)
     end
   end
-  local verify = opts.verify and true or false
+  -- Without a server name nginx checks the chain only; an IP address goes
+  -- that way (nginx would check it as a DNS name), the check below decides.
+  local sni = name
+  if name and ip_literal(name) then sni = nil end
   -- reused_session must be nil, never false: with false, Debian's
-  -- lua-resty-core 0.1.25 can report a failed verification as success.
-  -- And it can raise "assertion failed!" instead of returning an error
-  -- when verification fails (openresty/lua-resty-core#499): pcall it.
-  local ok, sess, err = pcall(self.sock.sslhandshake, self.sock, nil, opts.servername, verify)
+  -- lua-resty-core 0.1.25 can report a failed verification as success, and
+  -- no session would come back to read the certificate from. It can also
+  -- raise "assertion failed!" instead of returning an error when
+  -- verification fails (openresty/lua-resty-core#499): pcall it.
+  local ok, sess, err = pcall(self.sock.sslhandshake, self.sock, nil, sni, verify)
   if not ok then
     self:close()
     return nil, "tls", "TLS handshake with " .. self.peer .. " failed: " .. tostring(sess)
@@ -196,6 +275,22 @@ function Cosocket:starttls(opts)
         " and lua_ssl_verify_depth" .. ((opts.cafile or opts.capath) and "; cafile/capath are not used" or "") .. ")"
     end
     return nil, "tls", msg
+  end
+  if verify then
+    -- Fails closed: no certificate to check is a failed check.
+    local der, why = peer_certificate(sess)
+    local matched, _, msg
+    if not der then
+      msg = "cannot check the certificate name: " .. tostring(why)
+    elseif not core.tls_check_name then
+      msg = "cannot check the certificate name: this smtp.core has no tls_check_name"
+    else
+      matched, _, msg = core.tls_check_name(der, name)
+    end
+    if not matched then
+      self:close()
+      return nil, "tls", "TLS handshake with " .. self.peer .. " failed: " .. tostring(msg)
+    end
   end
   self.tls = true
   return true
