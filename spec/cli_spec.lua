@@ -379,6 +379,55 @@ describe("smtp-send", function()
       assert.equal("-rw-r-----", mode)
       assert.is_nil(config.private(d .. "/missing"))
     end)
+
+    it("trusts a file only when it is yours (or root's) and nobody else can write it", function()
+      local d = tmpdir()
+      local f = d .. "/c"
+      write_file(f, "")
+      for mode, ok in pairs{ ["600"] = true, ["644"] = true, ["755"] = true, ["444"] = true,
+                             ["664"] = false, ["646"] = false, ["666"] = false, ["620"] = false } do
+        assert(sh("chmod " .. mode .. " " .. q(f)))
+        local good, err = config.trusted(f, "configuration file")
+        if ok then
+          assert.is_true(good, mode)
+        else
+          assert.is_nil(good, mode)
+          assert.matches("^configuration file " .. f:gsub("%p", "%%%0") .. " is writable by ", err)
+        end
+      end
+      assert(sh("chmod 666 " .. q(f)))
+      local _, err = config.trusted(f, "configuration file")
+      assert.equal("configuration file " .. f .. " is writable by group and others (-rw-rw-rw-):" ..
+        " refusing to use it; run: chmod go-w '" .. f .. "'", err)
+      assert(sh("chmod 620 " .. q(f)))
+      assert.matches("writable by its group %(%-rw%-%-w%-%-%-%-%)", select(2, config.trusted(f, "x")))
+      local good, merr = config.trusted(d .. "/missing", "password file")
+      assert.is_nil(good)
+      assert.matches("^password file .*/missing: cannot read the permissions", merr)
+      assert.is_true(config.trusted("/dev/null", "configuration file"))
+      -- Another user's file: only root can make one here.
+      if config.uid() == 0 then
+        assert(sh("chmod 600 " .. q(f) .. " && chown 4242 " .. q(f)))
+        local g2, oerr = config.trusted(f, "configuration file")
+        assert.is_nil(g2)
+        assert.equal("configuration file " .. f .. " is owned by uid 4242, not by you (uid 0) or root:" ..
+          " refusing to use it", oerr)
+      end
+    end)
+
+    it("finds the program a passwordeval command names by a path", function()
+      local env = function(n) return ({ HOME = "/home/u", D = "/opt" })[n] end
+      for cmd, want in pairs{
+        ["/usr/bin/gpg -d x.gpg"] = "/usr/bin/gpg", ["~/bin/pw.sh"] = "/home/u/bin/pw.sh",
+        ["'/a b/pw' --x"] = "/a b/pw", ['"$HOME/pw"'] = "/home/u/pw", ["${D}/pw;x"] = "/opt/pw",
+        ["A=1 B=2 ./pw.sh"] = "./pw.sh",
+      } do
+        assert.equal(want, config.command_path(cmd, env), cmd)
+      end
+      for _, cmd in ipairs{ "pass show mail/work", "echo pw", "GNUPGHOME=/x gpg -d f", "~bob/pw", '/bin/x"y"', "" } do
+        assert.is_nil(config.command_path(cmd, env), cmd)
+      end
+    end)
   end)
 
   -------------------------------------------------------------------------
@@ -392,6 +441,25 @@ describe("smtp-send", function()
       assert.equal(1, m:remove("BCC"))
       assert.equal("From: A <a@x.org>\r\nTo: t1@y.org,\r\n\t\"T, Two\" <t2@y.org>\r\n" ..
         "Cc: c@y.org\r\nSubject: s\r\n\r\nbody\r\nTo: not@header\r\n", m:tostring())
+    end)
+
+    it("takes fields with white space before the colon (RFC 5322 4.5) as header fields", function()
+      local raw = "From : A <a@x.org>\nTo : t@y.org\ncc\t: c@y.org\nBcc : b1@y.org,\n b2@y.org\n" ..
+        "BCC\t\t:b3@y.org\nSubject  : after\nX-After: 1\n\nbody\n"
+      local m = rawmsg.parse(raw)
+      assert.equal(7, #m.fields)      -- From (not taken for an mbox From line) ... X-After
+      assert.equal("A <a@x.org>", m:get("from"))
+      assert.equal("after", m:get("Subject"))
+      assert.same({ "t@y.org", "c@y.org", "b1@y.org", "b2@y.org", "b3@y.org" }, m:header_recipients())
+      assert.equal(2, m:remove("Bcc"))
+      assert.equal("From : A <a@x.org>\nTo : t@y.org\ncc\t: c@y.org\nSubject  : after\nX-After: 1\n\nbody\n",
+        m:tostring())
+      local r = rawmsg.parse("Resent-To : n@y.org\nRESENT-BCC\t: h@y.org\nTo: o@y.org\n\nx\n")
+      assert.same({ "n@y.org", "h@y.org" }, r:header_recipients())
+      assert.equal(1, r:remove("Resent-Bcc"))
+      -- still not header fields: a name with a space in it, a line without a colon
+      assert.same({}, rawmsg.parse("Not A Field: x\n\ny\n").fields)
+      assert.equal(1, #rawmsg.parse("Subject: s\nno colon here\nTo: x@y\n").fields)
     end)
 
     it("prefers Resent-* recipients for a resent message", function()
@@ -441,6 +509,28 @@ describe("smtp-send", function()
       local text = table.concat(out.parts)
       assert.matches("100%%", text)
       assert.matches("\n$", text)
+    end)
+
+    it("counts what a transport writes and passes every call on to it", function()
+      local out = { write = function() end }
+      local bar = progress.new{ total = 100, out = out }
+      local real = {}
+      local calls = {}
+      local methods = {
+        send = function(self, s, i) calls[#calls + 1] = self == real and "send" return #s - i + 1 end,
+        flush = function(self, eng) calls[#calls + 1] = self == real and "flush" eng.n = 0 return true end,
+        receive = function(self) calls[#calls + 1] = self == real and "receive" return "220 x\r\n" end,
+      }
+      setmetatable(real, { __index = methods })
+      local t = bar:transport(real)
+      assert.equal(6, t:send("abcdefgh", 3))
+      assert.is_true(t:flush({ n = 30, pending = function(e) return e.n end }))
+      assert.equal("220 x\r\n", t:receive())
+      assert.is_nil(t.pooled_state)
+      assert.same({ "send", "flush", "receive" }, calls)
+      assert.equal(36, bar.done)
+      assert.is_true(t:send(string.rep("x", 500), 1) == 500)
+      assert.equal(100, bar.done)              -- never more than the whole
     end)
   end)
 
@@ -628,6 +718,51 @@ describe("smtp-send", function()
       assert.is_true(dbg:wait(5))
     end)
 
+    it("--progress sends the same bytes with the same MAIL parameters as without it", function()
+      -- The bar counts octets at the connection: the message still goes to
+      -- the library as it is, so what it declares (SIZE, BODY=8BITMIME,
+      -- SMTPUTF8) and sends is the same, in sendmail and compose mode.
+      local caps = "250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 10000000\r\n"
+      local function session(args, stdin)
+        local srv = fake({ { serve = {
+          { "^MAIL ", "250 2.1.0 ok\r\n" }, { "^RCPT ", "250 2.1.5 ok\r\n" },
+          { "^DATA", "354 go\r\n", data = "250 2.0.0 queued\r\n" },
+          { "^QUIT", "221 2.0.0 bye\r\n", close = true },
+        } } }, caps)
+        local full = { "--server", server_arg(srv) }
+        for _, a in ipairs(args) do full[#full + 1] = a end
+        local code, _, err = run(full, { stdin = stdin })
+        assert.equal(0, code, err)
+        assert.is_true(srv:wait(5))
+        -- compose mode makes a new Date and Message-ID each time
+        local got = srv:received():gsub("\r\nDate: [^\r]*", "\r\nDate: D")
+          :gsub("\r\nMessage%-ID: <[^>]*>", "\r\nMessage-ID: <M>")
+        return got, err
+      end
+      local head = "From: a@x.org\nTo: b@y.org\nDate: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <p-1@x.org>\n"
+      local utf8_head = head .. "Subject: Gr\195\188\195\159e\n\nbody\n"
+      local ascii = head .. "Subject: plain\n\nline 1\nline 2\n"
+      for _, case in ipairs{
+        { args = { "-t" }, stdin = utf8_head,
+          mail = "MAIL FROM:<a@x.org> SIZE=" .. (#utf8_head + 7) .. " SMTPUTF8 BODY=8BITMIME\r\n" },
+        { args = { "-t" }, stdin = ascii, mail = "MAIL FROM:<a@x.org> SIZE=" .. (#ascii + 8) .. "\r\n" },
+        { args = COMPOSE, mail = "^MAIL FROM:<a@x.org> SIZE=%d+\r\n$" },
+      } do
+        local plain = session(case.args, case.stdin)
+        local args = { "--progress" }
+        for _, a in ipairs(case.args) do args[#args + 1] = a end
+        local with, err = session(args, case.stdin)
+        assert.matches("100%%", err)
+        local mail = plain:match("MAIL [^\n]*\n")
+        if case.mail:sub(1, 1) == "^" then
+          assert.matches(case.mail, mail)
+        else
+          assert.equal(case.mail, mail)
+        end
+        assert.equal(plain, with)
+      end
+    end)
+
     it("sends --html-file", function()
       local why = missing_mime("html")
       if why then pending(why) return end
@@ -733,6 +868,56 @@ describe("smtp-send", function()
       assert.matches("\nResent%-To: new@y.org\n", msg)
     end)
 
+    it("-t reads 'Bcc : addr' (white space before the colon) as a header: a recipient, stripped", function()
+      -- RFC 5322 4.5 (obsolete syntax, still legal to receive): WSP before
+      -- the colon. Such a Bcc must not end the header section and go out in
+      -- the body to every recipient, with every field after it.
+      local obs = table.concat({
+        "From: Alice <alice@x.org>",
+        "To : to@y.org",
+        "cc\t: cc@y.org",
+        "Bcc : hidden1@y.org,",
+        " hidden2@y.org",
+        "bCC\t\t:hidden3@y.org",
+        "Subject : after the bcc",
+        "X-After: yes",
+        "Date: Sat, 28 Nov 2026 10:00:00 +0000",
+        "Message-ID: <obs-1@x.org>",
+        "",
+        "body",
+        "",
+      }, "\n")
+      local dbg = servers.debug_server{ max_messages = 1 }
+      local code, _, err = run({ "-t", "--server", server_arg(dbg) }, { stdin = obs })
+      assert.equal(0, code, err)
+      local msg = received(dbg)
+      assert.same({ "to@y.org", "cc@y.org", "hidden1@y.org", "hidden2@y.org", "hidden3@y.org" }, rcpts_of(msg))
+      local data = msg:gsub("^.-\nrcpt to: [^\n]*\n(From:)", "%1")
+      assert.equal(obs:gsub("Bcc : hidden1@y.org,\n hidden2@y.org\nbCC\t\t:hidden3@y.org\n", ""), data)
+      assert.is_nil(data:find("hidden", 1, true))
+
+      -- Resent-Bcc in the same spelling: a resent message's recipients, stripped
+      dbg = servers.debug_server{ max_messages = 1 }
+      code, _, err = run({ "-t", "--server", server_arg(dbg) }, { stdin =
+        "Resent-From: r@x.org\nResent-To\t: new@y.org\nRESENT-BCC : rbcc@y.org\nFrom: a@x.org\n" ..
+        "To: old@y.org\nSubject: fwd\nDate: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <obs-2@x.org>\n\nx\n" })
+      assert.equal(0, code, err)
+      msg = received(dbg)
+      assert.same({ "new@y.org", "rbcc@y.org" }, rcpts_of(msg))
+      assert.equal("Resent-From: r@x.org\nResent-To\t: new@y.org\nFrom: a@x.org\nTo: old@y.org\n" ..
+        "Subject: fwd\nDate: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <obs-2@x.org>\n\nx\n",
+        (msg:gsub("^.-\nrcpt to: [^\n]*\n(Resent)", "%1")))
+    end)
+
+    it("strips 'Bcc :' without -t too, and keeps a leading 'From :' field (no mbox line)", function()
+      local code, out, err = run({ "--dry-run", "only@y.org" }, { stdin =
+        "From : a@x.org\nBcc : hidden@y.org\nSubject: s\n\nbody\n" })
+      assert.equal(0, code, err)
+      assert.is_nil(out:find("hidden", 1, true))
+      assert.matches("^From : a@x.org\nSubject: s\nDate: [^\n]+\nMessage%-ID: [^\n]+\n\nbody\n$", out)
+      assert.matches("\nmail from: <a@x.org>\nrcpt to: <only@y.org>\n$", err)
+    end)
+
     it("adds From (with -F), Date and Message-ID when they are missing", function()
       local dbg = servers.debug_server{ max_messages = 1 }
       local code, _, err = run({ "-f", "cron@x.org", "-F", "Cron Daemon", "--server", server_arg(dbg),
@@ -750,6 +935,7 @@ describe("smtp-send", function()
       assert(sh("mkdir -p " .. q(home .. "/.config/lua-smtp")))
       write_file(home .. "/.config/lua-smtp/config",
         "account relay\nserver 127.0.0.1:" .. dbg.port .. "\nfrom cron@x.org\ndefault relay\n")
+      assert(sh("chmod 600 " .. q(home .. "/.config/lua-smtp/config")))   -- whatever the umask
       local code, _, err = run({ "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "admin@y.org" }, { home = home,
         stdin = "From: root (Cron Daemon)\nTo: admin@y.org\nSubject: Cron <root@host> backup\n\ndone\n" })
       assert.equal(0, code, err)
@@ -765,6 +951,7 @@ describe("smtp-send", function()
       assert(sh("mkdir -p " .. q(home .. "/.config/lua-smtp")))
       write_file(home .. "/.config/lua-smtp/config",
         "account relay\nserver 127.0.0.1:" .. dbg.port .. "\nfrom cron@x.org\ndefault relay\n")
+      assert(sh("chmod 600 " .. q(home .. "/.config/lua-smtp/config")))   -- whatever the umask
       local code, _, err = run({ "-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root" }, { home = home,
         stdin = "From: root (Cron Daemon)\nTo: admin@y.org\nSubject: Cron <root@host> backup\n\ndone\n" })
       assert.equal(0, code, err)
@@ -879,6 +1066,45 @@ describe("smtp-send", function()
       code, _, err = run(compose_args(srv))
       assert.equal(69, code)
       assert.matches("^smtp%-send: data: ", err)
+    end)
+
+    it("escapes control characters in server text it prints: errors", function()
+      -- ESC ] 0 ; ... BEL retitles a terminal, ESC [ 2 J clears it; U+009B
+      -- (C2 9B in UTF-8) is a CSI too. UTF-8 text stays readable.
+      local srv = fake(with_quit{ { expect = "^MAIL" },
+        { send = "553 5.7.1 \27]0;pwned\7\27[2J Gr\195\188\195\159e \194\155c1 \255\r\n" } })
+      local code, _, err = run(compose_args(srv))
+      assert.equal(69, code)
+      assert.equal("smtp-send: sender: sender refused: 553 5.7.1 \\x1b]0;pwned\\x07\\x1b[2J" ..
+        " Gr\195\188\195\159e \\xc2\\x9bc1 \\xff\n", err)
+    end)
+
+    it("escapes control characters in server text it prints: warnings, -v and the last line", function()
+      local srv = fake(with_quit{
+        { expect = "^MAIL" }, { send = "250 2.1.0 ok\r\n" },
+        { expect = "^RCPT TO:<b@y.org>" }, { send = "250 2.1.5 ok\r\n" },
+        { expect = "^RCPT TO:<c@y.org>" }, { send = "550 5.1.1 \27[1mno\27[0m\r\n" },
+        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
+        { send = "250 2.0.0 queued \27]0;pwned\7\r\n" },
+      })
+      local code, _, err = run(compose_args(srv, { "--to", "c@y.org", "-v" }))
+      assert.equal(0, code, err)
+      assert.is_nil((err:gsub("\n", "")):find("%c"), "a control character in: " .. err)
+      assert.matches("\nsmtp%-send: warning: recipient refused: c@y.org %(550 5.1.1 \\x1b%[1mno\\x1b%[0m%)\n", err)
+      assert.matches("\nsmtp%-send: sent to 1 recipient: 250 2.0.0 queued \\x1b%]0;pwned\\x07\n$", err)
+      assert.matches("\nreply: b'250 2.0.0 queued \\x1b]0;pwned\\x07\\r\\n'\n", err, 1, true)
+    end)
+
+    it("shows text as it is unless it holds control characters or is not UTF-8", function()
+      local p = cli.printable
+      assert.equal("plain ascii: (550) ok", p("plain ascii: (550) ok"))
+      local utf8 = "Gr\195\188\195\159e \226\130\172 \240\159\152\128"
+      assert.equal(utf8, p(utf8))
+      assert.equal("\\x1b[31m\\x07\\x00\\x7f\\r\\n\\t", p("\27[31m\7\0\127\r\n\t"))
+      -- C1 as UTF-8 and raw, truncated sequences, an overlong "/", a surrogate
+      assert.equal("\\xc2\\x9b \\x9b \\xc3 \\xe2\\x82 \\xc0\\xaf \\xed\\xa0\\x80",
+        p("\194\155 \155 \195 \226\130 \192\175 \237\160\128"))
+      assert.equal("a\nb\tc\\x1b", p("a\nb\tc\27", true))
     end)
 
     it("exits 75 when the message is refused temporarily", function()
@@ -1051,6 +1277,7 @@ describe("smtp-send", function()
         "passwordeval printf 'secret\\n'",
         "from cron@x.org",
         "default pf", "" }, "\n"))
+      assert(sh("chmod 600 " .. q(home .. "/.config/lua-smtp/config")))
       local code, _, err = run({ "-t" }, { home = home,
         stdin = "To: b@lua-smtp.test\nBcc: c@lua-smtp.test\nSubject: cron\n\nfrom cron\n" })
       assert.equal(0, code, err)
@@ -1127,6 +1354,108 @@ describe("smtp-send", function()
       assert.matches("^From: a@x.org\r\n", out)
     end)
 
+    -- A server that takes AUTH PLAIN and one message.
+    local function auth_server()
+      return fake(with_quit{
+        { expect = "^AUTH PLAIN " }, { send = "235 2.7.0 ok\r\n" },
+        { expect = "^MAIL" }, { send = "250 2.1.0 ok\r\n" },
+        { expect = "^RCPT" }, { send = "250 2.1.5 ok\r\n" },
+        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" }, { send = "250 2.0.0 ok\r\n" },
+      }, "250-AUTH PLAIN\r\n")
+    end
+    local SEND = { "--to", "b@y.org", "--subject", "s", "--body", "x" }
+
+    it("refuses (78) a config that others can write, whatever it holds: nothing runs, nothing is sent", function()
+      local d = tmpdir()
+      local marker = d .. "/passwordeval-ran"
+      local srv = auth_server()
+      local home, path = home_with_config("account main\nserver 127.0.0.1:" .. srv.port ..
+        "\ntls none\ninsecure_auth on\nuser alice\npasswordeval touch " .. q(marker) .. "; echo pw\n" ..
+        "from a@x.org\ndefault main\n", "666")
+      local _
+      local code, out, err = run(SEND, { home = home })
+      assert.equal(78, code)
+      assert.equal("", out)
+      assert.equal("smtp-send: configuration file " .. path .. " is writable by group and others (-rw-rw-rw-):" ..
+        " refusing to use it; run: chmod go-w '" .. path .. "'\n", err)
+      for mode, who in pairs{ ["664"] = "its group", ["646"] = "others", ["620"] = "its group" } do
+        assert(sh("chmod " .. mode .. " " .. q(path)))
+        code, _, err = run(SEND, { home = home })
+        assert.equal(78, code, mode)
+        assert.matches("^smtp%-send: configuration file .* is writable by " .. who .. " %(", err)
+      end
+      -- Nothing secret in it: refused all the same.
+      local home2, path2 = home_with_config("account relay\nserver 127.0.0.1:" .. srv.port ..
+        "\nfrom a@x.org\ndefault relay\n", "666")
+      code, _, err = run(SEND, { home = home2 })
+      assert.equal(78, code)
+      assert.matches(path2, err, 1, true)
+      code, _, err = run({ "--config", path2, "--dry-run", "--to", "b@y.org", "--subject", "s" })
+      assert.equal(78, code)
+      assert.matches("is writable by group and others", err)
+      assert.is_nil(read_file(marker), "passwordeval ran")
+      assert.equal("", srv:received())
+      -- The same file, writable by its owner only, is used.
+      local why = missing_auth()
+      if why then pending(why) return end
+      assert(sh("chmod 644 " .. q(path)))
+      code, _, err = run(SEND, { home = home })
+      assert.equal(0, code, err)
+      assert.is_true(srv:wait(5))
+      assert.is_string(read_file(marker))
+      assert.matches("AUTH PLAIN " .. b64("\0alice\0pw"), srv:received(), 1, true)
+    end)
+
+    it("refuses (78) a config that belongs to another user (not root)", function()
+      if config.uid() ~= 0 then
+        pending("only root can give a file to another user here")
+        return
+      end
+      local srv = auth_server()
+      local home, path = home_with_config("account relay\nserver 127.0.0.1:" .. srv.port ..
+        "\nfrom a@x.org\ndefault relay\n", "600")
+      assert(sh("chown 4242 " .. q(path)))
+      local code, _, err = run(SEND, { home = home })
+      assert.equal(78, code)
+      assert.equal("smtp-send: configuration file " .. path .. " is owned by uid 4242, not by you (uid 0)" ..
+        " or root: refusing to use it\n", err)
+      assert.equal("", srv:received())
+    end)
+
+    it("refuses (78) a passwordeval program or a --password-file that others can write", function()
+      local why = missing_auth()
+      if why then pending(why) return end
+      local srv = auth_server()
+      local home, _ = home_with_config("account main\nserver 127.0.0.1:" .. srv.port ..
+        "\ntls none\ninsecure_auth on\nuser alice\npasswordeval ~/bin/pw.sh\nfrom a@x.org\ndefault main\n")
+      local script, marker = home .. "/bin/pw.sh", home .. "/pw-ran"
+      assert(sh("mkdir " .. q(home .. "/bin")))
+      write_file(script, "#!/bin/sh\ntouch " .. q(marker) .. "\necho pw\n")
+      assert(sh("chmod 777 " .. q(script)))
+      local code, _, err = run(SEND, { home = home })
+      assert.equal(78, code)
+      assert.equal("smtp-send: passwordeval program " .. script .. " is writable by group and others" ..
+        " (-rwxrwxrwx): refusing to use it; run: chmod go-w '" .. script .. "'\n", err)
+      assert.is_nil(read_file(marker), "passwordeval ran")
+
+      local pwfile = home .. "/pw"
+      write_file(pwfile, "pw\n")
+      assert(sh("chmod 602 " .. q(pwfile)))
+      code, _, err = run({ "--server", server_arg(srv), "--tls", "none", "--insecure-auth", "--user", "alice",
+        "--password-file", pwfile, "--from", "a@x.org", "--to", "b@y.org", "--subject", "s" })
+      assert.equal(78, code)
+      assert.equal("smtp-send: password file " .. pwfile .. " is writable by others (-rw-----w-):" ..
+        " refusing to use it; run: chmod go-w '" .. pwfile .. "'\n", err)
+      assert.equal("", srv:received())
+
+      assert(sh("chmod 755 " .. q(script)))
+      code, _, err = run(SEND, { home = home })
+      assert.equal(0, code, err)
+      assert.is_true(srv:wait(5))
+      assert.is_string(read_file(marker))
+      assert.matches("AUTH PLAIN " .. b64("\0alice\0pw"), srv:received(), 1, true)
+    end)
+
     it("allows a readable config with passwordeval instead of password", function()
       local home = home_with_config("account main\nserver 127.0.0.1\nuser alice\npasswordeval echo pw\n" ..
         "default main\n", "644")
@@ -1158,6 +1487,7 @@ describe("smtp-send", function()
       local d = tmpdir()
       local path = d .. "/cfg"
       write_file(path, "account x\nserver cfg.example:2600\nfrom c@x.org\ndefault x\n")
+      assert(sh("chmod 644 " .. q(path)))
       for _, flag in ipairs{ "--config", "-C" } do
         local code, _, err = run{ flag, path, "--to", "b@y.org", "--subject", "s", "--dry-run" }
         assert.equal(0, code, err)

@@ -20,8 +20,16 @@
 -- user, password, passwordeval, auth (a SASL mechanism, or on for the
 -- best offered), insecure_auth (on/off: allow AUTH without TLS), from,
 -- helo, timeout, protocol. A value may
--- be written in double quotes (with \" and \\ inside). A file with a
--- password line must not be accessible by group or others.
+-- be written in double quotes (with \" and \\ inside).
+--
+-- Whatever it holds, the file must be owned by the user running smtp-send
+-- (or by root) and writable by nobody else, as msmtp requires: whoever can
+-- change it can make passwordeval run their commands or send the password
+-- to their server. So must a passwordeval program named by a path, and a
+-- --password-file. A file with a password line must moreover not be
+-- accessible by group or others at all. Owner and mode come from
+-- `ls -lLnd` (POSIX, numeric owner, symbolic links followed), as there is
+-- no stat() in plain Lua.
 local options = require "smtp.cli.options"
 
 local M = {}
@@ -145,16 +153,102 @@ local function shell_quote(s)
 end
 M.shell_quote = shell_quote
 
--- The permission bits of path as a string like "-rw-r--r--", via ls (no
--- LuaFileSystem needed); nil, message on failure.
-function M.mode_string(path)
-  local p = io.popen("ls -lLnd -- " .. shell_quote(path) .. " 2>/dev/null")
+-- What `ls -lLnd` says about path (POSIX: mode, links, numeric owner,
+-- ...; -L: a symbolic link's target, the file that will be read):
+-- { mode = "-rw-r--r--", uid = 1000 }, or nil, message. No LuaFileSystem
+-- needed.
+function M.file_info(path)
+  local p = io.popen("LC_ALL=C ls -lLnd -- " .. shell_quote(path) .. " 2>/dev/null")
   if not p then return nil, "cannot run ls" end
   local line = p:read("*l")
   p:close()
-  local mode = line and line:match("^([%-bcdlpsD][rwxsStTlL%-]+)")
+  -- The mode may be followed by + (ACL), . (SELinux) or @ (xattrs).
+  local mode, uid = (line or ""):match("^([%-bcdlpsD][rwxsStTlL%-]+)%S*%s+%d+%s+(%d+)%s")
   if not mode or #mode < 10 then return nil, "cannot read the permissions of " .. path end
-  return mode:sub(1, 10)
+  return { mode = mode:sub(1, 10), uid = tonumber(uid) }
+end
+
+-- The permission bits of path as a string like "-rw-r--r--"; nil, message
+-- on failure.
+function M.mode_string(path)
+  local info, err = M.file_info(path)
+  if not info then return nil, err end
+  return info.mode
+end
+
+local my_uid
+-- The (effective) user id running smtp-send, from `id -u`; nil when unknown.
+function M.uid()
+  if my_uid == nil then
+    local p = io.popen("id -u 2>/dev/null")
+    local line = p and p:read("*l")
+    if p then p:close() end
+    my_uid = tonumber(line or "") or false
+  end
+  return my_uid or nil
+end
+
+-- Whether smtp-send may act on what the file at path says (a configuration
+-- file, a passwordeval program, a password file): owned by the user running
+-- smtp-send or by root, and neither group- nor other-writable, whatever it
+-- holds. (A POSIX ACL that lets someone else write shows as group write:
+-- the group bits are the ACL mask.) /dev/null, always empty, is fine.
+-- what names the file in the message. Returns true or nil, message.
+function M.trusted(path, what)
+  if path == "/dev/null" then return true end
+  local info, err = M.file_info(path)
+  if not info then return nil, what .. " " .. path .. ": " .. err .. ": refusing to use it" end
+  local me = M.uid()
+  if not me then
+    return nil, what .. " " .. path .. ": cannot tell who runs smtp-send (id -u failed): refusing to use it"
+  end
+  if info.uid ~= me and info.uid ~= 0 then
+    return nil, string.format("%s %s is owned by uid %d, not by you (uid %d) or root: refusing to use it",
+      what, path, info.uid, me)
+  end
+  local group, others = info.mode:sub(6, 6) == "w", info.mode:sub(9, 9) == "w"
+  if group or others then
+    return nil, string.format("%s %s is writable by %s (%s): refusing to use it; run: chmod go-w %s",
+      what, path, group and others and "group and others" or group and "its group" or "others",
+      info.mode, shell_quote(path))
+  end
+  return true
+end
+
+-- The program a passwordeval command runs when its first word names it by
+-- a path (/..., ./..., ~/..., $HOME/...), so that it can be checked like the
+-- configuration file; nil for a program looked up on PATH. VAR=value words
+-- in front are skipped, a first word in quotes is unquoted, $NAME and
+-- ${NAME} (outside single quotes) and a leading ~/ are expanded.
+function M.command_path(cmd, getenv)
+  getenv = getenv or os.getenv
+  local function expand(w)
+    return (w:gsub("%${?([%a_][%w_]*)}?", function(name) return getenv(name) or "" end))
+  end
+  local rest, word = cmd
+  repeat
+    rest = rest:gsub("^%s+", "")
+    local q = rest:sub(1, 1)
+    if q == "'" then
+      word, rest = rest:match("^'([^']*)'(.*)$")
+    elseif q == '"' then
+      word, rest = rest:match('^"([^"\\`]*)"(.*)$')
+      if word then word = expand(word) end
+    else
+      word, rest = rest:match("^([^%s;&|<>()`'\"\\]*)(.*)$")
+      -- A word that goes on in quotes, or ~user: not worth guessing.
+      if not word or rest:match("^['\"\\]") or word:match("^~[^/]") then return nil end
+      if word:match("^[%a_][%w_]*=") then
+        word = nil                                   -- VAR=value: the next word
+      else
+        if word:sub(1, 2) == "~/" then word = "$HOME" .. word:sub(2) end
+        word = expand(word)
+      end
+    end
+    if not rest then return nil end
+  until word
+  if not word:find("/", 1, true) then return nil end
+  return word
 end
 
 -- true when neither group nor others have any access to path.
@@ -191,6 +285,8 @@ function M.load(path, required)
   end
   local text = f:read("*a") or ""
   f:close()
+  local ok, terr = M.trusted(path, "configuration file")
+  if not ok then return nil, terr end
   local cfg, err = M.parse(text, path)
   if not cfg then return nil, err end
   if cfg.has_password then

@@ -66,14 +66,15 @@ Delivery:
                          stderr; connect to nothing
   --progress, --no-progress
                          force the progress bar on or off (default: on for
-                         large messages when stderr is a terminal)
+                         large messages when stderr is a terminal); it never
+                         changes what is sent
   --help, --version
 
 Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
   -t                     recipients from the To, Cc and Bcc headers (the
                          Resent-* ones for a resent message), added to the
                          arguments; Bcc and Resent-Bcc headers are removed
-                         (always, with or without -t)
+                         (always, with or without -t; also as "Bcc : ...")
   -f ADDR, -r ADDR       envelope sender (also --from here; default: the From
                          header, then the account's from). A name without a
                          domain (cron's -f root) gives way to the account's
@@ -109,7 +110,11 @@ Exit status (sysexits.h):
   76  EX_PROTOCOL     the server broke the protocol
   77  EX_NOPERM       authentication failed
   78  EX_CONFIG       configuration problem (config file, account, password
-                      source, a config holding a password readable by others)
+                      source, a config holding a password readable by others;
+                      a config file, passwordeval program or password file
+                      that others can write or that is not yours or root's)
+
+Text from the server is printed with control characters escaped (\x1b).
 ]]
 
 local function execute(cmd)
@@ -117,6 +122,66 @@ local function execute(cmd)
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
 end
+
+local SHORT = { [9] = "\\t", [10] = "\\n", [13] = "\\r" }
+
+-- The UTF-8 sequence starting at byte i of s when it is one (and not a C1
+-- control, U+0080 to U+009F), as its length; else nil.
+local function utf8_length(s, i)
+  local b = s:byte(i)
+  local len
+  local lo, hi = 0x80, 0xBF
+  if b >= 0xC2 and b <= 0xDF then
+    len = 2
+    if b == 0xC2 then lo = 0xA0 end                     -- C2 80..9F: C1 controls
+  elseif b >= 0xE0 and b <= 0xEF then
+    len = 3
+    if b == 0xE0 then lo = 0xA0 elseif b == 0xED then hi = 0x9F end
+  elseif b >= 0xF0 and b <= 0xF4 then
+    len = 4
+    if b == 0xF0 then lo = 0x90 elseif b == 0xF4 then hi = 0x8F end
+  else
+    return nil
+  end
+  local b2 = s:byte(i + 1)
+  if not b2 or b2 < lo or b2 > hi then return nil end
+  for k = 2, len - 1 do
+    local c = s:byte(i + k)
+    if not c or c < 0x80 or c > 0xBF then return nil end
+  end
+  return len
+end
+
+-- Text made safe for a terminal: control characters (C0, DEL, and C1 raw
+-- or UTF-8 encoded) and octets that are not UTF-8 are shown as \xNN (\t,
+-- \n, \r), so that text from the server (a reply, a certificate name) can
+-- neither drive the terminal with escape sequences nor forge lines.
+-- keep_lines keeps line ends and tabs (a traceback).
+function M.printable(s, keep_lines)
+  s = tostring(s)
+  if not s:find("[%c\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local b = s:byte(i)
+    local len
+    if b >= 32 and b < 127 then
+      len = 1
+    elseif b >= 128 then
+      len = utf8_length(s, i)
+    elseif keep_lines and (b == 9 or b == 10) then
+      len = 1
+    end
+    if len then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = SHORT[b] or string.format("\\x%02x", b)
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+local printable = M.printable
 
 -- Raises an exit: caught by M.main, which prints the message and returns code.
 local function die(code, msg)
@@ -169,6 +234,10 @@ end
 
 local function first_line_of(path)
   local text = read_file(path, "password file " .. path)
+  if path ~= "-" then
+    local ok, terr = config.trusted(path, "password file")
+    if not ok then die(EX.CONFIG, terr) end
+  end
   local line = text:match("^([^\n]*)")
   return (line:gsub("\r$", ""))
 end
@@ -181,6 +250,13 @@ local function resolve_password(opts, acct, getenv, user, host)
   if env and env ~= "" then return env end
   if acct.password then return acct.password end
   if acct.passwordeval then
+    -- The program it runs, when named by a path, must be as trustworthy
+    -- as the config file: nobody else may be able to change what runs.
+    local program = config.command_path(acct.passwordeval, getenv)
+    if program then
+      local ok, terr = config.trusted(program, "passwordeval program")
+      if not ok then die(EX.CONFIG, terr) end
+    end
     local pw, err = config.eval_password(acct.passwordeval)
     if not pw then die(EX.CONFIG, err) end
     return pw
@@ -380,6 +456,17 @@ local function describe(code, enhanced, text)
   return require("smtp.errors").describe(code, enhanced, text)
 end
 
+-- The size of the message on the wire (line ends as CRLF), for the bar.
+local function wire_size(job)
+  if job.object and job.object.size then return job.object.size end
+  local ok, core = pcall(require, "smtp.core")
+  if ok and core.inspect then
+    local good, _, _, size = core.inspect(job.text)
+    if good and size then return size end
+  end
+  return #job.text
+end
+
 local function run(argv, getenv)
   local opts, perr = options.parse(argv)
   if not opts then die(EX.USAGE, perr) end
@@ -422,54 +509,49 @@ local function run(argv, getenv)
     return EX.OK
   end
 
+  -- The message goes as it is, with or without a progress bar (which
+  -- counts at the connection): a string or the message object.
   local send = {
     host = conn.host, port = conn.port, tls = conn.tls, protocol = conn.protocol,
     cafile = conn.cafile, helo = conn.helo, timeout = conn.timeout,
-    envelope = job.envelope, dsn = opts.dsn,
+    envelope = job.envelope, dsn = opts.dsn, message = job.object or job.text,
   }
-  if opts.verbose > 0 then send.debug = opts.verbose >= 2 and 2 or 1 end
+  if opts.verbose > 0 then
+    -- The library's transcript, with anything the server said made printable.
+    local emit = require("smtp.transcript").printer(opts.verbose >= 2 and 2 or 1)
+    send.debug = function(kind, text) emit(printable(kind), printable(text)) end
+  end
   if conn.user then
     send.user, send.auth, send.insecure_auth = conn.user, conn.auth, conn.insecure_auth
     send.password = resolve_password(opts, acct, getenv, conn.user, conn.host)
   end
 
   local tty = execute("test -t 2")
-  local bar
+  local bar, unwatch
   if opts.progress or (tty and not opts.no_progress and opts.verbose == 0 and #job.text >= M.PROGRESS_MIN) then
     local ok, core = pcall(require, "smtp.core")
-    bar = progress.new{ total = #job.text, clock = ok and core.time or os.time }
-    local text = job.text
-    send.message = {
-      size = #text,
-      source = function()
-        local done = false
-        return bar:wrap(function()
-          if done then return nil end
-          done = true
-          return text
-        end)
-      end,
-    }
-  else
-    send.message = job.object or job.text
+    bar = progress.new{ total = wire_size(job), clock = ok and core.time or os.time }
+    unwatch = bar:watch()
   end
 
   local smtp = require "smtp"
-  local res, err, info = smtp.send(send)
+  local called, res, err, info = pcall(smtp.send, send)
+  if unwatch then unwatch() end
+  if not called then error(res, 0) end
   if bar then bar:finish(res ~= nil) end
   if not res then die(M.exit_code(info), err) end
 
   for _, r in ipairs(job.envelope.to) do
     local rep = res.refused and res.refused[r]
     if rep then
-      io.stderr:write("smtp-send: warning: recipient refused: ", r, " (",
-        describe(rep.code, rep.enhanced, rep.message), ")\n")
+      io.stderr:write(printable("smtp-send: warning: recipient refused: " .. r .. " (" ..
+        describe(rep.code, rep.enhanced, rep.message) .. ")"), "\n")
     end
   end
   if tty or opts.verbose > 0 then
     local n = #(res.accepted or {})
-    io.stderr:write(string.format("smtp-send: sent to %d recipient%s: %s\n", n, n == 1 and "" or "s",
-      describe(res.code, res.enhanced, res.message)))
+    io.stderr:write(printable(string.format("smtp-send: sent to %d recipient%s: %s", n, n == 1 and "" or "s",
+      describe(res.code, res.enhanced, res.message))), "\n")
   end
   return EX.OK
 end
@@ -485,12 +567,12 @@ function M.main(argv, getenv)
   end)
   if ok then return code end
   if type(e) == "table" then
-    if e.message then io.stderr:write("smtp-send: ", e.message, "\n") end
+    if e.message then io.stderr:write("smtp-send: ", printable(e.message), "\n") end
     if e.exit == EX.USAGE then io.stderr:write("Try 'smtp-send --help' for more information.\n") end
     return e.exit
   end
   if tostring(e):find("interrupted!", 1, true) then return 130 end
-  io.stderr:write("smtp-send: internal error: ", tostring(e), "\n")
+  io.stderr:write("smtp-send: internal error: ", printable(e, true), "\n")
   return EX.SOFTWARE
 end
 

@@ -1,7 +1,12 @@
--- A one-line progress bar for smtp-send: wraps a message source function,
--- counts the bytes it hands out and redraws (at most every interval
--- seconds) something like
+-- A one-line progress bar for smtp-send: counts the bytes written to the
+-- connection (Bar:watch) or handed out by a source (Bar:wrap) and redraws
+-- (at most every interval seconds) something like
 --   [###########.........]  55%  5.5 MiB / 10.0 MiB  2.1 MiB/s
+--
+-- smtp-send counts at the connection, not at the message: the message goes
+-- to smtp.send exactly as it does without a bar (a string or a message
+-- object), so the bar cannot change what is sent, how the library inspects
+-- it (8BITMIME, SMTPUTF8) or what SIZE declares.
 local M = {}
 
 -- Chunks handed to the library at once: small enough for a smooth bar.
@@ -68,6 +73,9 @@ end
 
 function Bar:add(n)
   self.done = self.done + n
+  -- The commands around the message are counted too: a few hundred
+  -- octets, not worth more than a full bar.
+  if self.total and self.done > self.total then self.done = self.total end
   local now = self.clock()
   if not self.last or now - self.last >= self.interval or (self.total and self.done >= self.total) then
     self:draw()
@@ -76,6 +84,8 @@ end
 
 -- Ends the line: redraws the final state when done, then a newline.
 function Bar:finish(ok)
+  -- Sent means all of it, whatever the count of octets on the way said.
+  if ok and self.total then self.done = self.total end
   if ok and self.done > 0 then self:draw() end
   if self.drawn then
     self.out:write("\n")
@@ -104,6 +114,47 @@ function Bar:wrap(source)
     self:add(#piece)
     return piece
   end
+end
+
+-- A transport (see smtp.transport) that is t with every octet it writes
+-- counted: send(s, i) and flush(engine) pass through, and so does every
+-- other method, called on t itself (the C socket checks its self).
+function Bar:transport(t)
+  local bar = self
+  local proxy = {}
+  function proxy.send(_, ...)
+    local n, code, msg = t:send(...)
+    if n then bar:add(n) end
+    return n, code, msg
+  end
+  if t.flush then
+    function proxy.flush(_, engine)
+      local before = engine:pending()
+      local ok, code, msg = t:flush(engine)
+      local sent = before - engine:pending()
+      if sent > 0 then bar:add(sent) end
+      return ok, code, msg
+    end
+  end
+  return setmetatable(proxy, { __index = function(_, k)
+    local v = t[k]
+    if type(v) ~= "function" then return v end
+    return function(_, ...) return v(t, ...) end
+  end })
+end
+
+-- Counts what every connection smtp.send opens writes, until the returned
+-- function is called: wraps smtp.transport.connect, which the library
+-- looks up each time it connects.
+function Bar:watch()
+  local tmod = require "smtp.transport"
+  local connect = tmod.connect
+  tmod.connect = function(...)
+    local t, code, msg = connect(...)
+    if not t then return t, code, msg end
+    return self:transport(t)
+  end
+  return function() tmod.connect = connect end
 end
 
 return M

@@ -8,16 +8,28 @@ local M = {}
 local Msg = {}
 Msg.__index = Msg
 
--- Parses raw text. A leading mbox "From " line is dropped. The header
--- section ends at the first empty line, or at the first line that is not a
--- header field (then the rest is all body and a separator is added when
--- the message is written back).
+-- A header field's name: printable ASCII but the colon (RFC 5322 2.2). The
+-- obsolete syntax (RFC 5322 4.5) allows white space between the name and
+-- the colon ("Bcc : x"), and such a line is a header field like any other:
+-- taking it for the start of the body would send it (a Bcc!) to everyone.
+local FIELD = "^([!-9;-~]+)[ \t]*:"
+M.FIELD = FIELD
+
+-- The name of the field a line starts, or nil when it starts none.
+function M.field_name(line)
+  return (line:match(FIELD))
+end
+
+-- Parses raw text. A leading mbox "From " line is dropped (but not a From
+-- field written "From : ..."). The header section ends at the first empty
+-- line, or at the first line that is not a header field (then the rest is
+-- all body and a separator is added when the message is written back).
 function M.parse(raw)
   local self = setmetatable({ fields = {}, body = "", nl = "\n" }, Msg)
   local pos, n = 1, #raw
   local first_end = raw:find("\n", 1, true)
   if first_end and raw:sub(first_end - 1, first_end - 1) == "\r" then self.nl = "\r\n" end
-  if raw:sub(1, 5) == "From " then
+  if raw:sub(1, 5) == "From " and not M.field_name(raw:sub(1, first_end or n)) then
     pos = (first_end or n) + 1
   end
   local fields = self.fields
@@ -25,13 +37,14 @@ function M.parse(raw)
     local e = raw:find("\n", pos, true)
     local line = e and raw:sub(pos, e) or raw:sub(pos)
     local content = line:gsub("\r?\n$", "")
+    local name = M.field_name(content)
     if content == "" or content == "\r" then
       pos = pos + #line
       break
     elseif content:match("^[ \t]") and #fields > 0 then
       fields[#fields].text = fields[#fields].text .. line
-    elseif content:match("^[!-9;-~]+:") then
-      fields[#fields + 1] = { name = content:match("^([^:]+)"), text = line }
+    elseif name then
+      fields[#fields + 1] = { name = name, text = line }
     else
       break
     end
@@ -43,7 +56,7 @@ end
 
 -- The unfolded value of a field: line ends removed, tabs as spaces, trimmed.
 function M.value(field)
-  local text = field.text:sub(#field.name + 2)
+  local text = field.text:match("^[^:]*:(.*)$") or ""
   text = text:gsub("\r?\n", ""):gsub("\t", " ")
   return (text:gsub("^%s+", ""):gsub("%s+$", ""))
 end
