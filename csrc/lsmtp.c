@@ -41,6 +41,7 @@
 #define ENCODER_MT "smtp.core.encoder"
 #define SASL_MT "smtp.core.sasl"
 #define DKIM_MT "smtp.core.dkim"
+#define DKIM_KEY_MT "smtp.core.dkim_key"
 
 #define RECV_SIZE 16384
 
@@ -1343,8 +1344,8 @@ static int l_hostname(lua_State *L)
  * core.dkim_body(relaxed, max_header) -> hasher
  *   hasher:update(s) -> true | nil, code, msg
  *   hasher:finish() -> header_section, body_hash (32 raw octets) | nil, code, msg
- * core.dkim_sign(alg, pem, data) -> raw signature | nil, "argument", msg
- *   alg: "rsa-sha256" or "ed25519-sha256". */
+ * core.dkim_key(alg, pem) -> key | nil, "argument", msg; key:sign(data) -> raw
+ *   signature. alg: "rsa-sha256" or "ed25519-sha256". */
 typedef struct lsmtp_dkim {
     smtp_dkim_body *body;
 } lsmtp_dkim;
@@ -1411,30 +1412,69 @@ static const luaL_Reg dkim_methods[] = {
     {NULL, NULL},
 };
 
-static int l_dkim_sign(lua_State *L)
+/* core.dkim_key(alg, pem) -> key | nil, "argument", msg */
+typedef struct lsmtp_dkim_key {
+    smtp_dkim_key *key;
+} lsmtp_dkim_key;
+
+static int l_dkim_key_new(lua_State *L)
 {
     static const char *const algs[] = {"rsa-sha256", "ed25519-sha256", NULL};
     int alg = luaL_checkoption(L, 1, NULL, algs);
-    size_t pem_len, len;
+    size_t pem_len;
     const char *pem = luaL_checklstring(L, 2, &pem_len);
-    const char *data = luaL_checklstring(L, 3, &len);
     const char *msg = NULL;
-    smtp_buf *b = new_scratch(L);
-    int rc = smtp_dkim_sign(alg == 0 ? SMTP_DKIM_RSA_SHA256 : SMTP_DKIM_ED25519_SHA256, pem, pem_len,
-                            data, len, b, &msg);
+    lsmtp_dkim_key *u = lua_newuserdata(L, sizeof *u);
+    int rc;
+    u->key = NULL;
+    lsmtp_setclass(L, DKIM_KEY_MT);
+    rc = smtp_dkim_key_new(&u->key, alg == 0 ? SMTP_DKIM_RSA_SHA256 : SMTP_DKIM_ED25519_SHA256, pem, pem_len,
+                           &msg);
+    if (rc == SMTP_E_NOMEM)
+        return luaL_error(L, "not enough memory");
     if (rc) {
-        smtp_buf_free(b);
-        if (rc == SMTP_E_NOMEM)
-            return luaL_error(L, "not enough memory");
         lua_pushnil(L);
         lua_pushstring(L, code_name(rc));
         lua_pushstring(L, msg ? msg : smtp_strerror(rc));
         return 3;
     }
+    return 1;
+}
+
+static int l_dkim_key_gc(lua_State *L)
+{
+    lsmtp_dkim_key *u = lsmtp_checkudata(L, 1, DKIM_KEY_MT);
+    smtp_dkim_key_free(u->key);
+    u->key = NULL;
+    return 0;
+}
+
+/* key:sign(data) -> raw signature */
+static int l_dkim_key_sign(lua_State *L)
+{
+    lsmtp_dkim_key *u = lsmtp_checkudata(L, 1, DKIM_KEY_MT);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    smtp_buf *b;
+    int rc;
+    if (!u->key)
+        return luaL_error(L, "smtp.core: DKIM key used after free");
+    b = new_scratch(L);
+    rc = smtp_dkim_sign(u->key, data, len, b);
+    if (rc == SMTP_E_NOMEM)
+        return luaL_error(L, "not enough memory");
+    if (rc)
+        return luaL_error(L, "smtp.core: DKIM signing failed (%s)", smtp_strerror(rc));
     lua_pushlstring(L, smtp_buf_ptr(b), smtp_buf_len(b));
     smtp_buf_free(b);
     return 1;
 }
+
+static const luaL_Reg dkim_key_methods[] = {
+    {"sign", l_dkim_key_sign},
+    {"__gc", l_dkim_key_gc},
+    {NULL, NULL},
+};
 
 /* core.idna_to_ascii(domain) -> A-label form | nil, "argument", msg: IDNA2008
  * with the UTS #46 non-transitional mapping (libidn2), for a domain with
@@ -1512,7 +1552,7 @@ static const luaL_Reg core_functions[] = {
     {"sasl_choose", l_sasl_choose},
     {"qp_encoder", l_qp_encoder},
     {"dkim_body", l_dkim_body_new},
-    {"dkim_sign", l_dkim_sign},
+    {"dkim_key", l_dkim_key_new},
     {"tls_check_name", l_tls_check_name},
     {"idna_to_ascii", l_idna_to_ascii},
     {NULL, NULL},
@@ -1527,6 +1567,7 @@ LSMTP_EXPORT int luaopen_smtp_core(lua_State *L)
     lsmtp_newclass(L, ENCODER_MT, encoder_methods);
     lsmtp_newclass(L, SASL_MT, sasl_methods);
     lsmtp_newclass(L, DKIM_MT, dkim_methods);
+    lsmtp_newclass(L, DKIM_KEY_MT, dkim_key_methods);
     lua_newtable(L);
     lsmtp_setfuncs(L, core_functions);
     lua_pushliteral(L, "0.1.0");

@@ -221,6 +221,11 @@ void smtp_dkim_body_free(smtp_dkim_body *d)
     free(d);
 }
 
+struct smtp_dkim_key {
+    EVP_PKEY *pkey;
+    smtp_dkim_alg alg;
+};
+
 static EVP_PKEY *read_key(const char *pem, size_t pem_len)
 {
     EVP_PKEY *key = NULL;
@@ -235,55 +240,69 @@ static EVP_PKEY *read_key(const char *pem, size_t pem_len)
     return key;
 }
 
-int smtp_dkim_sign(smtp_dkim_alg alg, const char *pem, size_t pem_len, const char *data,
-                   size_t len, smtp_buf *sig, const char **msg)
+int smtp_dkim_key_new(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem, size_t pem_len,
+                      const char **msg)
+{
+    const char *why = NULL;
+    smtp_dkim_key *k;
+    EVP_PKEY *pkey = read_key(pem, pem_len);
+
+    *out = NULL;
+    if (!pkey)
+        why = "the DKIM key is not a PEM private key";
+    else if (alg == SMTP_DKIM_RSA_SHA256 && EVP_PKEY_id(pkey) != EVP_PKEY_RSA)
+        why = "rsa-sha256 needs an RSA key";
+    else if (alg == SMTP_DKIM_RSA_SHA256 && EVP_PKEY_bits(pkey) < SMTP_DKIM_MIN_RSA_BITS)
+        why = "the RSA key is shorter than 1024 bits (RFC 8301)";
+    else if (alg == SMTP_DKIM_ED25519_SHA256 && EVP_PKEY_id(pkey) != EVP_PKEY_ED25519)
+        why = "ed25519-sha256 needs an Ed25519 key";
+    if (why) {
+        EVP_PKEY_free(pkey);
+        if (msg)
+            *msg = why;
+        return SMTP_E_ARGUMENT;
+    }
+    k = malloc(sizeof *k);
+    if (!k) {
+        EVP_PKEY_free(pkey);
+        return SMTP_E_NOMEM;
+    }
+    k->pkey = pkey;
+    k->alg = alg;
+    *out = k;
+    return 0;
+}
+
+void smtp_dkim_key_free(smtp_dkim_key *key)
+{
+    if (!key)
+        return;
+    EVP_PKEY_free(key->pkey);
+    free(key);
+}
+
+int smtp_dkim_sign(const smtp_dkim_key *key, const char *data, size_t len, smtp_buf *sig)
 {
     unsigned char digest[SMTP_DKIM_HASH_LEN];
     unsigned int dlen = 0;
     const unsigned char *input = (const unsigned char *)data;
     size_t input_len = len, sig_len = 0;
-    EVP_PKEY *key;
-    EVP_MD_CTX *ctx = NULL;
+    EVP_MD_CTX *ctx;
     char *out;
     int rc = SMTP_E_TLS;
-    const char *why = "signing failed";
 
-    key = read_key(pem, pem_len);
-    if (!key) {
-        if (msg)
-            *msg = "the DKIM key is not a PEM private key";
-        return SMTP_E_ARGUMENT;
-    }
-    if (alg == SMTP_DKIM_RSA_SHA256) {
-        if (EVP_PKEY_id(key) != EVP_PKEY_RSA) {
-            rc = SMTP_E_ARGUMENT;
-            why = "rsa-sha256 needs an RSA key";
-            goto done;
-        }
-        if (EVP_PKEY_bits(key) < SMTP_DKIM_MIN_RSA_BITS) {
-            rc = SMTP_E_ARGUMENT;
-            why = "the RSA key is shorter than 1024 bits (RFC 8301)";
-            goto done;
-        }
-    } else {
-        if (EVP_PKEY_id(key) != EVP_PKEY_ED25519) {
-            rc = SMTP_E_ARGUMENT;
-            why = "ed25519-sha256 needs an Ed25519 key";
-            goto done;
-        }
+    if (key->alg == SMTP_DKIM_ED25519_SHA256) {
         /* RFC 8463 section 3: Ed25519 signs the SHA-256 of the data. */
         if (EVP_Digest(data, len, digest, &dlen, EVP_sha256(), NULL) != 1)
-            goto done;
+            return SMTP_E_TLS;
         input = digest;
         input_len = dlen;
     }
     ctx = EVP_MD_CTX_new();
-    if (!ctx) {
-        rc = SMTP_E_NOMEM;
-        goto done;
-    }
-    if (EVP_DigestSignInit(ctx, NULL, alg == SMTP_DKIM_RSA_SHA256 ? EVP_sha256() : NULL, NULL,
-                           key) != 1 ||
+    if (!ctx)
+        return SMTP_E_NOMEM;
+    if (EVP_DigestSignInit(ctx, NULL, key->alg == SMTP_DKIM_RSA_SHA256 ? EVP_sha256() : NULL, NULL,
+                           key->pkey) != 1 ||
         EVP_DigestSign(ctx, NULL, &sig_len, input, input_len) != 1)
         goto done;
     out = smtp_buf_reserve(sig, sig_len);
@@ -296,9 +315,6 @@ int smtp_dkim_sign(smtp_dkim_alg alg, const char *pem, size_t pem_len, const cha
     smtp_buf_commit(sig, sig_len);
     rc = 0;
 done:
-    if (rc && msg)
-        *msg = why;
     EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(key);
     return rc;
 }

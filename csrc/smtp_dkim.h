@@ -46,13 +46,21 @@ int smtp_dkim_body_finish(smtp_dkim_body *d, const char **header, size_t *header
 
 void smtp_dkim_body_free(smtp_dkim_body *d);
 
+/* A private key, read once and used for many signatures. */
+typedef struct smtp_dkim_key smtp_dkim_key;
+
+/* Reads a PEM private key for alg. SMTP_E_ARGUMENT: the key cannot be
+ * read, is not of the algorithm's type, or is an RSA key under
+ * SMTP_DKIM_MIN_RSA_BITS (*msg, if msg is not NULL, gets a static text
+ * saying which); SMTP_E_NOMEM. */
+int smtp_dkim_key_new(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem, size_t pem_len,
+                      const char **msg);
+
+void smtp_dkim_key_free(smtp_dkim_key *key);
+
 /* Signs data (the canonicalised header fields and the DKIM-Signature
- * field with an empty b=) with a PEM private key; appends the raw
- * signature to sig. SMTP_E_ARGUMENT: the key cannot be read, is not of the
- * algorithm's type, or is an RSA key under SMTP_DKIM_MIN_RSA_BITS (msg, if
- * not NULL, gets a static text saying which); SMTP_E_TLS: signing failed;
- * SMTP_E_NOMEM. */
-int smtp_dkim_sign(smtp_dkim_alg alg, const char *pem, size_t pem_len, const char *data,
-                   size_t len, smtp_buf *sig, const char **msg);
+ * field with an empty b=); appends the raw signature to sig. SMTP_E_TLS:
+ * signing failed; SMTP_E_NOMEM. */
+int smtp_dkim_sign(const smtp_dkim_key *key, const char *data, size_t len, smtp_buf *sig);
 
 #endif

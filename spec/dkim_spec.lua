@@ -205,7 +205,7 @@ describe("DKIM #dkim", function()
         "dkim-signature:v=1; a=ed25519-sha256; c=relaxed/relaxed; d=football.example.com;" ..
         " i=@football.example.com; q=dns/txt; s=brisbane; t=1528637909; h=from : to : subject :" ..
         " date : message-id : from : subject : date; bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=; b="
-      local sig = assert(core.dkim_sign("ed25519-sha256", pem, data))
+      local sig = assert(core.dkim_key("ed25519-sha256", pem):sign(data))
       assert.equal("/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11BusFa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==",
         core.b64encode(sig, 0))
     end)

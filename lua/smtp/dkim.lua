@@ -32,8 +32,23 @@ local function read_key(key)
   return pem
 end
 
+-- Parsing a PEM key costs more than signing with it (RSA-2048: ~0.5 ms of
+-- the ~0.75 ms per message), so each parsed key is kept while anything uses
+-- it: a session, or the next send naming the same key.
+local parsed = setmetatable({}, { __mode = "v" })
+
+local function parsed_key(alg, pem)
+  local id = alg .. "\0" .. pem
+  local key = parsed[id]
+  if key then return key end
+  local made, _, err = core.dkim_key(alg, pem)
+  if not made then return nil, err end
+  parsed[id] = made
+  return made
+end
+
 -- One signer from the caller's table (types were checked by smtp.options):
--- { domain, selector, pem, alg, header_canon, body_canon, headers } or
+-- { domain, selector, key, alg, header_canon, body_canon, headers } or
 -- nil, err.
 local function signer(s)
   if not s.domain:match("^[%w%-%.]+$") or s.domain:find("..", 1, true) then
@@ -51,12 +66,14 @@ local function signer(s)
   end
   local pem, kerr = read_key(s.key)
   if not pem then return nil, kerr end
+  local key, kmsg = parsed_key(alg, pem)
+  if not key then return nil, kmsg end
   local headers = {}
   for _, h in ipairs(s.headers or M.DEFAULT_HEADERS) do
     if not h:match("^[!-9;-~]+$") then return nil, "invalid header name " .. errors.quote(h) end
     headers[#headers + 1] = h:lower()
   end
-  return { domain = s.domain:lower(), selector = s.selector, pem = pem, alg = alg,
+  return { domain = s.domain:lower(), selector = s.selector, key = key, alg = alg,
            header_canon = hc, body_canon = bc, headers = headers }
 end
 
@@ -143,8 +160,7 @@ local function signature_field(sg, header, bh, now)
   tokens[#tokens + 1] = { "b=", " " }
   local prefix, col = fold(tokens)
   local data = table.concat(signed) .. canon_header(prefix, relaxed):gsub("\r\n$", "")
-  local sig, _, serr = core.dkim_sign(sg.alg, sg.pem, data)
-  if not sig then return nil, serr end
+  local sig = sg.key:sign(data)
   -- The signature continues the b= tag; FWS inside it is ignored by verifiers.
   local b64, pieces, at = core.b64encode(sig, 0), {}, 1
   local room = math.max(76 - col, 8)
@@ -183,9 +199,7 @@ function M.sign(signers, source)
   end
   local out, now = {}, os.time()
   for i, sg in ipairs(signers) do
-    local field, err = signature_field(sg, header, hashes[sg.body_canon], now)
-    if not field then return fail(err) end
-    out[i] = field
+    out[i] = signature_field(sg, header, hashes[sg.body_canon], now)
   end
   return table.concat(out)
 end
