@@ -186,6 +186,34 @@ describe("#resty smtp inside nginx", function()
     assert.equal(2, rsets)
   end)
 
+  it("a token function refreshes a refused token in nginx; the pooled session is resumed without AUTH", function()
+    local function b64(x) return (require("mime").b64(x)) end
+    local function bearer(tok) return "AUTH OAUTHBEARER " .. b64("n,a=ann,\1auth=Bearer " .. tok .. "\1\1") end
+    local function lit(x) return "^" .. x:gsub("%p", "%%%0") .. "$" end
+    local function txn(n)
+      return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
+        { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
+        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
+        { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
+    end
+    local steps = { { send = "220 fake ESMTP\r\n" }, { expect = "^EHLO pool.test" },
+      { send = "250-fake.test\r\n250 AUTH OAUTHBEARER\r\n" },
+      { expect = lit(bearer("old")) }, { send = "334 " .. b64('{"status":"invalid_token"}') .. "\r\n" },
+      { expect = "^AQ==$" }, { send = "535 5.7.8 token rejected\r\n" },
+      { expect = lit(bearer("new")) }, { send = "235 2.7.0 ok\r\n" } }
+    for n = 1, 2 do
+      for _, st in ipairs({ txn(n) }) do steps[#steps + 1] = st end
+    end
+    local srv = servers.fake{ steps = steps, timeout = 4 }
+    local status, body = ngx_srv:get("/oauth_pool?" .. query{ port = srv.port })
+    assert.equal(200, status)
+    assert.equal("auth1=OAUTHBEARER reused1=false calls1=2 send1=250 keepalive1=true" ..
+      " auth2=OAUTHBEARER reused2=true calls2=2 send2=250 keepalive2=true report=invalid_token\n", body)
+    local errs = srv:errors()
+    srv:stop()
+    assert.is_nil(errs:find("MISMATCH", 1, true), errs)
+  end)
+
   it("sends from a timer after the response", function()
     local status, body = ngx_srv:get("/timer?" .. query{ port = dbg.port, subject = "From a timer" })
     assert.equal(200, status)

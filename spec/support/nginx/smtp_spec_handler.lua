@@ -79,6 +79,39 @@ function M.session_pool()
   ngx.say(table.concat(out, " "))
 end
 
+-- A token function inside nginx: the first token is refused with the
+-- server's JSON report, the function is called once more and AUTH goes on
+-- with the fresh token; the session is pooled, and the next smtp.connect
+-- (same user, same token function) resumes it without AUTH.
+function M.oauth_pool()
+  local smtp = require "smtp"
+  local calls, status = 0, "none"
+  local function token(report)
+    calls = calls + 1
+    if report then status = tostring(report.status) end
+    return calls == 1 and "old" or "new"
+  end
+  local out = {}
+  for i = 1, 2 do
+    local s, err = smtp.connect{ host = "127.0.0.1", port = num("port", 25), tls = "none",
+                                 helo = "pool.test", timeout = 5, user = "ann", token = token,
+                                 insecure_auth = true }
+    if not s then
+      ngx.say("connect ", i, " failed: ", err)
+      return
+    end
+    local res, serr = s:send{ from = "a@example.com", to = "b@example.org",
+                              subject = "oauth " .. i, text = "x\n" }
+    out[#out + 1] = string.format("auth%d=%s reused%d=%s calls%d=%d send%d=%s", i,
+      tostring(s.authenticated), i, tostring(s.reused == true), i, calls, i,
+      res and res.code or serr)
+    local ok, kerr = s:setkeepalive(10, 4)
+    out[#out + 1] = "keepalive" .. i .. "=" .. tostring(ok or kerr)
+  end
+  out[#out + 1] = "report=" .. status
+  ngx.say(table.concat(out, " "))
+end
+
 -- Reads one whole (possibly multi-line) reply from a transport.
 local function read_reply(t, state)
   state.last = ""
