@@ -105,7 +105,8 @@ Environment:
   SMTP_PASSWORD          password (see --password-file)
 
 Exit status: 0 when the message was sent; otherwise a sysexits.h code,
-listed in the manual: man smtp-send (EXIT STATUS).
+listed in the manual: man smtp-send (EXIT STATUS); from a checkout,
+man -l man/smtp-send.1.
 
 Text from the server is printed with control characters escaped (\x1b).
 ]]
