@@ -35,6 +35,7 @@ PREFIX    ?= /usr/local
 LUA_LIBDIR   ?= $(PREFIX)/lib/lua/$(LUA_VER)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_VER)
 BINDIR    ?= $(PREFIX)/bin
+MANDIR    ?= $(PREFIX)/share/man
 
 LUA_FILES := $(shell find lua -name '*.lua')
 
@@ -80,12 +81,13 @@ lint:
 	luacheck -q lua spec bin examples bench scripts
 
 install: all
-	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/smtp/core.so
 	for f in $(patsubst lua/%,%,$(LUA_FILES)); do \
 		install -D -m 644 lua/$$f $(DESTDIR)$(LUA_SHAREDIR)/$$f || exit 1; done
 	install -m 755 bin/smtp-debug-server $(DESTDIR)$(BINDIR)/smtp-debug-server
 	install -m 755 bin/smtp-send $(DESTDIR)$(BINDIR)/smtp-send
+	install -m 644 man/smtp-send.1 $(DESTDIR)$(MANDIR)/man1/smtp-send.1
 
 bench: deps all
 	@bash bench/run.sh

@@ -11,8 +11,10 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1327,15 +1329,37 @@ static int l_time(lua_State *L)
     return 1;
 }
 
-/* This machine's name, the default for EHLO. */
+/* core.hostname([fqdn]): this machine's name (gethostname), the default
+ * for EHLO. With fqdn true, a name without a dot is looked up
+ * (getaddrinfo, AI_CANONNAME: /etc/hosts, then DNS, as sendmail and
+ * Postfix find their own name) and its canonical name is returned when that
+ * one has a dot; else the plain name. nil when there is no name. */
 static int l_hostname(lua_State *L)
 {
     char name[256];
+    int fqdn = lua_toboolean(L, 1);
     if (gethostname(name, sizeof name) != 0 || name[0] == '\0') {
         lua_pushnil(L);
         return 1;
     }
     name[sizeof name - 1] = '\0';
+    if (fqdn && strchr(name, '.') == NULL) {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_CANONNAME;
+        if (getaddrinfo(name, NULL, &hints, &res) == 0 && res != NULL) {
+            const char *canon = res->ai_canonname;
+            if (canon != NULL && strchr(canon, '.') != NULL && strlen(canon) < sizeof name) {
+                lua_pushstring(L, canon);
+                freeaddrinfo(res);
+                return 1;
+            }
+        }
+        if (res != NULL)
+            freeaddrinfo(res);
+    }
     lua_pushstring(L, name);
     return 1;
 }

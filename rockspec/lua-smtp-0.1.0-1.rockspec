@@ -97,4 +97,10 @@ build = {
          ["smtp-debug-server"] = "bin/smtp-debug-server",
       },
    },
+   -- The manual, smtp-send(1): LuaRocks has no place for man pages, so it
+   -- lands in the rock's directory, <tree>/lib/luarocks/rocks-<lua>/
+   -- lua-smtp/<version>/man/smtp-send.1 (`luarocks show --rock-dir
+   -- lua-smtp` prints the directory; read it with man -l). (Naming any
+   -- directory here stops LuaRocks copying README and *.md into doc/.)
+   copy_directories = { "man" },
 }

@@ -10,7 +10,8 @@
 #   4. each build exports luaopen_smtp_core and does not link liblua
 #   5. with LUA_PATH/LUA_CPATH set to that tree only (no default paths,
 #      run from /), require "smtp" resolves into the tree and sends a
-#      message to bin/smtp-debug-server; the installed smtp-send runs
+#      message to bin/smtp-debug-server; the installed smtp-send runs, and
+#      its manual (man/smtp-send.1) is in the rock's directory
 #   6. the release source rock (scripts/release-rock.sh) installs offline
 #      into a fresh Lua 5.4 tree and sends; smtp._VERSION and the C core's
 #      version are the rock's
@@ -140,6 +141,18 @@ EOF
 
 }
 
+# check_manual NAME TREE LUAVER: smtp-send(1) is in the rock's directory
+# (copy_directories), the same file as man/smtp-send.1.
+check_manual() {
+  local target=$1 tree=$2 ver=$3 page
+  page=$(ls "$tree"/lib/luarocks/rocks-"$ver"/lua-smtp/*/man/smtp-send.1 2>/dev/null | head -1)
+  if [ -n "$page" ] && cmp -s "$page" man/smtp-send.1; then
+    tap_ok "$target: the manual is installed (${page#"$tree"/})"
+  else
+    tap_fail "$target: no man/smtp-send.1 in the rock's directory under $tree"
+  fi
+}
+
 # ---- 3-5. per target -----------------------------------------------------------
 for target in $TARGETS; do
   case "$target" in
@@ -156,7 +169,7 @@ for target in $TARGETS; do
   fi
   src="$WORK/src-$target" tree="$WORK/tree-$target"
   mkdir -p "$src"
-  cp -r csrc lua bin rockspec "$src"/
+  cp -r csrc lua bin man rockspec "$src"/
   rm -rf "$src/csrc/test"
   if (cd "$src" && luarocks --lua-version="$ver" --tree="$tree" make "$ROCKSPEC" "${extra[@]}") \
       > "$WORK/make-$target.log" 2>&1; then
@@ -189,6 +202,8 @@ for target in $TARGETS; do
     tap_fail "$target: installed bin/smtp-send --help"
     head -10 "$WORK/help.out" | diag
   fi
+
+  check_manual "$target" "$tree" "$ver"
 done
 
 # ---- 6. the release source rock ------------------------------------------------
@@ -198,6 +213,7 @@ if [ -n "$RELEASE" ] && command -v lua5.4 > /dev/null 2>&1; then
      (cd / && luarocks --lua-version=5.4 --tree="$WORK/tree-rock" install "$rock") > "$WORK/rock.log" 2>&1; then
     tap_ok "release: $(basename "$rock") installs offline into a fresh 5.4 tree"
     send_from_tree "release-$rockver" lua5.4 "$WORK/tree-rock" 5.4
+    check_manual "release-$rockver" "$WORK/tree-rock" 5.4
     got=$(cd / && LUA_PATH="$WORK/tree-rock/share/lua/5.4/?.lua" LUA_CPATH="$WORK/tree-rock/lib/lua/5.4/?.so" \
           lua5.4 -e 'local s = require "smtp"; print(s._VERSION .. " / " .. require("smtp.core").version)' 2>&1)
     if [ "$got" = "lua-smtp ${rockver%-*} / ${rockver%-*}" ]; then

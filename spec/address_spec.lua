@@ -125,6 +125,18 @@ describe("smtp.address", function()
         assert.truthy(err:find(c[2], 1, true), c[1] .. " -> " .. err)
       end
     end)
+    it("completes a mailbox without a domain with local_domain (sendmail's 'root'), and only then", function()
+      assert.same({ mailbox(nil, "root@host.example") }, address.parse("root", "host.example"))
+      assert.same({ mailbox("Cron Daemon", "root@host.example") },
+        address.parse("root (Cron Daemon)", "host.example"))
+      assert.same({ mailbox("Cron", "root@host.example"), mailbox(nil, "b@y.org") },
+        address.parse("Cron <root>, b@y.org", "host.example"))
+      assert.same({ mailbox(nil, "a@x.org") }, address.parse("a@x.org", "host.example"))
+      assert.same({ mailbox(nil, "root@host.example") }, address.parse_list("root", "host.example"))
+      assert.is_nil(address.parse("root"))
+      assert.is_nil(address.parse("john doe", "host.example"))
+      assert.is_nil(address.parse("root", "bad..domain"))
+    end)
   end)
 
   describe("entries", function()

@@ -367,6 +367,41 @@ describe("smtp-send", function()
       end
     end)
 
+    it("takes the login name from LOGNAME or USER only when it is the real user id's, else from id -run", function()
+      local function fake_id(ids)
+        return function(cmd)
+          local name = cmd:match("^id %-u %-%- '(.*)'$")
+          if name then return ids.users[name] end
+          return ids[cmd]
+        end
+      end
+      local env = {}
+      local function getenv(k) return env[k] end
+      local ids = { ["id -ru"] = "1000", ["id -run"] = "alice", users = { alias = "1000", bob = "1001" } }
+      assert.equal("alice", config.login(getenv, fake_id(ids)))
+      env = { LOGNAME = "alias" }                     -- another name of the same uid (sendmail's getlogin)
+      assert.equal("alias", config.login(getenv, fake_id(ids)))
+      env = { LOGNAME = "bob" }                       -- su to alice: bob's name stays in LOGNAME
+      assert.equal("alice", config.login(getenv, fake_id(ids)))
+      env = { LOGNAME = "bob", USER = "alias" }
+      assert.equal("alias", config.login(getenv, fake_id(ids)))
+      env = { LOGNAME = "nosuch" }
+      assert.equal("alice", config.login(getenv, fake_id(ids)))
+      env = {}
+      local name, err = config.login(getenv, fake_id{ ["id -ru"] = "1234", users = {} })
+      assert.is_nil(name)
+      assert.matches("user id 1234 has no login name", err)
+      name, err = config.login(getenv, fake_id{ users = {} })
+      assert.is_nil(name)
+      assert.matches("id %-ru failed", err)
+      -- the real thing: whoever runs this spec
+      local p = io.popen("id -run")
+      local me = p:read("*l")
+      p:close()
+      assert.equal(me, config.login(function() return nil end))
+      assert.equal(me, config.login(function(k) return k == "LOGNAME" and "no-such-user-x9" or nil end))
+    end)
+
     it("tells whether a file is private to its owner", function()
       local d = tmpdir()
       local f = d .. "/c"
@@ -555,19 +590,27 @@ describe("smtp-send", function()
 
   -------------------------------------------------------------------------
   describe("command line", function()
-    it("--help lists the options and every exit status", function()
+    it("--help lists the options and points to the manual for the exit statuses", function()
       local code, out = run{ "--help" }
       assert.equal(0, code)
       for _, s in ipairs{ "--server", "--password-file", "--dsn", "--dry-run", "-t", "SMTP_PASSWORD",
-                          " 64 ", " 65 ", " 66 ", " 67 ", " 69 ", " 70 ", " 75 ", " 76 ", " 77 ", " 78 " } do
+                          "man smtp-send (EXIT STATUS)" } do
         assert.is_truthy(out:find(s, 1, true), "missing " .. s)
       end
+      -- documented once, in man/smtp-send.1 (spec/manpage_spec.lua)
+      assert.is_nil(out:find("EX_USAGE", 1, true))
     end)
 
-    it("--version names the library", function()
-      local code, out = run{ "--version" }
-      assert.equal(0, code)
-      assert.matches("^smtp%-send %(lua%-smtp [%d.]+", out)
+    it("--version prints 'smtp-send (lua-smtp) X.Y.Z', the rock's version, and exits 0", function()
+      local code, out, err = run{ "--version" }
+      assert.equal(0, code, err)
+      assert.equal("", err)
+      local version = smtp._VERSION:match("^lua%-smtp (%d+%.%d+%.%d+)$")
+      assert.is_string(version, smtp._VERSION)
+      assert.equal("smtp-send (lua-smtp) " .. version .. "\n", out)
+      assert.equal(version, cli.version())
+      -- and it goes before anything else: no config read, no message wanted
+      assert.equal(0, (run({ "--version", "--config", "/nonexistent" })))
     end)
 
     it("exits 64 on a bad option, with one line and a hint", function()
@@ -927,6 +970,56 @@ describe("smtp-send", function()
       assert.matches("^mail from: <cron@x.org>", msg)
       assert.matches("\nSubject: cron output\nFrom: Cron Daemon <cron@x.org>\nDate: %a%a%a, %d+ %a%a%a %d%d%d%d ", msg)
       assert.matches("\nMessage%-ID: <[%x.]+@x.org>\n\nall good\n$", msg)
+    end)
+
+    -- What sendmail and Postfix's sendmail do: the login name at this
+    -- host's (fully qualified, when known) name.
+    local function login_at_host()
+      local p = io.popen("id -run")
+      local login = p:read("*l")
+      p:close()
+      return login .. "@" .. require("smtp.core").hostname(true)
+    end
+
+    it("without From, -f or an account's from: the login name at this host's name, and a From header", function()
+      local me = login_at_host()
+      local mepat = me:gsub("%p", "%%%0")
+      local cron = "To: admin@y.org\nSubject: Cron <root@host> backup\n\ndone\n"
+      -- -t, as cronie calls it without -f
+      local dbg = servers.debug_server{ max_messages = 1 }
+      local code, _, err = run({ "-t", "-i", "--server", server_arg(dbg) }, { stdin = cron })
+      assert.equal(0, code, err)
+      local msg = received(dbg)
+      assert.matches("^mail from: <" .. mepat .. ">[ \n]", msg)
+      assert.same({ "admin@y.org" }, rcpts_of(msg))
+      assert.matches("\nSubject: Cron <root@host> backup\nFrom: " .. mepat .. "\nDate: ", msg)
+      -- without -t, recipients as arguments; -F names the From; a stale LOGNAME is not believed
+      dbg = servers.debug_server{ max_messages = 1 }
+      code, _, err = run({ "-FCron Daemon", "--server", server_arg(dbg), "admin@y.org" },
+        { stdin = cron, env = { LOGNAME = "no-such-user-x9", USER = "no-such-user-x9" } })
+      assert.equal(0, code, err)
+      msg = received(dbg)
+      assert.matches("^mail from: <" .. mepat .. ">[ \n]", msg)
+      assert.matches("\nFrom: Cron Daemon <" .. mepat .. ">\n", msg)
+      assert.matches("\nMessage%-ID: <[%x.]+@" .. mepat:match("@(.*)$") .. ">\n", msg)
+    end)
+
+    it("without an account, a sender without a domain (-f root, 'From: root (...)') gets this host's name", function()
+      local host = login_at_host():match("@(.*)$"):gsub("%p", "%%%0")
+      local code, out, err = run({ "-t", "--dry-run" },
+        { stdin = "From: root (Cron Daemon)\nTo: admin@y.org\nSubject: s\n\nx\n" })
+      assert.equal(0, code, err)
+      assert.matches("\nmail from: <root@" .. host .. ">\n", err)
+      assert.matches("^From: root %(Cron Daemon%)\n", out)       -- the header as written
+      code, out, err = run({ "-t", "-f", "root", "--dry-run" }, { stdin = "To: admin@y.org\n\nx\n" })
+      assert.equal(0, code, err)
+      assert.matches("\nmail from: <root@" .. host .. ">\n", err)
+      assert.matches("^To: admin@y.org\nFrom: root@" .. host .. "\n", out)
+      -- a From header with a domain is the sender, as before
+      code, out, err = run({ "-t", "--dry-run" }, { stdin = "From: Ann <ann@x.org>\nTo: admin@y.org\n\nx\n" })
+      assert.equal(0, code, err)
+      assert.matches("\nmail from: <ann@x.org>\n", err)
+      assert.matches("^From: Ann <ann@x.org>\nTo: admin@y.org\nDate: ", out)
     end)
 
     it("works as cron calls sendmail: From without a domain falls back to the account's from", function()

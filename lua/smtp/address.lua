@@ -219,10 +219,17 @@ function Parser:addr_spec(words)
     end
     parts[#parts + 1] = w.v
   end
-  if not self:at("@") then return nil, "missing '@' in address" end
-  self:take()
-  local domain, err = self:domain()
-  if not domain then return nil, err end
+  local domain, err
+  if self:at("@") then
+    self:take()
+    domain, err = self:domain()
+    if not domain then return nil, err end
+  elseif self.local_domain then
+    domain = self.local_domain                   -- "root": root@<local_domain>
+    if not is_dot_atom(domain) then return nil, "invalid domain " .. errors.quote(domain) end
+  else
+    return nil, "missing '@' in address"
+  end
   local addr = local_part(table.concat(parts)) .. "@" .. domain
   if not core.valid_address(addr) then return nil, "invalid address" end
   return addr
@@ -302,12 +309,16 @@ end
 
 -- Parses an address list ("Ann <ann@x>, bob@y, Team: c@z;") into entries,
 -- groups kept. Empty elements (",,") are skipped as RFC 5322 4.4 allows.
-function M.parse(s)
+-- local_domain, when given, completes a mailbox written without a domain
+-- ("root", "root (Cron Daemon)", as cron and local mail programs write
+-- them), as sendmail does with its own host name; without it such a
+-- mailbox is an error.
+function M.parse(s, local_domain)
   if type(s) ~= "string" then return nil, "an address list must be a string" end
   if has_control(s) then return nil, "control characters in address" end
   local tokens, err = tokenize(s)
   if not tokens then return nil, err end
-  local p = setmetatable({ tokens = tokens, i = 1 }, Parser)
+  local p = setmetatable({ tokens = tokens, i = 1, local_domain = local_domain }, Parser)
   local out = {}
   while p:peek() do
     if p:at(",") then
@@ -340,8 +351,8 @@ function M.flatten(entries)
 end
 
 -- Compatibility: a list parsed with groups opened.
-function M.parse_list(s)
-  local entries, err = M.parse(s)
+function M.parse_list(s, local_domain)
+  local entries, err = M.parse(s, local_domain)
   if not entries then return nil, err end
   return M.flatten(entries)
 end

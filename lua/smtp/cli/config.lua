@@ -188,6 +188,37 @@ function M.uid()
   return my_uid or nil
 end
 
+-- The first line a command prints, or nil when it prints none or fails.
+local function first_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  if not p then return nil end
+  local line = p:read("*l")
+  local ok = p:close()
+  if ok == nil or ok == false then return nil end
+  if line == "" then return nil end
+  return line
+end
+
+-- The login name of whoever runs smtp-send, as sendmail takes it for a
+-- message without a sender: $LOGNAME, else $USER, when that name's user id
+-- is the real user id (so that after su, or with a stale variable, the
+-- name still belongs to the user actually sending); else the name of the
+-- real user id (`id -run`). Returns name, or nil, message when the real
+-- user id has no name. run(cmd) -> first line or nil (default: popen).
+function M.login(getenv, run)
+  getenv = getenv or os.getenv
+  run = run or first_line
+  local uid = run("id -ru")
+  if not uid or not uid:match("^%d+$") then return nil, "cannot tell who runs smtp-send (id -ru failed)" end
+  for _, var in ipairs({ "LOGNAME", "USER" }) do
+    local name = getenv(var)
+    if name and name ~= "" and run("id -u -- " .. shell_quote(name)) == uid then return name end
+  end
+  local name = run("id -run")
+  if name and not name:match("^%d+$") then return name end
+  return nil, "user id " .. uid .. " has no login name"
+end
+
 -- Whether smtp-send may act on what the file at path says (a configuration
 -- file, a passwordeval program, a password file): owned by the user running
 -- smtp-send or by root, and neither group- nor other-writable, whatever it

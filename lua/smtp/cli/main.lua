@@ -7,11 +7,20 @@ local rawmsg = require "smtp.cli.rawmsg"
 
 local M = {}
 
--- Exit statuses from sysexits.h.
-local EX = {
-  OK = 0, USAGE = 64, DATAERR = 65, NOINPUT = 66, NOUSER = 67, UNAVAILABLE = 69,
-  SOFTWARE = 70, TEMPFAIL = 75, PROTOCOL = 76, NOPERM = 77, CONFIG = 78,
+-- Every exit status smtp-send has, with its name: sysexits.h, and 130 for
+-- an interrupt (128 + SIGINT, as a shell reports it). This is the one
+-- table of them: the code uses EX.<name without EX_> (bin/smtp-send alone
+-- writes 70 itself, having failed to load this), and the statuses are
+-- documented in one place, man/smtp-send.1 (EXIT STATUS), under these
+-- names; spec/manpage_spec.lua checks that both say the same.
+M.EXIT_STATUS = {
+  { 0, "EX_OK" }, { 64, "EX_USAGE" }, { 65, "EX_DATAERR" }, { 66, "EX_NOINPUT" },
+  { 67, "EX_NOUSER" }, { 69, "EX_UNAVAILABLE" }, { 70, "EX_SOFTWARE" },
+  { 75, "EX_TEMPFAIL" }, { 76, "EX_PROTOCOL" }, { 77, "EX_NOPERM" }, { 78, "EX_CONFIG" },
+  { 130, "SIGINT" },
 }
+local EX = {}
+for _, status in ipairs(M.EXIT_STATUS) do EX[(status[2]:gsub("^EX_", ""))] = status[1] end
 M.EX = EX
 
 -- Messages at least this large get a progress bar on a terminal.
@@ -76,9 +85,10 @@ Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
                          arguments; Bcc and Resent-Bcc headers are removed
                          (always, with or without -t; also as "Bcc : ...")
   -f ADDR, -r ADDR       envelope sender (also --from here; default: the From
-                         header, then the account's from). A name without a
-                         domain (cron's -f root) gives way to the account's
-                         from
+                         header, then the account's from, then your login
+                         name at this host's name). A name without a domain
+                         (cron's -f root) gives way to the account's from,
+                         else gets this host's name
   --to, --cc, --bcc      more recipients (envelope only)
   -F NAME                full name for the From header added when missing
   -N LIST, -R RET, -V ID DSN notify (never or success,failure,delay), ret
@@ -86,36 +96,25 @@ Sendmail compatibility (for cron, git send-email, PHP's sendmail_path, ...):
   -C FILE                same as --config
   Accepted and ignored:  -i, -oi (input is always read to its end), -U, -m,
                          -bm, -Am, -Ac, -B TYPE, -odX, -oeX, -eX, -om, -oo
-  Other sendmail modes (-bp, -bs, -q, ...) are refused (exit 64).
-  A message without From, Date or Message-ID gets one.
+  Other sendmail modes (-bp, -bs, -q, ...) are refused.
+  A message without From, Date or Message-ID gets one (From: the envelope
+  sender).
 
 Environment:
   SMTP_SERVER            server (as --server) when no account is in use
   SMTP_PASSWORD          password (see --password-file)
 
-Exit status (sysexits.h):
-  0   sent: the server accepted the message for at least one recipient
-      (any refused recipients are listed on stderr)
-  64  EX_USAGE        bad options or arguments
-  65  EX_DATAERR      bad message, address or header; message too large
-  66  EX_NOINPUT      a file given (body, attachment, password) cannot be read
-  67  EX_NOUSER       every recipient was refused permanently (5xx)
-  69  EX_UNAVAILABLE  the server refused permanently (greeting, sender, data),
-                      or TLS/authentication is unavailable
-  70  EX_SOFTWARE     internal error
-  75  EX_TEMPFAIL     temporary failure: connection refused or lost, timeout,
-                      4xx replies; try again later (when the error says the
-                      server may have accepted the message, a retry may
-                      deliver it twice)
-  76  EX_PROTOCOL     the server broke the protocol
-  77  EX_NOPERM       authentication failed
-  78  EX_CONFIG       configuration problem (config file, account, password
-                      source, a config holding a password readable by others;
-                      a config file, passwordeval program or password file
-                      that others can write or that is not yours or root's)
+Exit status: 0 when the message was sent; otherwise a sysexits.h code,
+listed in the manual: man smtp-send (EXIT STATUS); from a checkout,
+man -l man/smtp-send.1.
 
 Text from the server is printed with control characters escaped (\x1b).
 ]]
+
+-- The version of lua-smtp (the rock's: smtp._VERSION is "lua-smtp X.Y.Z").
+function M.version()
+  return (require("smtp")._VERSION:gsub("^lua%-smtp%s+", ""))
+end
 
 local function execute(cmd)
   local a, _, c = os.execute(cmd)
@@ -377,7 +376,7 @@ end
 
 -- Sendmail mode: the message from standard input, its envelope from the
 -- arguments and (-t) its headers.
-local function sendmail(opts, acct)
+local function sendmail(opts, acct, getenv)
   local message = require "smtp.message"
   local address = require "smtp.address"
   if execute("test -t 0") then
@@ -409,28 +408,45 @@ local function sendmail(opts, acct)
   msg:remove("Bcc")
   msg:remove("Resent-Bcc")
 
-  -- The envelope sender: -f, --from, the From header, the account's from.
+  -- The envelope sender, as sendmail finds it: -f (or --from), the From
+  -- header, the account's from, the login name at this host's name. A name
+  -- without a domain (cron's "-f root", "From: root (Cron Daemon)") gives
+  -- way to the account's from, or else gets this host's name.
+  local host
+  local function local_domain()
+    if not host then
+      local core = require "smtp.core"
+      host = core.hostname(true) or "localhost"
+    end
+    return host
+  end
+  local function qualified(text, what)
+    local list, err = address.parse_list(text, local_domain())
+    if not list then die(EX.DATAERR, what .. ": " .. err .. " in " .. string.format("%q", text)) end
+    if not list[1] then die(EX.USAGE, "no address in " .. string.format("%q", text)) end
+    return list[1].address
+  end
   local sender
   local given = opts.f or opts.from
   if given then
-    -- cron passes "-f root": a local name means nothing to a remote server.
     if not given:find("@", 1, true) and acct.from then given = acct.from end
-    sender = bare_addresses({ given }, opts.f and "-f" or "--from")[1]
-    if not sender then die(EX.USAGE, "no address in " .. string.format("%q", given)) end
+    sender = qualified(given, opts.f and "-f" or "--from")
   else
     local from = msg:get("From")
-    if from then
-      local list = address.parse_list(from)
-      if list and list[1] and list[1].address:find("@", 1, true) then sender = list[1].address end
-    end
+    local list = from and address.parse_list(from)
+    if list and list[1] then sender = list[1].address end
     if not sender and acct.from then sender = bare_addresses({ acct.from }, "from")[1] end
     if not sender and from then
-      local list = address.parse_list(from)
+      list = address.parse_list(from, local_domain())
       sender = list and list[1] and list[1].address
     end
-  end
-  if not sender then
-    die(EX.DATAERR, "no sender: give -f ADDR, a From header, or from in the account")
+    if not sender then
+      local login, lerr = config.login(getenv)
+      if not login then
+        die(EX.DATAERR, "no sender: give -f ADDR, a From header, or from in the account (" .. lerr .. ")")
+      end
+      sender = qualified(login, "login name")
+    end
   end
 
   if not msg:has("From") then
@@ -475,8 +491,7 @@ local function run(argv, getenv)
     return EX.OK
   end
   if opts.version then
-    local smtp = require "smtp"
-    io.stdout:write("smtp-send (", smtp._VERSION, ")\n")
+    io.stdout:write("smtp-send (lua-smtp) ", M.version(), "\n")
     return EX.OK
   end
   local compose_mode = is_compose(opts)
@@ -495,7 +510,7 @@ local function run(argv, getenv)
     die(EX.USAGE, "--password-file needs a user (--user, user@ in the URL or user in the account)")
   end
 
-  local job = compose_mode and compose(opts, acct) or sendmail(opts, acct)
+  local job = compose_mode and compose(opts, acct) or sendmail(opts, acct, getenv)
 
   if opts.dry_run then
     io.stdout:write(job.text)
@@ -571,7 +586,7 @@ function M.main(argv, getenv)
     if e.exit == EX.USAGE then io.stderr:write("Try 'smtp-send --help' for more information.\n") end
     return e.exit
   end
-  if tostring(e):find("interrupted!", 1, true) then return 130 end
+  if tostring(e):find("interrupted!", 1, true) then return EX.SIGINT end
   io.stderr:write("smtp-send: internal error: ", printable(e, true), "\n")
   return EX.SOFTWARE
 end
