@@ -59,7 +59,7 @@ end
 
 -- Types were checked against smtp.options before anything here runs;
 -- what is left are values (addresses, header names, line lengths), which
--- return the failure triple (see README, Errors).
+-- return the failure triple (see docs/api.md, Errors).
 
 local ADDRESS_FIELDS = { "from", "to", "cc", "bcc", "reply_to", "sender" }
 

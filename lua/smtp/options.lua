@@ -3,7 +3,7 @@
 -- whether it is part of a connection's identity (what the nginx pool key
 -- is made of). The table drives validation (unknown names and wrong types
 -- or values raise at the caller's line, before any connection), the pool
--- key, docs/api.md and the LuaLS annotations (scripts/gen-options.lua).
+-- key, docs/options.md and the LuaLS annotations (scripts/gen-options.lua).
 local M = {}
 
 -- ---- what a value may be ------------------------------------------------------
