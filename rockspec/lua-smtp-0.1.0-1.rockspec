@@ -100,7 +100,8 @@ build = {
    -- The manual, smtp-send(1): LuaRocks has no place for man pages, so it
    -- lands in the rock's directory, <tree>/lib/luarocks/rocks-<lua>/
    -- lua-smtp/<version>/man/smtp-send.1 (`luarocks show --rock-dir
-   -- lua-smtp` prints the directory; read it with man -l). (Naming any
-   -- directory here stops LuaRocks copying README and *.md into doc/.)
-   copy_directories = { "man" },
+   -- lua-smtp` prints the directory; read it with man -l). Naming any
+   -- directory here stops LuaRocks copying README and *.md into doc/, so
+   -- the documentation (docs/) is named too.
+   copy_directories = { "man", "docs" },
 }

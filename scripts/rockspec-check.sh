@@ -169,7 +169,7 @@ for target in $TARGETS; do
   fi
   src="$WORK/src-$target" tree="$WORK/tree-$target"
   mkdir -p "$src"
-  cp -r csrc lua bin man rockspec "$src"/
+  cp -r csrc lua bin man docs rockspec "$src"/
   rm -rf "$src/csrc/test"
   if (cd "$src" && luarocks --lua-version="$ver" --tree="$tree" make "$ROCKSPEC" "${extra[@]}") \
       > "$WORK/make-$target.log" 2>&1; then

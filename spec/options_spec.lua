@@ -144,6 +144,8 @@ describe("options", function()
       { "port", 0 }, { "port", 70000 }, { "port", 25.5 }, { "pool_size", 0 },
       { "limits", { max_line = 0 } }, { "limits", { max_lines = -1 } }, { "limits", { max_out = 1 } },
       { "limits", "big" }, { "debug", 3 }, { "debug", "yes" },
+      -- under the engine's minimums: these used to raise only after connecting
+      { "limits", { max_line = 511 } }, { "limits", { max_output = 4095 } },
     }
     for _, c in ipairs(cases) do
       it(c[1] .. " = " .. tostring(c[2]) .. " raises before connecting", function()
@@ -153,6 +155,11 @@ describe("options", function()
         assert.is_false(accepted(), "a connection was made")
       end)
     end
+
+    it("smtp.message refuses dkim: signing happens when a message is sent", function()
+      assert.matches("option 'dkim' is not taken here", raised(smtp.message, { from = FROM, to = TO,
+        dkim = { domain = "example.com", selector = "s", key = "x" } }))
+    end)
 
     it("date = 1e300 and a negative date raise", function()
       assert.matches("option 'date'", raised(smtp.message, { from = FROM, to = TO, date = 1e300 }))

@@ -64,14 +64,18 @@ local function debug_level(v)
   return v == false or v == 0 or v == 1 or v == 2 or type(v) == "function"
 end
 
-local LIMIT_FIELDS = { max_line = true, max_lines = true, max_output = true }
+-- The smallest values the engine takes (smtp_engine.c): a reply line of
+-- 512 octets is RFC 5321's own minimum; output must hold a BDAT chunk header
+-- and a command or two.
+local LIMIT_MIN = { max_line = 512, max_lines = 1, max_output = 4096 }
 
 local function limits(v)
   if type(v) ~= "table" then return false end
   for k, n in pairs(v) do
-    if not LIMIT_FIELDS[k] then return false, "has no field " .. tostring(k) end
-    if not integer(n) or n < 1 or n > 2 ^ 31 then
-      return false, "." .. k .. " must be a positive integer"
+    local min = LIMIT_MIN[k]
+    if not min then return false, "has no field " .. tostring(k) end
+    if not integer(n) or n < min or n > 2 ^ 31 then
+      return false, "." .. k .. " must be a whole number from " .. min .. " to 2^31"
     end
   end
   return true
@@ -204,7 +208,8 @@ end
 
 -- ---- the table -------------------------------------------------------------------
 -- where: c = connection (smtp.send, smtp.connect), m = message (smtp.send,
--- s:send, send_many entries), r = raw messages only (not smtp.message),
+-- s:send, send_many entries), r = at sending only, never smtp.message (raw
+-- messages; DKIM, which signs the message as it is sent),
 -- b = send_many's options. identity: part of the nginx pool key.
 
 M.list = {
@@ -345,7 +350,7 @@ M.list = {
     where = "mr", valid = message, want = "a string, a file, a function or a message object",
     doc = "a whole message instead of composing one" },
   { name = "dkim", luals = 'smtp.Dkim|smtp.Dkim[]|false',
-    where = "cm", valid = dkim, want = "a table { domain =, selector =, key = }, a list of them, or false",
+    where = "cmr", valid = dkim, want = "a table { domain =, selector =, key = }, a list of them, or false",
     doc = "DKIM-sign every message (given to smtp.connect) or this one; false: not this one" },
   { name = "unsubscribe", luals = '{ url?: string, mailto?: string }',
     where = "m", valid = unsubscribe, want = "a table { url =, mailto = }",
