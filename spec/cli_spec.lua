@@ -522,7 +522,8 @@ describe("smtp-send", function()
     it("renders bytes, percentage and rate", function()
       assert.equal("1.5 KiB", progress.bytes(1536))
       assert.equal("12 B", progress.bytes(12))
-      assert.equal("0 B/s", progress.render(10, 100, 0.5):match("%S+ %S+$"), "a rate under 1 B/s (a slow start) is whole bytes")
+      -- a rate under 1 B/s (a slow start on a loaded machine) is whole bytes
+      assert.equal("0 B/s", progress.render(10, 100, 0.5):match("%S+ %S+$"))
       assert.equal("[##########..........]   50%  5.0 MiB / 10.0 MiB  2.5 MiB/s",
         progress.render(5 * 1048576, 10 * 1048576, 2.5 * 1048576))
       assert.equal("100 B  10 B/s", progress.render(100, nil, 10))
