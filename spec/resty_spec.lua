@@ -26,6 +26,15 @@ local function query(t)
   return table.concat(parts, "&")
 end
 
+-- The fake server's side of one message from a@example.com to
+-- b@example.org, then the RSET that pools the session.
+local function txn(n)
+  return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
+    { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
+    { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
+    { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
+end
+
 describe("#resty smtp inside nginx", function()
   if not available then
     it("needs nginx with the Lua module", function()
@@ -162,12 +171,6 @@ describe("#resty smtp inside nginx", function()
 
   it("s:setkeepalive pools a session; the next smtp.connect resumes it without EHLO", function()
     -- One connection only: a client that reconnected would find no server.
-    local function txn(n)
-      return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
-        { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
-        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
-        { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
-    end
     local steps = { { send = "220 fake ESMTP\r\n" }, { expect = "^EHLO pool.test" },
       { send = "250-fake.test\r\n250 8BITMIME\r\n" } }
     for n = 1, 2 do
@@ -190,12 +193,6 @@ describe("#resty smtp inside nginx", function()
     local function b64(x) return (require("mime").b64(x)) end
     local function bearer(tok) return "AUTH OAUTHBEARER " .. b64("n,a=ann,\1auth=Bearer " .. tok .. "\1\1") end
     local function lit(x) return "^" .. x:gsub("%p", "%%%0") .. "$" end
-    local function txn(n)
-      return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
-        { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
-        { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
-        { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
-    end
     local steps = { { send = "220 fake ESMTP\r\n" }, { expect = "^EHLO pool.test" },
       { send = "250-fake.test\r\n250 AUTH OAUTHBEARER\r\n" },
       { expect = lit(bearer("old")) }, { send = "334 " .. b64('{"status":"invalid_token"}') .. "\r\n" },
