@@ -360,7 +360,7 @@ static int l_engine_mail(lua_State *L)
     if (rc == 0) {
         /* The transaction's id: DONE/FAILED and its replies carry it. */
         lua_pushboolean(L, 1);
-        lua_pushinteger(L, (lua_Integer)e->txn_next_id);
+        lua_pushinteger(L, (lua_Integer)smtp_engine_last_txn(e));
         return 2;
     }
     if (rc == SMTP_E_SIZE) {
@@ -400,7 +400,7 @@ static int l_engine_body(lua_State *L)
         lua_pushnil(L);
         lua_pushstring(L, "line");
         lua_pushfstring(L, "message line %d is longer than 998 octets",
-                        (int)e->frame.error_line);
+                        (int)smtp_engine_line_error(e));
         return 3;
     }
     return push_result(L, rc, "output buffer full: write smaller chunks");
@@ -417,13 +417,13 @@ static int l_engine_bdat(lua_State *L)
         /* The chunk's size after framing: what the BDAT command says (0
          * when nothing was staged for a non-last piece). */
         lua_pushboolean(L, 1);
-        lua_pushinteger(L, (lua_Integer)smtp_buf_len(&e->scratch));
+        lua_pushinteger(L, (lua_Integer)smtp_engine_chunk_len(e));
         return 2;
     }
     if (rc == SMTP_E_LINE) {
         lua_pushnil(L);
         lua_pushstring(L, "line");
-        lua_pushfstring(L, "message line %d is longer than 998 octets", (int)e->frame.error_line);
+        lua_pushfstring(L, "message line %d is longer than 998 octets", (int)smtp_engine_line_error(e));
         return 3;
     }
     return push_result(L, rc, "output buffer full: write smaller chunks");
@@ -452,13 +452,13 @@ static int l_engine_staged(lua_State *L)
  * it had just after its end was queued. */
 static int l_engine_written(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)check_engine(L)->written);
+    lua_pushnumber(L, (lua_Number)smtp_engine_written(check_engine(L)));
     return 1;
 }
 
 static int l_engine_sent(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)check_engine(L)->sent);
+    lua_pushnumber(L, (lua_Number)smtp_engine_sent(check_engine(L)));
     return 1;
 }
 

@@ -120,9 +120,29 @@ int smtp_engine_extended(const smtp_engine *e)
     return e->extended;
 }
 
-int smtp_engine_in_body(const smtp_engine *e)
+unsigned smtp_engine_last_txn(const smtp_engine *e)
 {
-    return e->in_body;
+    return e->txn_next_id;
+}
+
+unsigned long long smtp_engine_line_error(const smtp_engine *e)
+{
+    return e->frame.error_line;
+}
+
+size_t smtp_engine_chunk_len(const smtp_engine *e)
+{
+    return smtp_buf_len(&e->scratch);
+}
+
+unsigned long long smtp_engine_written(const smtp_engine *e)
+{
+    return e->written;
+}
+
+unsigned long long smtp_engine_sent(const smtp_engine *e)
+{
+    return e->sent;
 }
 
 smtp_cmd smtp_engine_waiting_for(const smtp_engine *e)
@@ -442,8 +462,11 @@ int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, 
         return SMTP_E_STATE;
     smtp_buf_clear(&e->caps);
     nl = memchr(ehlo, '\n', len);
-    if (nl && smtp_buf_append(&e->caps, nl + 1, len - (size_t)(nl + 1 - ehlo)))
-        return SMTP_E_LIMIT;
+    if (nl) {
+        int rc = smtp_buf_append(&e->caps, nl + 1, len - (size_t)(nl + 1 - ehlo));
+        if (rc)
+            return rc;
+    }
     e->greeted = e->hello_done = e->extended = 1;
     e->lmtp = lmtp;
     e->secure = secure;
