@@ -55,7 +55,7 @@ build-deps:
 # C unit tests, always with AddressSanitizer and UBSan.
 build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O1 -g $(SANFLAGS) $(DEP_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(DEP_LIBS)
+	$(CC) $(WARN) -O1 -g $(SANFLAGS) -DSMTP_ENGINE_DEBUG $(DEP_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(DEP_LIBS)
 
 check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done

@@ -513,6 +513,24 @@ static int l_engine_set_pipelining(lua_State *L)
 }
 
 /* { KEYWORD = "params" or true }, keywords upper-cased; nil after HELO. */
+/* eng:set_trace(on), eng:trace(): the state transitions since the last
+ * call, "from -> to" lines, or nil (debug = 2 prints them). */
+static int l_engine_set_trace(lua_State *L)
+{
+    smtp_engine_set_trace(check_engine(L), lua_toboolean(L, 2));
+    return 0;
+}
+
+static int l_engine_trace(lua_State *L)
+{
+    size_t len;
+    const char *p = smtp_engine_trace(check_engine(L), &len);
+    if (len == 0)
+        return 0;
+    lua_pushlstring(L, p, len);
+    return 1;
+}
+
 static int l_engine_capabilities(lua_State *L)
 {
     smtp_engine *e = check_engine(L);
@@ -592,6 +610,8 @@ static const luaL_Reg engine_methods[] = {
     {"max_size", l_engine_max_size},
     {"set_pipelining", l_engine_set_pipelining},
     {"capabilities", l_engine_capabilities},
+    {"set_trace", l_engine_set_trace},
+    {"trace", l_engine_trace},
     {"__gc", l_engine_gc},
     {NULL, NULL},
 };

@@ -49,6 +49,7 @@ int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
     smtp_buf_init(&e->caps, e->parser.text.limit);
     smtp_buf_init(&e->saved, e->parser.text.limit);
     smtp_buf_init(&e->scratch, e->limits.max_output);
+    smtp_buf_init(&e->trace, 4096);
     {
         int i;
         for (i = 0; i < SMTP_TXN_MAX; i++)
@@ -68,6 +69,7 @@ void smtp_engine_free(smtp_engine *e)
     smtp_buf_free(&e->caps);
     smtp_buf_free(&e->saved);
     smtp_buf_free(&e->scratch);
+    smtp_buf_free(&e->trace);
     {
         int i;
         for (i = 0; i < SMTP_TXN_MAX; i++)
@@ -108,11 +110,154 @@ static smtp_cmd_entry *ring_front(const smtp_ring *r)
     return &r->items[r->head];
 }
 
+/* ---- states ------------------------------------------------------------- */
+
+static const char *const state_names[SMTP_STATE_COUNT] = {
+    "connected", "greeted", "ready", "tls_wait", "closed",
+};
+
+static const char *const op_names[SMTP_OP_COUNT] = {
+    "idle", "hello", "starttls", "auth", "challenge", "transaction", "body", "rset", "noop",
+    "quit",
+};
+
+const char *smtp_state_name(smtp_state s)
+{
+    return (s >= 0 && s < SMTP_STATE_COUNT) ? state_names[s] : "?";
+}
+
+const char *smtp_op_name(smtp_op op)
+{
+    return (op >= 0 && op < SMTP_OP_COUNT) ? op_names[op] : "?";
+}
+
+typedef struct smtp_edge {
+    unsigned char from, to;
+    const char *when;
+} smtp_edge;
+
+/* Every legal change of the connection's state (scripts/engine-states.lua
+ * prints this table; keep one edge a line). */
+static const smtp_edge state_edges[] = {
+    /* BEGIN state_edges */
+    {SMTP_STATE_CONNECTED, SMTP_STATE_GREETED, "greeting received (220, or a 4xx/5xx refusal)"},
+    {SMTP_STATE_CONNECTED, SMTP_STATE_READY, "smtp_engine_restore (a pooled connection)"},
+    {SMTP_STATE_CONNECTED, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_GREETED, SMTP_STATE_READY, "250 to EHLO, HELO or LHLO"},
+    {SMTP_STATE_GREETED, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_READY, SMTP_STATE_TLS_WAIT, "220 to STARTTLS"},
+    {SMTP_STATE_READY, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_TLS_WAIT, SMTP_STATE_GREETED, "smtp_engine_tls_done (a new hello is needed)"},
+    {SMTP_STATE_TLS_WAIT, SMTP_STATE_CLOSED, "close (the handshake failed)"},
+    /* END state_edges */
+};
+
+/* Every legal change of the operation. */
+static const smtp_edge op_edges[] = {
+    /* BEGIN op_edges */
+    {SMTP_OP_NONE, SMTP_OP_HELLO, "smtp_engine_hello"},
+    {SMTP_OP_NONE, SMTP_OP_STARTTLS, "smtp_engine_starttls"},
+    {SMTP_OP_NONE, SMTP_OP_AUTH, "smtp_engine_auth"},
+    {SMTP_OP_NONE, SMTP_OP_TRANSACTION, "smtp_engine_mail"},
+    {SMTP_OP_NONE, SMTP_OP_RSET, "smtp_engine_rset"},
+    {SMTP_OP_NONE, SMTP_OP_NOOP, "smtp_engine_noop"},
+    {SMTP_OP_NONE, SMTP_OP_QUIT, "smtp_engine_quit"},
+    {SMTP_OP_HELLO, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_STARTTLS, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_AUTH, SMTP_OP_CHALLENGE, "334"},
+    {SMTP_OP_AUTH, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_CHALLENGE, SMTP_OP_AUTH, "smtp_engine_auth_response"},
+    {SMTP_OP_CHALLENGE, SMTP_OP_NONE, "failure reported (input during the challenge)"},
+    {SMTP_OP_TRANSACTION, SMTP_OP_BODY, "354 to DATA"},
+    {SMTP_OP_TRANSACTION, SMTP_OP_NONE, "last transaction or session failure reported"},
+    {SMTP_OP_BODY, SMTP_OP_TRANSACTION, "smtp_engine_body_end; 421, protocol error, close"},
+    {SMTP_OP_RSET, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_NOOP, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_QUIT, SMTP_OP_NONE, "outcome reported"},
+    /* END op_edges */
+};
+
+static int edge_legal(const smtp_edge *t, size_t n, int from, int to)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (t[i].from == from && t[i].to == to)
+            return 1;
+    }
+    return 0;
+}
+
+/* The only place the state or the operation changes. A move missing from
+ * the tables is a bug of this file: builds with SMTP_ENGINE_DEBUG (the C
+ * unit tests) abort on it. */
+static void transition(smtp_engine *e, smtp_state state, smtp_op op)
+{
+    if (state == e->state && op == e->op)
+        return;
+    if ((state != e->state &&
+         !edge_legal(state_edges, sizeof state_edges / sizeof state_edges[0], e->state, state)) ||
+        (op != e->op && !edge_legal(op_edges, sizeof op_edges / sizeof op_edges[0], e->op, op))) {
+#ifdef SMTP_ENGINE_DEBUG
+        fprintf(stderr, "smtp_engine: illegal transition %s/%s -> %s/%s\n",
+                smtp_state_name(e->state), smtp_op_name(e->op), smtp_state_name(state),
+                smtp_op_name(op));
+        abort();
+#endif
+    }
+    if (e->tracing) {
+        char line[80];
+        int n = snprintf(line, sizeof line, "%s/%s -> %s/%s\n", smtp_state_name(e->state),
+                         smtp_op_name(e->op), smtp_state_name(state), smtp_op_name(op));
+        if (n > 0 && (size_t)n < sizeof line)
+            (void)smtp_buf_append(&e->trace, line, (size_t)n); /* full: dropped */
+    }
+    e->state = state;
+    e->op = op;
+}
+
+/* The session fails (or ends): no command can be sent any more. A body
+ * being written ends with it. */
+static void close_session(smtp_engine *e)
+{
+    transition(e, SMTP_STATE_CLOSED, e->op == SMTP_OP_BODY ? SMTP_OP_TRANSACTION : e->op);
+}
+
+/* A transaction is running, in its envelope or its body. */
+static int in_transaction(const smtp_engine *e)
+{
+    return e->op == SMTP_OP_TRANSACTION || e->op == SMTP_OP_BODY;
+}
+
+smtp_state smtp_engine_state(const smtp_engine *e)
+{
+    return e->state;
+}
+
+smtp_op smtp_engine_op(const smtp_engine *e)
+{
+    return e->op;
+}
+
+void smtp_engine_set_trace(smtp_engine *e, int on)
+{
+    e->tracing = on;
+    if (!on)
+        smtp_buf_free(&e->trace);
+}
+
+const char *smtp_engine_trace(smtp_engine *e, size_t *len)
+{
+    const char *p = smtp_buf_ptr(&e->trace);
+    *len = smtp_buf_len(&e->trace);
+    smtp_buf_clear(&e->trace); /* the bytes stay until the next append */
+    return p;
+}
+
 /* ---- session facts ------------------------------------------------------ */
 
 int smtp_engine_dead(const smtp_engine *e)
 {
-    return e->dead;
+    return e->state == SMTP_STATE_CLOSED;
 }
 
 int smtp_engine_extended(const smtp_engine *e)
@@ -149,7 +294,7 @@ smtp_cmd smtp_engine_waiting_for(const smtp_engine *e)
 {
     if (e->inflight.count > 0)
         return ring_front(&e->inflight)->cmd;
-    if (e->in_body)
+    if (e->op == SMTP_OP_BODY)
         return SMTP_CMD_DATA;
     return SMTP_CMD_NONE;
 }
@@ -381,11 +526,10 @@ static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const 
 
 static int op_start(smtp_engine *e, smtp_op op)
 {
-    if (e->dead)
+    if (e->state == SMTP_STATE_CLOSED || e->state == SMTP_STATE_TLS_WAIT ||
+        e->op != SMTP_OP_NONE)
         return SMTP_E_STATE;
-    if (e->op != SMTP_OP_NONE || e->in_body || e->tls_wait)
-        return SMTP_E_STATE;
-    e->op = op;
+    transition(e, e->state, op);
     e->op_finished = 0;
     e->op_fail = SMTP_FAIL_NONE;
     e->op_fail_cmd = SMTP_CMD_NONE;
@@ -415,7 +559,7 @@ int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp)
         return rc;
     memcpy(e->hello_name, name, len + 1);
     e->lmtp = lmtp;
-    if (!e->greeted && e->inflight.count == 0) {
+    if (e->state == SMTP_STATE_CONNECTED && e->inflight.count == 0) {
         rc = push_inflight(e, SMTP_CMD_GREETING, 0, -1);
         if (rc)
             return rc;
@@ -430,7 +574,7 @@ int smtp_engine_starttls(smtp_engine *e)
 {
     static const char *const parts[1] = {"STARTTLS"};
     int rc;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     rc = op_start(e, SMTP_OP_STARTTLS);
     if (rc)
@@ -441,9 +585,9 @@ int smtp_engine_starttls(smtp_engine *e)
 
 int smtp_engine_tls_done(smtp_engine *e)
 {
-    if (!e->tls_wait)
+    if (e->state != SMTP_STATE_TLS_WAIT)
         return SMTP_E_STATE;
-    e->tls_wait = 0;
+    transition(e, SMTP_STATE_GREETED, e->op);
     e->secure = 1;
     /* RFC 3207 4.2: whatever came before the handshake is not to be
      * trusted, and the capabilities must be learnt again. */
@@ -451,14 +595,13 @@ int smtp_engine_tls_done(smtp_engine *e)
     smtp_buf_clear(&e->caps);
     smtp_reply_reset(&e->parser);
     e->extended = 0;
-    e->hello_done = 0;
     return 0;
 }
 
 int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, int secure)
 {
     const char *nl;
-    if (e->greeted || e->op != SMTP_OP_NONE || e->inflight.count || e->dead)
+    if (e->state != SMTP_STATE_CONNECTED || e->op != SMTP_OP_NONE || e->inflight.count)
         return SMTP_E_STATE;
     smtp_buf_clear(&e->caps);
     nl = memchr(ehlo, '\n', len);
@@ -467,7 +610,8 @@ int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, 
         if (rc)
             return rc;
     }
-    e->greeted = e->hello_done = e->extended = 1;
+    transition(e, SMTP_STATE_READY, e->op);
+    e->extended = 1;
     e->lmtp = lmtp;
     e->secure = secure;
     return 0;
@@ -499,7 +643,7 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
         initial = "";
     if (mech[0] == '\0' || check_auth_token(mech, 40) || check_auth_token(initial, 12288))
         return SMTP_E_ARGUMENT;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     /* The one place every AUTH passes: no secret crosses plaintext unless
      * the caller said so by name. */
@@ -508,7 +652,6 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
     rc = op_start(e, SMTP_OP_AUTH);
     if (rc)
         return rc;
-    e->challenge = 0;
     e->auth_challenges = 0;
     e->auth_cancelled = 0;
     parts[n++] = "AUTH ";
@@ -525,11 +668,11 @@ int smtp_engine_auth_response(smtp_engine *e, const char *response)
 {
     const char *parts[1];
     int rc;
-    if (e->op != SMTP_OP_AUTH || !e->challenge)
+    if (e->op != SMTP_OP_CHALLENGE)
         return SMTP_E_STATE;
     if (check_auth_token(response, 12288))
         return SMTP_E_ARGUMENT;
-    e->challenge = 0;
+    transition(e, e->state, SMTP_OP_AUTH);
     if (strcmp(response, "*") == 0)
         e->auth_cancelled = 1;
     parts[0] = response;
@@ -553,7 +696,7 @@ static int txn_tail_slot(const smtp_engine *e)
 static smtp_txn *txn_building(smtp_engine *e)
 {
     smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+    if (!in_transaction(e) || e->txn_count == 0)
         return NULL;
     t = txn_at(e, txn_tail_slot(e));
     return t->body_done || t->failed ? NULL : t;
@@ -561,7 +704,7 @@ static smtp_txn *txn_building(smtp_engine *e)
 
 int smtp_engine_transactions(const smtp_engine *e)
 {
-    return e->op == SMTP_OP_TRANSACTION ? e->txn_count : 0;
+    return in_transaction(e) ? e->txn_count : 0;
 }
 
 int smtp_engine_staged(const smtp_engine *e)
@@ -572,7 +715,7 @@ int smtp_engine_staged(const smtp_engine *e)
 int smtp_engine_can_chain(const smtp_engine *e)
 {
     const smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->dead || e->in_body || e->txn_count == 0 ||
+    if (e->op != SMTP_OP_TRANSACTION || e->state == SMTP_STATE_CLOSED || e->txn_count == 0 ||
         e->txn_count >= SMTP_TXN_MAX || !pipelining_active(e))
         return 0;
     t = &e->txns[txn_tail_slot(e)];
@@ -604,7 +747,7 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
         params = "";
     if (smtp_check_address(from) || smtp_check_arg(params, strlen(params), MAX_PARAMS))
         return SMTP_E_ARGUMENT;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     max = smtp_engine_max_size(e);
     if (size > 0 && max > 0 && size > max)
@@ -689,7 +832,7 @@ int smtp_engine_body(smtp_engine *e, const char *data, size_t len)
 {
     size_t before;
     int rc;
-    if (!e->in_body)
+    if (e->op != SMTP_OP_BODY)
         return SMTP_E_STATE;
     before = smtp_buf_len(&e->out);
     rc = smtp_frame_write(&e->frame, data, len, &e->out);
@@ -702,7 +845,7 @@ int smtp_engine_body_end(smtp_engine *e)
 {
     size_t before;
     int rc, slot;
-    if (!e->in_body)
+    if (e->op != SMTP_OP_BODY)
         return SMTP_E_STATE;
     slot = txn_tail_slot(e);
     before = smtp_buf_len(&e->out);
@@ -713,7 +856,7 @@ int smtp_engine_body_end(smtp_engine *e)
     rc = push_inflight(e, SMTP_CMD_DOT, 0, slot);
     if (rc)
         return rc;
-    e->in_body = 0;
+    transition(e, e->state, SMTP_OP_TRANSACTION);
     txn_at(e, slot)->body_done = 1;
     txn_at(e, slot)->pending++;
     /* With PIPELINING the next transaction may travel with the end of data. */
@@ -790,9 +933,7 @@ int smtp_engine_quit(smtp_engine *e)
 
 void smtp_engine_close(smtp_engine *e)
 {
-    e->dead = 1;
-    e->in_body = 0;
-    e->tls_wait = 0;
+    close_session(e);
     drop_staged(e);
     /* A closed session keeps no buffers: the Lua collector cannot see this
      * memory, and a session may wait long for its __gc. Emptied buffers are
@@ -850,8 +991,7 @@ static void finish_op(smtp_engine *e, smtp_fail fail, smtp_cmd cmd, const smtp_r
 static void protocol_error(smtp_engine *e, int err)
 {
     e->error = err;
-    e->dead = 1;
-    e->in_body = 0;
+    close_session(e);
     drop_staged(e);
     e->op_error = err;
     /* No reply goes with this failure: forget one saved earlier (a refusal
@@ -867,7 +1007,7 @@ static void protocol_error(smtp_engine *e, int err)
  * call to smtp_engine_next. */
 static int failure_reported(const smtp_engine *e)
 {
-    return e->dead && e->op == SMTP_OP_NONE && !e->op_finished;
+    return e->state == SMTP_STATE_CLOSED && e->op == SMTP_OP_NONE && !e->op_finished;
 }
 
 /* Bytes beyond every reply we asked for. An operation that already
@@ -880,7 +1020,7 @@ static void unexpected_input(smtp_engine *e)
      * unreported can be trusted, so every one fails with the session. */
     if (e->op_finished && e->op_fail == SMTP_FAIL_NONE && e->op != SMTP_OP_TRANSACTION) {
         e->error = SMTP_E_PROTOCOL;
-        e->dead = 1;
+        close_session(e);
         drop_staged(e);
         return;
     }
@@ -1020,7 +1160,7 @@ static void on_transaction_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_r
             if (write_out(e, ".\r\n", 3) == 0 && push_inflight(e, SMTP_CMD_DOT, -1, c->txn) == 0)
                 t->pending++;
         } else if (r->code == 354) {
-            e->in_body = 1;
+            transition(e, e->state, SMTP_OP_BODY);
         } else {
             fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_DATA, r);
         }
@@ -1048,21 +1188,21 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
 {
     if (c->cmd == SMTP_CMD_GREETING) {
         if (r->code == 220)
-            e->greeted = 1;
+            transition(e, SMTP_STATE_GREETED, e->op);
         else if (is_2xx(r->code) || r->code < 400) {
             protocol_error(e, SMTP_E_PROTOCOL);
             e->op_fail_cmd = SMTP_CMD_GREETING; /* already off the in-flight list */
         } else {
             /* The greeting did come: a later hello must not wait for
              * another one (the server answers EHLO with 503 instead). */
-            e->greeted = 1;
+            transition(e, SMTP_STATE_GREETED, e->op);
             drop_staged(e);
             finish_op(e, SMTP_FAIL_GREETING, SMTP_CMD_GREETING, r);
         }
         return;
     }
     if (r->code == 250) {
-        e->hello_done = 1;
+        transition(e, SMTP_STATE_READY, e->op);
         e->extended = c->cmd != SMTP_CMD_HELO;
         smtp_buf_clear(&e->caps);
         if (e->extended) {
@@ -1091,8 +1231,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         /* RFC 5321 3.8: the server is shutting the channel down. A reply
          * drained after the session already failed reports nothing more. */
         int reported = failure_reported(e);
-        e->dead = 1;
-        e->in_body = 0;
+        close_session(e);
         drop_staged(e);
         if (!reported)
             finish_op(e, c->cmd == SMTP_CMD_GREETING ? SMTP_FAIL_GREETING : SMTP_FAIL_CLOSING,
@@ -1105,13 +1244,14 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         break;
     case SMTP_OP_STARTTLS:
         if (r->code == 220) {
-            e->tls_wait = 1;
+            transition(e, SMTP_STATE_TLS_WAIT, e->op);
             finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         } else {
             finish_op(e, SMTP_FAIL_TLS, c->cmd, r);
         }
         break;
     case SMTP_OP_AUTH:
+    case SMTP_OP_CHALLENGE:
         if (r->code == 334 &&
             (e->auth_cancelled || ++e->auth_challenges > SMTP_AUTH_MAX_CHALLENGES)) {
             /* RFC 4954 4: "*" ends the exchange with a 501; another
@@ -1119,7 +1259,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
             protocol_error(e, SMTP_E_PROTOCOL);
         } else if (r->code == 334) {
             /* The driver answers through smtp_engine_auth_response. */
-            e->challenge = 1;
+            transition(e, e->state, SMTP_OP_CHALLENGE);
             if (save_reply(e, r))
                 smtp_buf_clear(&e->saved);
             e->saved_code = r->code;
@@ -1128,6 +1268,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         }
         break;
     case SMTP_OP_TRANSACTION:
+    case SMTP_OP_BODY:
         on_transaction_reply(e, c, r);
         break;
     case SMTP_OP_RSET:
@@ -1135,7 +1276,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         finish_op(e, is_2xx(r->code) ? SMTP_FAIL_NONE : SMTP_FAIL_COMMAND, c->cmd, r);
         break;
     case SMTP_OP_QUIT:
-        e->dead = 1;
+        close_session(e);
         finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         break;
     default:
@@ -1165,7 +1306,7 @@ static void fill_outcome(smtp_engine *e, smtp_event *ev)
     /* A session-level failure ends every transaction still in flight: the
      * driver reports them all. */
     e->txn_count = 0;
-    e->op = SMTP_OP_NONE;
+    transition(e, e->state, SMTP_OP_NONE);
     e->op_finished = 0;
 }
 
@@ -1173,16 +1314,16 @@ static void fill_outcome(smtp_engine *e, smtp_event *ev)
 static int txn_report(smtp_engine *e, smtp_event *ev)
 {
     smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+    if (!in_transaction(e) || e->txn_count == 0)
         return 0;
     t = txn_at(e, e->txn_head);
     if (!(t->done || t->failed) || t->pending > 0)
         return 0;
     /* Replies already received are parsed first: one too many among them
      * shows that this outcome may rest on a shifted reply. */
-    if (!e->dead && memchr(smtp_buf_ptr(&e->in), '\n', smtp_buf_len(&e->in)))
+    if (e->state != SMTP_STATE_CLOSED && memchr(smtp_buf_ptr(&e->in), '\n', smtp_buf_len(&e->in)))
         return 0;
-    if (e->in_body && e->txn_count == 1)
+    if (e->op == SMTP_OP_BODY && e->txn_count == 1)
         return 0;
     ev->kind = t->done ? SMTP_EV_DONE : SMTP_EV_FAILED;
     ev->txn = t->id;
@@ -1196,7 +1337,7 @@ static int txn_report(smtp_engine *e, smtp_event *ev)
     e->txn_head = (e->txn_head + 1) % SMTP_TXN_MAX;
     e->txn_count--;
     if (e->txn_count == 0)
-        e->op = SMTP_OP_NONE;
+        transition(e, e->state, SMTP_OP_NONE);
     return 1;
 }
 
@@ -1216,19 +1357,20 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         }
         if (txn_report(e, ev))
             return 0;
-        if (!e->dead) {
+        if (e->state != SMTP_STATE_CLOSED) {
             rc = release_staged(e);
             if (rc) {
                 protocol_error(e, rc);
                 continue;
             }
         }
-        if (e->inflight.count == 0 && !e->tls_wait && smtp_buf_len(&e->in) > 0 && !e->dead) {
+        if (e->inflight.count == 0 && e->state != SMTP_STATE_TLS_WAIT &&
+            e->state != SMTP_STATE_CLOSED && smtp_buf_len(&e->in) > 0) {
             protocol_error(e, SMTP_E_PROTOCOL); /* bytes nobody asked for */
             continue;
         }
         if (e->inflight.count == 0) {
-            if (e->challenge) {
+            if (e->op == SMTP_OP_CHALLENGE) {
                 ev->kind = SMTP_EV_CHALLENGE;
                 ev->cmd = SMTP_CMD_AUTH;
                 ev->reply.code = e->saved_code;
@@ -1237,7 +1379,7 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
                 ev->reply.lines = 1;
                 return 0;
             }
-            ev->kind = e->in_body ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
+            ev->kind = e->op == SMTP_OP_BODY ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
             return 0;
         }
         if (!input_expected(e)) {
@@ -1290,7 +1432,8 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             /* Leftover bytes with nothing sent awaiting them: the server
              * answered ahead of the client (an injection or a broken peer).
              * After STARTTLS they are dropped by tls_done instead. */
-            if (smtp_buf_len(&e->in) > 0 && !e->tls_wait && !e->dead && !input_expected(e))
+            if (smtp_buf_len(&e->in) > 0 && e->state != SMTP_STATE_TLS_WAIT &&
+                e->state != SMTP_STATE_CLOSED && !input_expected(e))
                 unexpected_input(e);
             return 0;
         }

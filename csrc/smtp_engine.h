@@ -157,15 +157,36 @@ typedef struct smtp_ring {
     int head, count, cap, limit;
 } smtp_ring;
 
+/* The session's state is two values changed together, only by the one
+ * transition function of smtp_engine.c (its tables list every legal move;
+ * scripts/engine-states.lua prints them):
+ *  - where the connection stands (smtp_state), and
+ *  - the operation running (smtp_op), with its two waiting sub-states
+ *    (CHALLENGE inside AUTH, BODY inside a transaction).
+ * Knowledge that is not control flow (extended, secure, lmtp, need_rset,
+ * the capabilities) and the queued outcome (op_finished) are plain fields. */
+typedef enum smtp_state {
+    SMTP_STATE_CONNECTED = 0, /* no greeting received yet */
+    SMTP_STATE_GREETED,       /* greeting in; no hello accepted (again, after
+                                 STARTTLS) */
+    SMTP_STATE_READY,         /* EHLO/HELO/LHLO accepted */
+    SMTP_STATE_TLS_WAIT,      /* 220 to STARTTLS: the handshake is pending */
+    SMTP_STATE_CLOSED,        /* no further command can be sent */
+    SMTP_STATE_COUNT
+} smtp_state;
+
 typedef enum smtp_op {
     SMTP_OP_NONE = 0,
     SMTP_OP_HELLO,
     SMTP_OP_STARTTLS,
     SMTP_OP_AUTH,
+    SMTP_OP_CHALLENGE,        /* AUTH: a 334 awaits smtp_engine_auth_response */
     SMTP_OP_TRANSACTION,
+    SMTP_OP_BODY,             /* transaction: 354 received, body being written */
     SMTP_OP_RSET,
     SMTP_OP_NOOP,
-    SMTP_OP_QUIT
+    SMTP_OP_QUIT,
+    SMTP_OP_COUNT
 } smtp_op;
 
 /* Embeddable (the Lua binding places it inside a userdata) so its size is
@@ -188,29 +209,27 @@ typedef struct smtp_engine {
     unsigned long long written;   /* bytes ever put into out */
     unsigned long long sent;      /* bytes the transport took */
 
-    smtp_op op;
-    int op_finished;         /* DONE/FAILED ready to be returned */
+    smtp_state state;        /* changed by the transition function only */
+    smtp_op op;              /* likewise */
+    int op_finished;         /* the operation's outcome is queued for
+                                smtp_engine_next (not a state: an event) */
     smtp_fail op_fail;
     smtp_cmd op_fail_cmd;
     int op_error;
     int saved_code;
     char saved_enhanced[SMTP_ENHANCED_MAX];
 
-    int greeted;             /* greeting received */
-    int hello_done;          /* EHLO/HELO/LHLO accepted */
     int extended;            /* EHLO (or LHLO) accepted: caps are valid */
     int lmtp;
     int pipelining;          /* use PIPELINING when offered */
-    int dead;                /* no further command can be sent */
     int error;               /* sticky protocol error */
     int need_rset;           /* a failed transaction awaits RSET */
-    int tls_wait;            /* STARTTLS accepted, handshake pending */
     int secure;              /* the channel is TLS (STARTTLS done or implicit) */
     int insecure_auth;       /* the caller allowed AUTH without TLS, by name */
-    int challenge;           /* a 334 awaits smtp_engine_auth_response */
     int auth_challenges;     /* 334s in this AUTH exchange */
     int auth_cancelled;      /* the client answered "*" */
-    int in_body;             /* 354 received, body being written */
+    int tracing;             /* record transitions in trace */
+    smtp_buf trace;          /* "from -> to" lines, for smtp_engine_trace */
     char hello_name[256];
 
     /* transactions, oldest first; the newest is the one being built */
@@ -359,6 +378,21 @@ size_t smtp_engine_chunk_len(const smtp_engine *e);
  * queued is on the wire once sent reaches the written it had just after. */
 unsigned long long smtp_engine_written(const smtp_engine *e);
 unsigned long long smtp_engine_sent(const smtp_engine *e);
+
+/* The current state and operation (for tests and debugging). */
+smtp_state smtp_engine_state(const smtp_engine *e);
+smtp_op smtp_engine_op(const smtp_engine *e);
+/* "connected", "ready", ...; "idle", "transaction", "body", ... */
+const char *smtp_state_name(smtp_state s);
+const char *smtp_op_name(smtp_op op);
+
+/* Tracing of transitions (off by default). While on, every transition
+ * appends a line "state/op -> state/op" (at most 4 KiB are kept; more are
+ * dropped). smtp_engine_trace returns the lines recorded since the last
+ * call (borrowed, valid until the next mutating call; *len 0: none) and
+ * forgets them. */
+void smtp_engine_set_trace(smtp_engine *e, int on);
+const char *smtp_engine_trace(smtp_engine *e, size_t *len);
 
 /* Uses PIPELINING when the server offers it (on by default). */
 void smtp_engine_set_pipelining(smtp_engine *e, int on);
