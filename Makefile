@@ -18,7 +18,7 @@ SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer
 BUILD     := build/$(LUA)
 MODULE    := $(BUILD)/smtp/core.so
 
-CORE_SRC  := csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame.c \
+CORE_SRC  := csrc/smtp_mem.c csrc/smtp_buf.c csrc/smtp_error.c csrc/smtp_reply.c csrc/smtp_frame.c \
              csrc/smtp_engine.c csrc/smtp_codec.c csrc/smtp_net.c csrc/smtp_tls.c csrc/smtp_sasl.c \
              csrc/smtp_dkim.c
 SSL_CFLAGS ?= $(shell pkg-config --cflags openssl 2>/dev/null)

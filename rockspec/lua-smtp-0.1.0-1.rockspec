@@ -53,6 +53,7 @@ build = {
       ["smtp.core"] = {
          sources = {
             "csrc/lsmtp.c",
+            "csrc/smtp_mem.c",
             "csrc/smtp_buf.c",
             "csrc/smtp_codec.c",
             "csrc/smtp_dkim.c",
