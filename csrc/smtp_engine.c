@@ -32,7 +32,13 @@ void smtp_limits_default(smtp_limits *l)
 
 int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
 {
+    return smtp_engine_init_mem(e, limits, NULL);
+}
+
+int smtp_engine_init_mem(smtp_engine *e, const smtp_limits *limits, const smtp_mem *mem)
+{
     memset(e, 0, sizeof *e);
+    e->mem = mem;
     if (limits)
         e->limits = *limits;
     else
@@ -41,19 +47,20 @@ int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
         e->limits.max_commands < 4)
         return SMTP_E_ARGUMENT;
     e->inflight.limit = e->stage.limit = e->limits.max_commands;
-    smtp_reply_init(&e->parser, e->limits.max_line, e->limits.max_lines);
+    smtp_reply_init_mem(&e->parser, e->limits.max_line, e->limits.max_lines, mem);
     /* Input never holds more than one partial line plus one read. */
-    smtp_buf_init(&e->in, e->limits.max_line + 2 + 65536);
-    smtp_buf_init(&e->out, e->limits.max_output);
-    smtp_buf_init(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32));
-    smtp_buf_init(&e->caps, e->parser.text.limit);
-    smtp_buf_init(&e->saved, e->parser.text.limit);
-    smtp_buf_init(&e->scratch, e->limits.max_output);
-    smtp_buf_init(&e->trace, 4096);
+    smtp_buf_init_mem(&e->in, e->limits.max_line + 2 + 65536, mem);
+    smtp_buf_init_mem(&e->out, e->limits.max_output, mem);
+    smtp_buf_init_mem(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32),
+                      mem);
+    smtp_buf_init_mem(&e->caps, e->parser.text.limit, mem);
+    smtp_buf_init_mem(&e->saved, e->parser.text.limit, mem);
+    smtp_buf_init_mem(&e->scratch, e->limits.max_output, mem);
+    smtp_buf_init_mem(&e->trace, 4096, mem);
     {
         int i;
         for (i = 0; i < SMTP_TXN_MAX; i++)
-            smtp_buf_init(&e->txns[i].text, e->parser.text.limit);
+            smtp_buf_init_mem(&e->txns[i].text, e->parser.text.limit, mem);
     }
     smtp_frame_init(&e->frame, SMTP_MAX_LINE);
     e->pipelining = 1;
@@ -75,8 +82,8 @@ void smtp_engine_free(smtp_engine *e)
         for (i = 0; i < SMTP_TXN_MAX; i++)
             smtp_buf_free(&e->txns[i].text);
     }
-    free(e->inflight.items);
-    free(e->stage.items);
+    smtp_mem_free(e->mem, e->inflight.items);
+    smtp_mem_free(e->mem, e->stage.items);
     e->inflight.items = e->stage.items = NULL;
 }
 
@@ -162,10 +169,10 @@ static const smtp_edge op_edges[] = {
     {SMTP_OP_NONE, SMTP_OP_RSET, "smtp_engine_rset"},
     {SMTP_OP_NONE, SMTP_OP_NOOP, "smtp_engine_noop"},
     {SMTP_OP_NONE, SMTP_OP_QUIT, "smtp_engine_quit"},
-    {SMTP_OP_HELLO, SMTP_OP_NONE, "outcome reported"},
-    {SMTP_OP_STARTTLS, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_HELLO, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_STARTTLS, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
     {SMTP_OP_AUTH, SMTP_OP_CHALLENGE, "334"},
-    {SMTP_OP_AUTH, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_AUTH, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
     {SMTP_OP_CHALLENGE, SMTP_OP_AUTH, "smtp_engine_auth_response"},
     {SMTP_OP_CHALLENGE, SMTP_OP_NONE, "failure reported (input during the challenge)"},
     {SMTP_OP_TRANSACTION, SMTP_OP_BODY, "354 to DATA"},
@@ -382,9 +389,9 @@ unsigned long long smtp_engine_max_size(const smtp_engine *e)
 
 /* ---- in-flight and staged commands -------------------------------------- */
 
-static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, int txn, unsigned long long n)
+/* Makes room for one more entry: afterwards a push cannot fail. */
+static int ring_reserve(smtp_ring *r, const smtp_mem *mem)
 {
-    smtp_cmd_entry *slot;
     if (r->count == r->cap) {
         int cap = r->cap ? r->cap * 2 : 16, i;
         smtp_cmd_entry *items;
@@ -392,16 +399,26 @@ static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, int txn, unsigned lo
             return SMTP_E_LIMIT;
         if (cap > r->limit)
             cap = r->limit;
-        items = malloc((size_t)cap * sizeof *items);
+        items = smtp_mem_malloc(mem, (size_t)cap * sizeof *items);
         if (!items)
             return SMTP_E_NOMEM;
         for (i = 0; i < r->count; i++)
             items[i] = r->items[(r->head + i) % r->cap];
-        free(r->items);
+        smtp_mem_free(mem, r->items);
         r->items = items;
         r->cap = cap;
         r->head = 0;
     }
+    return 0;
+}
+
+static int ring_push(smtp_ring *r, const smtp_mem *mem, smtp_cmd cmd, int index, int txn,
+                     unsigned long long n)
+{
+    smtp_cmd_entry *slot;
+    int rc = ring_reserve(r, mem);
+    if (rc)
+        return rc;
     slot = &r->items[(r->head + r->count) % r->cap];
     slot->cmd = cmd;
     slot->index = index;
@@ -430,7 +447,7 @@ static int write_out(smtp_engine *e, const char *p, size_t n)
 
 static int push_inflight(smtp_engine *e, smtp_cmd cmd, int index, int txn)
 {
-    return ring_push(&e->inflight, cmd, index, txn, e->written);
+    return ring_push(&e->inflight, e->mem, cmd, index, txn, e->written);
 }
 
 /* RFC 2920 3.1: only these may be followed by more commands before their
@@ -466,13 +483,16 @@ static int release_staged(smtp_engine *e)
         int rc;
         if (e->inflight.count > 0 && !(pipelining_active(e) && inflight_all_followable(e)))
             break;
-        rc = write_out(e, smtp_buf_ptr(&e->staged), (size_t)s->n);
+        /* Room in flight first: a command written is never left staged
+         * (written twice), nor sent without its entry (its reply would be
+         * taken for the next command's). On error nothing moved. */
+        rc = ring_reserve(&e->inflight, e->mem);
+        if (rc == 0)
+            rc = write_out(e, smtp_buf_ptr(&e->staged), (size_t)s->n);
         if (rc)
             return rc;
         smtp_buf_consume(&e->staged, (size_t)s->n);
-        rc = push_inflight(e, s->cmd, s->index, s->txn);
-        if (rc)
-            return rc;
+        (void)push_inflight(e, s->cmd, s->index, s->txn); /* reserved */
         ring_pop(&e->stage);
     }
     return 0;
@@ -507,7 +527,7 @@ static int stage_cmd_data(smtp_engine *e, smtp_cmd cmd, int index, int txn,
     if (rc == 0 && len)
         rc = smtp_buf_append(&e->staged, data, len);
     if (rc == 0)
-        rc = ring_push(&e->stage, cmd, index, txn, smtp_buf_len(&e->staged) - before);
+        rc = ring_push(&e->stage, e->mem, cmd, index, txn, smtp_buf_len(&e->staged) - before);
     if (rc) {
         e->staged.end = e->staged.start + before;
         return rc;
@@ -540,6 +560,35 @@ static int op_start(smtp_engine *e, smtp_op op)
     return 0;
 }
 
+/* An operation call whose command is staged: it goes out now if the
+ * protocol allows. A failure to release it (no memory, the output full) is
+ * not this call's: the command stays staged, whole, and smtp_engine_next
+ * releases it or fails the session. So an operation call returns an error
+ * only when it staged nothing. */
+static int released(smtp_engine *e)
+{
+    (void)release_staged(e);
+    return 0;
+}
+
+/* Takes back the newest staged command (the call that staged it failed). */
+static void unstage_last(smtp_engine *e)
+{
+    smtp_ring *r = &e->stage;
+    smtp_cmd_entry *c = &r->items[(r->head + r->count - 1) % r->cap];
+    if (c->txn >= 0)
+        e->txns[c->txn].pending--;
+    e->staged.end -= (size_t)c->n;
+    r->count--;
+}
+
+/* An operation that could not start: back to idle, nothing sent. */
+static int op_abort(smtp_engine *e, int rc)
+{
+    transition(e, e->state, SMTP_OP_NONE);
+    return rc;
+}
+
 static int stage_hello(smtp_engine *e)
 {
     const char *parts[2];
@@ -562,12 +611,16 @@ int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp)
     if (e->state == SMTP_STATE_CONNECTED && e->inflight.count == 0) {
         rc = push_inflight(e, SMTP_CMD_GREETING, 0, -1);
         if (rc)
-            return rc;
+            return op_abort(e, rc);
+        rc = stage_hello(e);
+        if (rc) {
+            e->inflight.count = 0; /* the greeting is awaited by the next hello */
+            return op_abort(e, rc);
+        }
+        return released(e);
     }
     rc = stage_hello(e);
-    if (rc == 0)
-        rc = release_staged(e);
-    return rc;
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_starttls(smtp_engine *e)
@@ -580,7 +633,7 @@ int smtp_engine_starttls(smtp_engine *e)
     if (rc)
         return rc;
     rc = stage_cmd(e, SMTP_CMD_STARTTLS, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_tls_done(smtp_engine *e)
@@ -661,7 +714,7 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
         parts[n++] = initial;
     }
     rc = stage_cmd(e, SMTP_CMD_AUTH, 0, parts, n);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_auth_response(smtp_engine *e, const char *response)
@@ -672,12 +725,14 @@ int smtp_engine_auth_response(smtp_engine *e, const char *response)
         return SMTP_E_STATE;
     if (check_auth_token(response, 12288))
         return SMTP_E_ARGUMENT;
+    parts[0] = response;
+    rc = stage_cmd(e, SMTP_CMD_AUTH_STEP, 0, parts, 1);
+    if (rc)
+        return rc;
     transition(e, e->state, SMTP_OP_AUTH);
     if (strcmp(response, "*") == 0)
         e->auth_cancelled = 1;
-    parts[0] = response;
-    rc = stage_cmd(e, SMTP_CMD_AUTH_STEP, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    return released(e);
 }
 
 /* ---- transactions ------------------------------------------------------- */
@@ -741,7 +796,7 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
     const char *parts[6];
     char size_param[32];
     unsigned long long max;
-    int n = 0, rc, slot, chained;
+    int n = 0, rc, slot, chained, need_rset;
 
     if (!params)
         params = "";
@@ -760,17 +815,14 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
     }
     /* A chunked transaction still in flight may yet fail and leave the
      * server mid-transaction: the next one starts clean with RSET. */
-    if (chained && txn_at(e, txn_tail_slot(e))->bdat)
-        e->need_rset = 1;
+    need_rset = e->need_rset || (chained && txn_at(e, txn_tail_slot(e))->bdat);
     slot = txn_open(e);
-    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
 
-    if (e->need_rset) {
+    if (need_rset) {
         static const char *const rset[1] = {"RSET"};
         rc = stage_cmd_data(e, SMTP_CMD_RSET, -1, slot, rset, 1, NULL, 0);
         if (rc)
-            return rc;
-        e->need_rset = 0;
+            goto undo;
     }
     parts[n++] = "MAIL FROM:<";
     parts[n++] = from;
@@ -784,7 +836,20 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
         parts[n++] = params;
     }
     rc = stage_cmd_data(e, SMTP_CMD_MAIL, 0, slot, parts, n, NULL, 0);
-    return rc ? rc : release_staged(e);
+    if (rc) {
+        if (need_rset)
+            unstage_last(e);
+        goto undo;
+    }
+    e->need_rset = 0;
+    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
+    return released(e);
+
+undo:
+    /* Nothing of this transaction stays: not counted, no id used. */
+    e->txn_count--;
+    e->txn_next_id--;
+    return chained ? rc : op_abort(e, rc);
 }
 
 int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
@@ -811,7 +876,7 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
     if (rc)
         return rc;
     t->rcpt_count++;
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_data(smtp_engine *e)
@@ -825,7 +890,7 @@ int smtp_engine_data(smtp_engine *e)
     if (rc)
         return rc;
     t->data_staged = 1;
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_body(smtp_engine *e, const char *data, size_t len)
@@ -848,19 +913,21 @@ int smtp_engine_body_end(smtp_engine *e)
     if (e->op != SMTP_OP_BODY)
         return SMTP_E_STATE;
     slot = txn_tail_slot(e);
+    /* Room for the end of data in flight before it is written. */
+    rc = ring_reserve(&e->inflight, e->mem);
+    if (rc)
+        return rc;
     before = smtp_buf_len(&e->out);
     rc = smtp_frame_finish(&e->frame, &e->out);
     if (rc)
         return rc;
     e->written += smtp_buf_len(&e->out) - before;
-    rc = push_inflight(e, SMTP_CMD_DOT, 0, slot);
-    if (rc)
-        return rc;
+    (void)push_inflight(e, SMTP_CMD_DOT, 0, slot); /* reserved */
     transition(e, e->state, SMTP_OP_TRANSACTION);
     txn_at(e, slot)->body_done = 1;
     txn_at(e, slot)->pending++;
     /* With PIPELINING the next transaction may travel with the end of data. */
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
@@ -868,11 +935,13 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
     const char *parts[2];
     char line[48];
     smtp_txn *t = txn_building(e);
+    smtp_frame frame;
     int rc;
     if (!t || t->rcpt_count == 0 || (t->data_staged && !t->bdat))
         return SMTP_E_STATE;
     if (!t->bdat)
         e->frame.stuffing = 0;
+    frame = e->frame; /* taken back when the chunk cannot be staged */
     smtp_buf_clear(&e->scratch);
     rc = smtp_frame_write(&e->frame, data, len, &e->scratch);
     /* RFC 3030 ends the message where the last chunk ends: it must end with
@@ -893,13 +962,15 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
     parts[0] = line;
     rc = stage_cmd_data(e, SMTP_CMD_BDAT, last ? 1 : 0, txn_tail_slot(e), parts, 1,
                         smtp_buf_ptr(&e->scratch), smtp_buf_len(&e->scratch));
-    if (rc)
+    if (rc) {
+        e->frame = frame;
         return rc;
+    }
     t->bdat = 1;
     t->data_staged = 1;
     if (last)
         t->body_done = 1;
-    return release_staged(e);
+    return released(e);
 }
 
 static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
@@ -910,7 +981,7 @@ static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
         return rc;
     parts[0] = word;
     rc = stage_cmd(e, cmd, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_rset(smtp_engine *e)
@@ -1054,7 +1125,7 @@ static void drop_staged_txn(smtp_engine *e, int slot)
     kept = e->stage;
     kept.items = NULL;
     kept.head = kept.count = kept.cap = 0;
-    smtp_buf_init(&bytes, e->staged.limit);
+    smtp_buf_init_mem(&bytes, e->staged.limit, e->mem);
     for (i = 0; i < e->stage.count; i++) {
         const smtp_cmd_entry *c = &e->stage.items[(e->stage.head + i) % e->stage.cap];
         const char *p = smtp_buf_ptr(&e->staged);
@@ -1067,14 +1138,14 @@ static void drop_staged_txn(smtp_engine *e, int slot)
             continue;
         }
         if (smtp_buf_append(&bytes, p + off, (size_t)c->n) ||
-            ring_push(&kept, c->cmd, c->index, c->txn, c->n)) {
-            free(kept.items);
+            ring_push(&kept, e->mem, c->cmd, c->index, c->txn, c->n)) {
+            smtp_mem_free(e->mem, kept.items);
             smtp_buf_free(&bytes);
             protocol_error(e, SMTP_E_NOMEM);
             return;
         }
     }
-    free(e->stage.items);
+    smtp_mem_free(e->mem, e->stage.items);
     smtp_buf_free(&e->staged);
     e->stage = kept;
     e->staged = bytes;
@@ -1157,8 +1228,15 @@ static void on_transaction_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_r
         if (r->code == 354 && t->failed) {
             /* A server that opens DATA for a failed envelope gets an empty
              * message ended at once, so it cannot wait for a body. */
-            if (write_out(e, ".\r\n", 3) == 0 && push_inflight(e, SMTP_CMD_DOT, -1, c->txn) == 0)
+            int rc = ring_reserve(&e->inflight, e->mem);
+            if (rc == 0)
+                rc = write_out(e, ".\r\n", 3);
+            if (rc) {
+                protocol_error(e, rc); /* the server would take what follows as data */
+            } else {
+                (void)push_inflight(e, SMTP_CMD_DOT, -1, c->txn); /* reserved */
                 t->pending++;
+            }
         } else if (r->code == 354) {
             transition(e, e->state, SMTP_OP_BODY);
         } else {
@@ -1191,7 +1269,8 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
             transition(e, SMTP_STATE_GREETED, e->op);
         else if (is_2xx(r->code) || r->code < 400) {
             protocol_error(e, SMTP_E_PROTOCOL);
-            e->op_fail_cmd = SMTP_CMD_GREETING; /* already off the in-flight list */
+            e->op_fail_cmd = SMTP_CMD_GREETING; /* what protocol_error named from the
+                                                   in-flight list: said outright */
         } else {
             /* The greeting did come: a later hello must not wait for
              * another one (the server answers EHLO with 503 instead). */
@@ -1208,8 +1287,12 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
         if (e->extended) {
             /* Keep the lines after the first: one capability each. */
             const char *nl = memchr(r->text, '\n', r->text_len);
-            if (nl)
-                smtp_buf_append(&e->caps, nl + 1, r->text_len - (size_t)(nl + 1 - r->text));
+            int rc = nl ? smtp_buf_append(&e->caps, nl + 1,
+                                          r->text_len - (size_t)(nl + 1 - r->text)) : 0;
+            if (rc) {
+                protocol_error(e, rc); /* the capabilities would be wrong */
+                return;
+            }
         }
         finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         return;
@@ -1217,10 +1300,14 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
     if (c->cmd == SMTP_CMD_EHLO &&
         (r->code == 500 || r->code == 502 || r->code == 504 || r->code == 550)) {
         const char *parts[2];
+        int rc;
         parts[0] = "HELO ";
         parts[1] = e->hello_name;
-        if (stage_cmd(e, SMTP_CMD_HELO, 0, parts, 2) == 0)
+        rc = stage_cmd(e, SMTP_CMD_HELO, 0, parts, 2);
+        if (rc == 0)
             return;
+        protocol_error(e, rc);
+        return;
     }
     finish_op(e, SMTP_FAIL_HELLO, c->cmd, r);
 }

@@ -193,6 +193,7 @@ typedef enum smtp_op {
  * public, but every field is private to smtp_engine.c: callers use the
  * functions below only. */
 typedef struct smtp_engine {
+    const smtp_mem *mem;     /* every allocation (NULL: the C library) */
     smtp_limits limits;
     smtp_reply_parser parser;
     smtp_buf in;             /* bytes received, not yet parsed */
@@ -246,6 +247,10 @@ void smtp_limits_default(smtp_limits *l);
  * max_lines 1, max_output 4096, max_commands 4). Allocates nothing: buffers
  * grow on demand. smtp_engine_free must be called in both cases. */
 int smtp_engine_init(smtp_engine *e, const smtp_limits *limits);
+/* The same with an allocator (smtp_mem.h), used for everything the engine
+ * allocates until smtp_engine_free; NULL: the C library's. It must outlive
+ * the engine. */
+int smtp_engine_init_mem(smtp_engine *e, const smtp_limits *limits, const smtp_mem *mem);
 /* Releases every buffer; e may be initialised again afterwards. */
 void smtp_engine_free(smtp_engine *e);
 
