@@ -115,7 +115,7 @@ static smtp_engine *check_engine(lua_State *L)
     return &u->e;
 }
 
-static size_t opt_size_field(lua_State *L, int t, const char *name, size_t def)
+static size_t opt_size_field(lua_State *L, int t, const char *name, size_t def, double max)
 {
     lua_Number v;
     lua_getfield(L, t, name);
@@ -125,7 +125,7 @@ static size_t opt_size_field(lua_State *L, int t, const char *name, size_t def)
     }
     v = luaL_checknumber(L, -1);
     lua_pop(L, 1);
-    if (v < 1 || v > 1e12)
+    if (!(v >= 1 && v <= max))
         luaL_error(L, "smtp.core: limit '%s' out of range", name);
     return (size_t)v;
 }
@@ -139,10 +139,12 @@ static int l_engine_new(lua_State *L)
     smtp_limits_default(&lim);
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
-        lim.max_line = opt_size_field(L, 1, "max_line", lim.max_line);
-        lim.max_lines = opt_size_field(L, 1, "max_lines", lim.max_lines);
-        lim.max_output = opt_size_field(L, 1, "max_output", lim.max_output);
-        lim.max_commands = (int)opt_size_field(L, 1, "max_commands", (size_t)lim.max_commands);
+        lim.max_line = opt_size_field(L, 1, "max_line", lim.max_line, 1e12);
+        lim.max_lines = opt_size_field(L, 1, "max_lines", lim.max_lines, 1e12);
+        lim.max_output = opt_size_field(L, 1, "max_output", lim.max_output, 1e12);
+        /* An int in the engine, and each staged command may take ~3 KB. */
+        lim.max_commands = (int)opt_size_field(L, 1, "max_commands",
+                                               (size_t)lim.max_commands, 1e6);
     }
     u = lua_newuserdata(L, sizeof *u);
     u->live = 0;
@@ -1180,9 +1182,11 @@ static const char *opt_field(lua_State *L, int t, const char *name)
 {
     const char *v;
     lua_getfield(L, t, name);
-    v = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
-    if (!v && !lua_isnil(L, -1))
+    /* Strings only: lua_tostring would turn a number into a new string
+     * that nothing holds once popped. */
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "smtp.core: TLS option '%s' must be a string", name);
+    v = lua_tostring(L, -1);
     lua_pop(L, 1); /* the string stays alive: the options table holds it */
     return v;
 }
@@ -1226,15 +1230,6 @@ static int l_socket_tls_info(lua_State *L)
     return 2;
 }
 
-static int l_socket_peer(lua_State *L)
-{
-    lsmtp_socket *u = check_socket(L);
-    if (u->net.fd < 0)
-        return 0;
-    lua_pushstring(L, u->net.peer);
-    return 1;
-}
-
 static const luaL_Reg socket_methods[] = {
     {"settimeouts", l_socket_settimeouts},
     {"connect", l_socket_connect},
@@ -1245,7 +1240,6 @@ static const luaL_Reg socket_methods[] = {
     {"close", l_socket_close},
     {"starttls", l_socket_starttls},
     {"tls_info", l_socket_tls_info},
-    {"peer", l_socket_peer},
     {"__gc", l_socket_close},
     {NULL, NULL},
 };

@@ -11,10 +11,8 @@
 #include <lauxlib.h>
 
 #if LUA_VERSION_NUM >= 502
-#define lsmtp_rawlen(L, i) lua_rawlen((L), (i))
 #define lsmtp_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
 #else
-#define lsmtp_rawlen(L, i) lua_objlen((L), (i))
 static void lsmtp_setfuncs(lua_State *L, const luaL_Reg *l)
 {
     for (; l->name != NULL; l++) {

@@ -1072,3 +1072,13 @@ describe("engine states", function()
     end
   end)
 end)
+
+describe("engine limits", function()
+  it("refuses max_commands beyond an int's reach instead of truncating it", function()
+    assert.has_error(function() core.engine{ max_commands = 1e12 } end,
+      "smtp.core: limit 'max_commands' out of range")
+    assert.has_error(function() core.engine{ max_line = 0 / 0 } end,
+      "smtp.core: limit 'max_line' out of range")
+    assert.is_userdata(core.engine{ max_commands = 1000 })
+  end)
+end)
