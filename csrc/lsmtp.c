@@ -820,38 +820,26 @@ static int l_header_is_plain(lua_State *L)
     return 1;
 }
 
-/* Streaming encoders: enc:update(s) -> encoded bytes so far, enc:finish()
- * -> the rest. A file is encoded block by block in constant memory. */
+/* The streaming base64 encoder: enc:update(s) -> encoded bytes so far,
+ * enc:finish() -> the rest. A file is encoded block by block in constant
+ * memory. */
 typedef struct lsmtp_encoder {
-    int kind;          /* 'b' base64, 'q' quoted-printable */
     smtp_b64 b64;
-    smtp_qp qp;
     smtp_buf out;
     int live;
 } lsmtp_encoder;
 
-static int l_encoder_new(lua_State *L, int kind, size_t line_len)
+static int l_b64_encoder(lua_State *L)
 {
-    lsmtp_encoder *u = lua_newuserdata(L, sizeof *u);
-    u->kind = kind;
-    smtp_b64_init(&u->b64, line_len);
-    smtp_qp_init(&u->qp);
+    lua_Integer line = luaL_optinteger(L, 1, 76);
+    lsmtp_encoder *u;
+    luaL_argcheck(L, line >= 0 && line % 4 == 0, 1, "line length must be a multiple of 4");
+    u = lua_newuserdata(L, sizeof *u);
+    smtp_b64_init(&u->b64, (size_t)line);
     smtp_buf_init(&u->out, (size_t)1 << 30);
     u->live = 1;
     lsmtp_setclass(L, ENCODER_MT);
     return 1;
-}
-
-static int l_b64_encoder(lua_State *L)
-{
-    lua_Integer line = luaL_optinteger(L, 1, 76);
-    luaL_argcheck(L, line >= 0 && line % 4 == 0, 1, "line length must be a multiple of 4");
-    return l_encoder_new(L, 'b', (size_t)line);
-}
-
-static int l_qp_encoder(lua_State *L)
-{
-    return l_encoder_new(L, 'q', 0);
 }
 
 static lsmtp_encoder *check_encoder(lua_State *L)
@@ -876,15 +864,14 @@ static int l_encoder_update(lua_State *L)
     lsmtp_encoder *u = check_encoder(L);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
-    int rc = u->kind == 'b' ? smtp_b64_update(&u->b64, s, len, &u->out)
-                            : smtp_qp_update(&u->qp, s, len, &u->out);
+    int rc = smtp_b64_update(&u->b64, s, len, &u->out);
     return push_encoded(L, u, rc);
 }
 
 static int l_encoder_finish(lua_State *L)
 {
     lsmtp_encoder *u = check_encoder(L);
-    int rc = u->kind == 'b' ? smtp_b64_finish(&u->b64, &u->out) : smtp_qp_finish(&u->qp, &u->out);
+    int rc = smtp_b64_finish(&u->b64, &u->out);
     return push_encoded(L, u, rc);
 }
 
@@ -1564,7 +1551,6 @@ static const luaL_Reg core_functions[] = {
     {"b64_encoder", l_b64_encoder},
     {"sasl", l_sasl_new},
     {"sasl_choose", l_sasl_choose},
-    {"qp_encoder", l_qp_encoder},
     {"dkim_body", l_dkim_body_new},
     {"dkim_key", l_dkim_key_new},
     {"tls_check_name", l_tls_check_name},

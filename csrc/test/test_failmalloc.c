@@ -11,8 +11,11 @@
 #include <string.h>
 
 #include "check.h"
+#include "smtp_codec.h"
+#include "smtp_dkim.h"
 #include "smtp_engine.h"
 #include "smtp_error.h"
+#include "smtp_sasl.h"
 
 typedef struct failmem {
     long count;   /* allocations so far */
@@ -64,6 +67,7 @@ static void fm_free(void *ptr, void *ud)
 /* One run: the engine, its scripted server and what went wrong. */
 typedef struct run {
     smtp_engine e;
+    const smtp_mem *mem;
     const char *const *replies;
     int nreplies, fed;
     int nomem;      /* a call or the session failed for memory */
@@ -194,6 +198,14 @@ static void pipelined(run *r)
     CALL(r, smtp_engine_data(&r->e), "data");
     PUMP(r, SMTP_EV_NEED_BODY);
     CALL(r, smtp_engine_body(&r->e, "Subject: x\n\n.hi\n", 16), "body");
+    {
+        /* Enough lines for the output buffer to grow several times. */
+        char lines[4000];
+        size_t i;
+        for (i = 0; i < sizeof lines; i++)
+            lines[i] = (i % 80 == 79) ? '\n' : (char)('a' + i % 26);
+        CALL(r, smtp_engine_body(&r->e, lines, sizeof lines), "body");
+    }
     CALL(r, smtp_engine_body_end(&r->e), "body_end");
     if (!smtp_engine_can_chain(&r->e)) {
         broke(r, "cannot chain");
@@ -264,6 +276,168 @@ static void restored(run *r)
     PUMP(r, SMTP_EV_DONE);
 }
 
+/* ---- the other objects that allocate ----------------------------------- */
+
+/* A result from a codec, SASL or DKIM call: 0 goes on; NOMEM is noted. */
+static int outcome(run *r, int rc, const char *name)
+{
+    if (rc == 0)
+        return 0;
+    if (rc == SMTP_E_NOMEM)
+        r->nomem = 1;
+    else
+        broke(r, name);
+    return 1;
+}
+
+/* Codecs write into the caller's buffer: on failure it is as before. */
+static void codecs(run *r)
+{
+    static const char text[] = "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln, a line of text "
+                               "that is long enough to be folded into several words =?x?=";
+    smtp_buf out;
+    smtp_b64 b64;
+    smtp_qp qp;
+    size_t before;
+    int rc, i;
+    for (i = 0; i < 6 && !r->nomem && !r->broken; i++) {
+        /* A new buffer each, so each codec's first allocation is tried. */
+        smtp_buf_init_mem(&out, 1 << 20, r->mem);
+        if (i == 4 && smtp_buf_append(&out, "kept", 4) != 0) {
+            r->nomem = 1;
+            smtp_buf_free(&out);
+            break;
+        }
+        before = smtp_buf_len(&out);
+        switch (i) {
+        case 0:
+            smtp_b64_init(&b64, 76);
+            rc = smtp_b64_update(&b64, text, sizeof text - 1, &out);
+            if (rc == 0)
+                rc = smtp_b64_finish(&b64, &out);
+            break;
+        case 1:
+            smtp_qp_init(&qp);
+            rc = smtp_qp_update(&qp, text, sizeof text - 1, &out);
+            if (rc == 0)
+                rc = smtp_qp_finish(&qp, &out);
+            break;
+        case 2: rc = smtp_encode_words(text, sizeof text - 1, 9, &out); break;
+        case 3: rc = smtp_b64_decode("SGVsbG8sIHdvcmxkIQ==", 20, &out); break;
+        case 4: rc = smtp_qp_decode("caf=C3=A9 =\r\nnext", 18, &out); break;
+        default: {
+            smtp_frame f;
+            smtp_frame_init(&f, SMTP_MAX_LINE);
+            rc = smtp_frame_write(&f, text, sizeof text - 1, &out);
+            if (rc == 0)
+                rc = smtp_frame_finish(&f, &out);
+            break;
+        }
+        }
+        if (rc == SMTP_E_NOMEM && smtp_buf_len(&out) != before)
+            broke(r, "a codec that failed for memory wrote part of its output");
+        outcome(r, rc, "codec");
+        smtp_buf_free(&out);
+    }
+}
+
+/* Each SASL mechanism through its exchange. */
+static void sasl_one(run *r, const char *mech)
+{
+    smtp_sasl *s = NULL;
+    smtp_buf ir, resp;
+    int rc;
+    smtp_buf_init_mem(&ir, 4096, r->mem);
+    smtp_buf_init_mem(&resp, 4096, r->mem);
+    rc = smtp_sasl_start_mem(&s, mech, NULL, "user=,x", "pencil", &ir, r->mem);
+    if (rc) {
+        if (s != NULL || smtp_buf_len(&ir) != 0)
+            broke(r, "smtp_sasl_start failed but left an exchange or a response");
+        outcome(r, rc, mech);
+        goto done;
+    }
+    if (strcmp(mech, "LOGIN") == 0) {
+        if (outcome(r, smtp_sasl_step(s, "VXNlcm5hbWU6", 12, &resp), "LOGIN user"))
+            goto done;
+        rc = smtp_sasl_step(s, "UGFzc3dvcmQ6", 12, &resp);
+    } else if (strcmp(mech, "CRAM-MD5") == 0) {
+        static const char ch[] = "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UuZXhhbXBsZS5uZXQ+";
+        rc = smtp_sasl_step(s, ch, sizeof ch - 1, &resp);
+    } else if (strcmp(mech, "XOAUTH2") == 0) {
+        rc = smtp_sasl_step(s, "eyJzdGF0dXMiOiI0MDEifQ==", 24, &resp);
+    } else if (strcmp(mech, "SCRAM-SHA-256") == 0) {
+        /* server-first for the client's nonce, built with the C library. */
+        smtp_buf first, msg, enc;
+        smtp_b64 b;
+        const char *nonce;
+        smtp_buf_init(&first, 4096);
+        smtp_buf_init(&msg, 4096);
+        smtp_buf_init(&enc, 4096);
+        smtp_b64_decode(smtp_buf_ptr(&ir), smtp_buf_len(&ir), &first);
+        smtp_buf_append(&first, "", 1);
+        nonce = strstr(smtp_buf_ptr(&first), ",r=");
+        smtp_buf_append_str(&msg, "r=");
+        smtp_buf_append_str(&msg, nonce ? nonce + 3 : "x");
+        smtp_buf_append_str(&msg, "srv,s=c2FsdHNhbHQ=,i=4096");
+        smtp_b64_init(&b, 0);
+        smtp_b64_update(&b, smtp_buf_ptr(&msg), smtp_buf_len(&msg), &enc);
+        smtp_b64_finish(&b, &enc);
+        rc = smtp_sasl_step(s, smtp_buf_ptr(&enc), smtp_buf_len(&enc), &resp);
+        smtp_buf_free(&first);
+        smtp_buf_free(&msg);
+        smtp_buf_free(&enc);
+        if (rc == 0) { /* an unproven server is refused */
+            rc = smtp_sasl_finish(s, "dj1ubw==", 8);
+            rc = rc == SMTP_E_PROTOCOL ? 0 : rc == SMTP_E_NOMEM ? rc : SMTP_E_STATE;
+        }
+    } else {
+        rc = smtp_sasl_finish(s, "", 0);
+    }
+    outcome(r, rc, mech);
+done:
+    smtp_sasl_free(s);
+    smtp_buf_free(&ir);
+    smtp_buf_free(&resp);
+}
+
+static void sasl(run *r)
+{
+    static const char *const mechs[] = {"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2",
+                                        "SCRAM-SHA-256"};
+    size_t i;
+    for (i = 0; i < sizeof mechs / sizeof mechs[0] && !r->nomem && !r->broken; i++)
+        sasl_one(r, mechs[i]);
+}
+
+/* A DKIM body hash and a signature with the RFC 8463 Ed25519 key. */
+static void dkim(run *r)
+{
+    static const char pem[] = "-----BEGIN PRIVATE KEY-----\n"
+                              "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n"
+                              "-----END PRIVATE KEY-----\n";
+    static const char message[] = "From: a@example.org\r\nSubject: hi\r\n\r\nbody  \r\n\r\n";
+    smtp_dkim_body *d = NULL;
+    smtp_dkim_key *key = NULL;
+    smtp_buf sig;
+    unsigned char hash[SMTP_DKIM_HASH_LEN];
+    const char *h, *msg = NULL;
+    size_t hlen;
+    smtp_buf_init_mem(&sig, 4096, r->mem);
+    if (outcome(r, smtp_dkim_body_new_mem(&d, 1, 65536, r->mem), "dkim body"))
+        goto done;
+    if (outcome(r, smtp_dkim_body_update(d, message, sizeof message - 1), "dkim update") ||
+        outcome(r, smtp_dkim_body_finish(d, &h, &hlen, hash), "dkim finish"))
+        goto done;
+    if (outcome(r, smtp_dkim_key_new_mem(&key, SMTP_DKIM_ED25519_SHA256, pem, sizeof pem - 1,
+                                         &msg, r->mem), "dkim key"))
+        goto done;
+    outcome(r, smtp_dkim_sign(key, h, hlen, &sig), "dkim sign");
+done:
+    smtp_dkim_body_free(d);
+    smtp_dkim_key_free(key);
+    smtp_buf_free(&sig);
+}
+
 typedef struct scenario {
     const char *name;
     void (*play)(run *r);
@@ -285,6 +459,7 @@ static long play(const scenario *s, long n, int *nomem, char *why, size_t whylen
     mem.free = fm_free;
     mem.ud = &f;
     smtp_engine_init_mem(&r->e, NULL, &mem);
+    r->mem = &mem;
     s->play(r);
     /* Whatever happened, the engine can still be closed and freed. */
     smtp_engine_close(&r->e);
@@ -304,6 +479,9 @@ int main(void)
         {"pipelined DATA, chained BDAT, RSET, NOOP, QUIT", pipelined},
         {"HELO fallback, STARTTLS, AUTH challenge, refused sender", sequential},
         {"restored connection, LMTP over BDAT", restored},
+        {"codecs: base64, quoted-printable, encoded words, framing", codecs},
+        {"SASL: PLAIN, LOGIN, CRAM-MD5, XOAUTH2, SCRAM-SHA-256", sasl},
+        {"DKIM: body hash, Ed25519 key and signature", dkim},
     };
     long failed_total = 0, seen_total = 0;
     size_t i;
