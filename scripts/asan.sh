@@ -17,7 +17,7 @@
 # or LSan) -- this wins over 1; 3 the build or the self-test failed.
 #
 # How it works
-# - The module is compiled (all of CORE_SRC + lsmtp.c, read from the
+# - The module is compiled (all of CORE_SRC + BIND_SRC, read from the
 #   Makefile) with -fsanitize=address,undefined into build/asan/smtp/core.so;
 #   busted gets --cpath=./build/asan/?.so (a generated --helper checks that
 #   smtp.core really resolves there).
@@ -68,7 +68,7 @@ make_var() {   # the value of a Makefile variable, without editing the Makefile
   printf 'asan-print-var:\n\t@echo $(%s)\n' "$1" | make -s --no-print-directory -f Makefile -f - asan-print-var 2>/dev/null
 }
 SRC=$(make_var CORE_SRC)
-if [ -n "$SRC" ]; then SRC="$SRC csrc/lsmtp.c"; else SRC=$(echo csrc/*.c); fi
+if [ -n "$SRC" ]; then SRC="$SRC $(make_var BIND_SRC)"; else SRC=$(echo csrc/*.c); fi
 SRCDIR=${ASAN_SRC_DIR:-csrc}
 SRC=$(for s in $SRC; do echo "$SRCDIR/${s#csrc/}"; done | xargs)
 LUA_CFLAGS=$(pkg-config --cflags "$LUA" 2>/dev/null || echo "-I/usr/include/$LUA")
