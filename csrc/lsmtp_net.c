@@ -1,5 +1,6 @@
-/* smtp.core: the blocking transport (smtp_net, smtp_tls) and the certificate name check. One part of the binding behind
- * luaopen_smtp_core (csrc/lsmtp.c), whose conventions it follows. */
+/* smtp.core: the blocking transport (smtp_net, smtp_tls) and the certificate
+ * name check. One part of the binding behind luaopen_smtp_core
+ * (csrc/lsmtp.c), whose conventions it follows. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdlib.h>

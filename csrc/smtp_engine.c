@@ -176,11 +176,11 @@ static const smtp_edge op_edges[] = {
     {SMTP_OP_CHALLENGE, SMTP_OP_AUTH, "smtp_engine_auth_response"},
     {SMTP_OP_CHALLENGE, SMTP_OP_NONE, "failure reported (input during the challenge)"},
     {SMTP_OP_TRANSACTION, SMTP_OP_BODY, "354 to DATA"},
-    {SMTP_OP_TRANSACTION, SMTP_OP_NONE, "last transaction or session failure reported"},
+    {SMTP_OP_TRANSACTION, SMTP_OP_NONE, "all transactions reported, or mail could not stage"},
     {SMTP_OP_BODY, SMTP_OP_TRANSACTION, "smtp_engine_body_end; 421, protocol error, close"},
-    {SMTP_OP_RSET, SMTP_OP_NONE, "outcome reported"},
-    {SMTP_OP_NOOP, SMTP_OP_NONE, "outcome reported"},
-    {SMTP_OP_QUIT, SMTP_OP_NONE, "outcome reported"},
+    {SMTP_OP_RSET, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_NOOP, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_QUIT, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
     /* END op_edges */
 };
 
