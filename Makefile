@@ -64,6 +64,11 @@ build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
 check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
+# The allocation-failure run alone (make check runs it too): every
+# allocation of its scenarios failed in turn, under ASan.
+failmalloc: build/check/test_failmalloc
+	@build/check/test_failmalloc
+
 deps:
 	@sh scripts/deps.sh test
 
@@ -106,4 +111,4 @@ fuzz:
 clean:
 	rm -rf build
 
-.PHONY: all check deps deps-demo test demo docs build-deps lint install clean bench asan valgrind fuzz
+.PHONY: all check failmalloc deps deps-demo test demo docs build-deps lint install clean bench asan valgrind fuzz
