@@ -29,14 +29,16 @@
  *  - "0 or SMTP_E_*": 0 on success, else a negative code of smtp_error.h.
  *    SMTP_E_ARGUMENT (a string that cannot go on the wire) and SMTP_E_STATE
  *    (the call is not valid now) leave the engine exactly as it was and
- *    put nothing on the wire. SMTP_E_LIMIT and SMTP_E_NOMEM leave the
- *    engine consistent: what the call staged is taken back, and the
- *    session either stays where it was (an operation that could not start)
- *    or has failed (smtp_engine_next reports SMTP_FAIL_PROTOCOL with
- *    ev.error set, and the session is dead).
+ *    put nothing on the wire. SMTP_E_LIMIT and SMTP_E_NOMEM do the same:
+ *    nothing of the call is staged, written or counted, and an operation
+ *    that could not start leaves none running (csrc/test/test_failmalloc.c
+ *    checks this for every allocation). A call whose command is staged
+ *    succeeds even when it cannot go out yet: smtp_engine_next releases
+ *    it, and a failure there (or anywhere inside smtp_engine_next) fails
+ *    the session: SMTP_EV_FAILED, SMTP_FAIL_PROTOCOL, ev.error set, dead.
  *  - Queries (smtp_engine_transactions, _can_chain, _staged, _dead,
  *    _extended, _cap, _has_cap, _max_size, _waiting_for, _last_txn,
- *    _line_error, _chunk_len, _written, _sent) return counts, booleans
+ *    _line_error, _chunk_len, _written, _sent, _state, _op) return counts, booleans
  *    (1/0) or values, never an error, and change nothing.
  *  - smtp_engine_next always returns 0 and describes what happened in *ev.
  *
