@@ -11,11 +11,9 @@
 #include <lauxlib.h>
 
 #if LUA_VERSION_NUM >= 502
-#define lsmtp_rawlen(L, i) lua_rawlen((L), (i))
 #define lsmtp_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
 #else
-#define lsmtp_rawlen(L, i) lua_objlen((L), (i))
-static void lsmtp_setfuncs(lua_State *L, const luaL_Reg *l)
+static inline void lsmtp_setfuncs(lua_State *L, const luaL_Reg *l)
 {
     for (; l->name != NULL; l++) {
         lua_pushcfunction(L, l->func);
@@ -25,13 +23,13 @@ static void lsmtp_setfuncs(lua_State *L, const luaL_Reg *l)
 #endif
 
 /* luaL_checkudata with a type name in the message on every version. */
-static void *lsmtp_checkudata(lua_State *L, int idx, const char *tname)
+static inline void *lsmtp_checkudata(lua_State *L, int idx, const char *tname)
 {
     return luaL_checkudata(L, idx, tname);
 }
 
 /* Creates the metatable tname (once) with methods, __index to itself. */
-static void lsmtp_newclass(lua_State *L, const char *tname, const luaL_Reg *methods)
+static inline void lsmtp_newclass(lua_State *L, const char *tname, const luaL_Reg *methods)
 {
     if (luaL_newmetatable(L, tname)) {
         lsmtp_setfuncs(L, methods);
@@ -41,7 +39,7 @@ static void lsmtp_newclass(lua_State *L, const char *tname, const luaL_Reg *meth
     lua_pop(L, 1);
 }
 
-static void lsmtp_setclass(lua_State *L, const char *tname)
+static inline void lsmtp_setclass(lua_State *L, const char *tname)
 {
     luaL_getmetatable(L, tname);
     lua_setmetatable(L, -2);

@@ -7,14 +7,20 @@
 
 void smtp_buf_init(smtp_buf *b, size_t limit)
 {
+    smtp_buf_init_mem(b, limit, NULL);
+}
+
+void smtp_buf_init_mem(smtp_buf *b, size_t limit, const smtp_mem *mem)
+{
     b->data = NULL;
     b->start = b->end = b->cap = 0;
     b->limit = limit;
+    b->mem = mem;
 }
 
 void smtp_buf_free(smtp_buf *b)
 {
-    free(b->data);
+    smtp_mem_free(b->mem, b->data);
     b->data = NULL;
     b->start = b->end = b->cap = 0;
 }
@@ -50,17 +56,30 @@ char *smtp_buf_reserve(smtp_buf *b, size_t n)
     cap = b->cap ? b->cap : 256;
     while (cap < want)
         cap = cap > ((size_t)-1) / 2 ? want : cap * 2;
-    p = malloc(cap);
+    p = smtp_mem_malloc(b->mem, cap);
     if (!p)
         return NULL;
     if (len)
         memcpy(p, b->data + b->start, len);
-    free(b->data);
+    smtp_mem_free(b->mem, b->data);
     b->data = p;
     b->cap = cap;
     b->start = 0;
     b->end = len;
     return b->data + b->end;
+}
+
+int smtp_buf_reserve_rc(smtp_buf *b, size_t n, char **w)
+{
+    size_t len = b->end - b->start;
+
+    *w = NULL;
+    if (n == 0)
+        return 0; /* a zero reserve on an empty buffer would yield NULL */
+    *w = smtp_buf_reserve(b, n);
+    if (*w)
+        return 0;
+    return (n > b->limit || len > b->limit - n) ? SMTP_E_LIMIT : SMTP_E_NOMEM;
 }
 
 void smtp_buf_commit(smtp_buf *b, size_t n)

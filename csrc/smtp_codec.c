@@ -19,20 +19,6 @@ static const char hex_upper[17] = "0123456789ABCDEF";
 
 /* ---- output helpers ---------------------------------------------------- */
 
-/* smtp_buf_reserve says only "no"; tell the caller which limit it hit, the
- * same way smtp_buf_append does. */
-static int reserve_exact(smtp_buf *out, size_t n, char **w)
-{
-    size_t len = smtp_buf_len(out);
-
-    *w = NULL;
-    if (n == 0)
-        return 0; /* a zero reserve on an empty buffer would yield NULL */
-    *w = smtp_buf_reserve(out, n);
-    if (*w)
-        return 0;
-    return (n > out->limit || len > out->limit - n) ? SMTP_E_LIMIT : SMTP_E_NOMEM;
-}
 
 /* The QP and encoded-word writers run twice: first with p == NULL to learn
  * the exact output size, then into the reserved space. One code path for
@@ -70,7 +56,7 @@ static void sink_escape(sink *k, unsigned char c)
  * for the writing pass. */
 static int sink_open(smtp_buf *out, size_t n, sink *k)
 {
-    int rc = reserve_exact(out, n, &k->p);
+    int rc = smtp_buf_reserve_rc(out, n, &k->p);
     k->n = 0;
     return rc;
 }
@@ -167,7 +153,7 @@ int smtp_b64_update(smtp_b64 *s, const char *data, size_t len, smtp_buf *out)
         return 0;
     }
     size = b64_output_size(s, groups);
-    rc = reserve_exact(out, size, &w);
+    rc = smtp_buf_reserve_rc(out, size, &w);
     if (rc)
         return rc;
     start = w;
@@ -193,7 +179,7 @@ int smtp_b64_finish(smtp_b64 *s, smtp_buf *out)
     int end_line = s->line_len > 0 && s->col + tail > 0;
     size_t size = tail + (end_line ? 2 : 0);
     char *w, *start;
-    int rc = reserve_exact(out, size, &w);
+    int rc = smtp_buf_reserve_rc(out, size, &w);
 
     if (rc)
         return rc;
@@ -283,7 +269,7 @@ int smtp_b64_decode(const char *data, size_t len, smtp_buf *out)
 
     if (len == 0)
         return 0;
-    rc = reserve_exact(out, bound, &w);
+    rc = smtp_buf_reserve_rc(out, bound, &w);
     if (rc)
         return rc;
     rc = b64_decode_into(w, (const unsigned char *)data, len, &written);

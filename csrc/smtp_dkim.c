@@ -19,6 +19,7 @@
 #define DKIM_SLICE 65536
 
 struct smtp_dkim_body {
+    const smtp_mem *mem; /* its allocator (NULL: the C library) */
     EVP_MD_CTX *md;
     smtp_frame frame;   /* line ends made CRLF, as on the wire */
     smtp_buf norm;      /* the framer's output for one chunk */
@@ -143,24 +144,32 @@ static int take(smtp_dkim_body *d, const char *p, size_t n)
 
 int smtp_dkim_body_new(smtp_dkim_body **out, int relaxed, size_t max_header)
 {
-    smtp_dkim_body *d = calloc(1, sizeof *d);
+    return smtp_dkim_body_new_mem(out, relaxed, max_header, NULL);
+}
+
+int smtp_dkim_body_new_mem(smtp_dkim_body **out, int relaxed, size_t max_header,
+                           const smtp_mem *mem)
+{
+    smtp_dkim_body *d = smtp_mem_malloc(mem, sizeof *d);
     *out = NULL;
     if (!d)
         return SMTP_E_NOMEM;
+    memset(d, 0, sizeof *d);
+    d->mem = mem;
     d->md = EVP_MD_CTX_new();
     if (!d->md) {
-        free(d);
+        smtp_mem_free(mem, d);
         return SMTP_E_NOMEM;
     }
     if (EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(d->md);
-        free(d);
+        smtp_mem_free(mem, d);
         return SMTP_E_TLS;
     }
     smtp_frame_init(&d->frame, 0);
     d->frame.stuffing = 0;
-    smtp_buf_init(&d->norm, smtp_frame_bound(DKIM_SLICE));
-    smtp_buf_init(&d->header, max_header);
+    smtp_buf_init_mem(&d->norm, smtp_frame_bound(DKIM_SLICE), mem);
+    smtp_buf_init_mem(&d->header, max_header, mem);
     d->relaxed = relaxed ? 1 : 0;
     d->in_header = 1;
     d->at_line_start = 1;
@@ -218,12 +227,13 @@ void smtp_dkim_body_free(smtp_dkim_body *d)
     EVP_MD_CTX_free(d->md);
     smtp_buf_free(&d->norm);
     smtp_buf_free(&d->header);
-    free(d);
+    smtp_mem_free(d->mem, d);
 }
 
 struct smtp_dkim_key {
     EVP_PKEY *pkey;
     smtp_dkim_alg alg;
+    const smtp_mem *mem;
 };
 
 static EVP_PKEY *read_key(const char *pem, size_t pem_len)
@@ -242,6 +252,12 @@ static EVP_PKEY *read_key(const char *pem, size_t pem_len)
 
 int smtp_dkim_key_new(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem, size_t pem_len,
                       const char **msg)
+{
+    return smtp_dkim_key_new_mem(out, alg, pem, pem_len, msg, NULL);
+}
+
+int smtp_dkim_key_new_mem(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem,
+                          size_t pem_len, const char **msg, const smtp_mem *mem)
 {
     const char *why = NULL;
     smtp_dkim_key *k;
@@ -262,13 +278,14 @@ int smtp_dkim_key_new(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem, s
             *msg = why;
         return SMTP_E_ARGUMENT;
     }
-    k = malloc(sizeof *k);
+    k = smtp_mem_malloc(mem, sizeof *k);
     if (!k) {
         EVP_PKEY_free(pkey);
         return SMTP_E_NOMEM;
     }
     k->pkey = pkey;
     k->alg = alg;
+    k->mem = mem;
     *out = k;
     return 0;
 }
@@ -278,7 +295,7 @@ void smtp_dkim_key_free(smtp_dkim_key *key)
     if (!key)
         return;
     EVP_PKEY_free(key->pkey);
-    free(key);
+    smtp_mem_free(key->mem, key);
 }
 
 int smtp_dkim_sign(const smtp_dkim_key *key, const char *data, size_t len, smtp_buf *sig)

@@ -33,6 +33,10 @@ typedef struct smtp_dkim_body smtp_dkim_body;
  * "simple". max_header: the most octets the header section may have (more
  * is SMTP_E_LIMIT from update). SMTP_E_NOMEM or SMTP_E_TLS (OpenSSL). */
 int smtp_dkim_body_new(smtp_dkim_body **out, int relaxed, size_t max_header);
+/* The same with an allocator (smtp_mem.h) for the hasher and its buffers
+ * (OpenSSL's digest context is OpenSSL's); NULL: the C library. */
+int smtp_dkim_body_new_mem(smtp_dkim_body **out, int relaxed, size_t max_header,
+                           const smtp_mem *mem);
 
 /* Feeds a chunk. SMTP_E_LIMIT (header section too long), SMTP_E_NOMEM,
  * SMTP_E_TLS (digest failure), SMTP_E_STATE after finish. */
@@ -55,6 +59,10 @@ typedef struct smtp_dkim_key smtp_dkim_key;
  * saying which); SMTP_E_NOMEM. */
 int smtp_dkim_key_new(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem, size_t pem_len,
                       const char **msg);
+/* The same with an allocator for the key object (the EVP_PKEY is
+ * OpenSSL's). */
+int smtp_dkim_key_new_mem(smtp_dkim_key **out, smtp_dkim_alg alg, const char *pem,
+                          size_t pem_len, const char **msg, const smtp_mem *mem);
 
 void smtp_dkim_key_free(smtp_dkim_key *key);
 

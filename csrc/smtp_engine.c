@@ -32,7 +32,13 @@ void smtp_limits_default(smtp_limits *l)
 
 int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
 {
+    return smtp_engine_init_mem(e, limits, NULL);
+}
+
+int smtp_engine_init_mem(smtp_engine *e, const smtp_limits *limits, const smtp_mem *mem)
+{
     memset(e, 0, sizeof *e);
+    e->mem = mem;
     if (limits)
         e->limits = *limits;
     else
@@ -41,18 +47,20 @@ int smtp_engine_init(smtp_engine *e, const smtp_limits *limits)
         e->limits.max_commands < 4)
         return SMTP_E_ARGUMENT;
     e->inflight.limit = e->stage.limit = e->limits.max_commands;
-    smtp_reply_init(&e->parser, e->limits.max_line, e->limits.max_lines);
+    smtp_reply_init_mem(&e->parser, e->limits.max_line, e->limits.max_lines, mem);
     /* Input never holds more than one partial line plus one read. */
-    smtp_buf_init(&e->in, e->limits.max_line + 2 + 65536);
-    smtp_buf_init(&e->out, e->limits.max_output);
-    smtp_buf_init(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32));
-    smtp_buf_init(&e->caps, e->parser.text.limit);
-    smtp_buf_init(&e->saved, e->parser.text.limit);
-    smtp_buf_init(&e->scratch, e->limits.max_output);
+    smtp_buf_init_mem(&e->in, e->limits.max_line + 2 + 65536, mem);
+    smtp_buf_init_mem(&e->out, e->limits.max_output, mem);
+    smtp_buf_init_mem(&e->staged, (size_t)e->limits.max_commands * (MAX_ADDRESS + MAX_PARAMS + 32),
+                      mem);
+    smtp_buf_init_mem(&e->caps, e->parser.text.limit, mem);
+    smtp_buf_init_mem(&e->saved, e->parser.text.limit, mem);
+    smtp_buf_init_mem(&e->scratch, e->limits.max_output, mem);
+    smtp_buf_init_mem(&e->trace, 4096, mem);
     {
         int i;
         for (i = 0; i < SMTP_TXN_MAX; i++)
-            smtp_buf_init(&e->txns[i].text, e->parser.text.limit);
+            smtp_buf_init_mem(&e->txns[i].text, e->parser.text.limit, mem);
     }
     smtp_frame_init(&e->frame, SMTP_MAX_LINE);
     e->pipelining = 1;
@@ -68,13 +76,14 @@ void smtp_engine_free(smtp_engine *e)
     smtp_buf_free(&e->caps);
     smtp_buf_free(&e->saved);
     smtp_buf_free(&e->scratch);
+    smtp_buf_free(&e->trace);
     {
         int i;
         for (i = 0; i < SMTP_TXN_MAX; i++)
             smtp_buf_free(&e->txns[i].text);
     }
-    free(e->inflight.items);
-    free(e->stage.items);
+    smtp_mem_free(e->mem, e->inflight.items);
+    smtp_mem_free(e->mem, e->stage.items);
     e->inflight.items = e->stage.items = NULL;
 }
 
@@ -108,11 +117,154 @@ static smtp_cmd_entry *ring_front(const smtp_ring *r)
     return &r->items[r->head];
 }
 
+/* ---- states ------------------------------------------------------------- */
+
+static const char *const state_names[SMTP_STATE_COUNT] = {
+    "connected", "greeted", "ready", "tls_wait", "closed",
+};
+
+static const char *const op_names[SMTP_OP_COUNT] = {
+    "idle", "hello", "starttls", "auth", "challenge", "transaction", "body", "rset", "noop",
+    "quit",
+};
+
+const char *smtp_state_name(smtp_state s)
+{
+    return (s >= 0 && s < SMTP_STATE_COUNT) ? state_names[s] : "?";
+}
+
+const char *smtp_op_name(smtp_op op)
+{
+    return (op >= 0 && op < SMTP_OP_COUNT) ? op_names[op] : "?";
+}
+
+typedef struct smtp_edge {
+    unsigned char from, to;
+    const char *when;
+} smtp_edge;
+
+/* Every legal change of the connection's state (scripts/engine-states.lua
+ * prints this table; keep one edge a line). */
+static const smtp_edge state_edges[] = {
+    /* BEGIN state_edges */
+    {SMTP_STATE_CONNECTED, SMTP_STATE_GREETED, "greeting received (220, or a 4xx/5xx refusal)"},
+    {SMTP_STATE_CONNECTED, SMTP_STATE_READY, "smtp_engine_restore (a pooled connection)"},
+    {SMTP_STATE_CONNECTED, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_GREETED, SMTP_STATE_READY, "250 to EHLO, HELO or LHLO"},
+    {SMTP_STATE_GREETED, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_READY, SMTP_STATE_TLS_WAIT, "220 to STARTTLS"},
+    {SMTP_STATE_READY, SMTP_STATE_CLOSED, "421, QUIT answered, protocol error, close"},
+    {SMTP_STATE_TLS_WAIT, SMTP_STATE_GREETED, "smtp_engine_tls_done (a new hello is needed)"},
+    {SMTP_STATE_TLS_WAIT, SMTP_STATE_CLOSED, "close (the handshake failed)"},
+    /* END state_edges */
+};
+
+/* Every legal change of the operation. */
+static const smtp_edge op_edges[] = {
+    /* BEGIN op_edges */
+    {SMTP_OP_NONE, SMTP_OP_HELLO, "smtp_engine_hello"},
+    {SMTP_OP_NONE, SMTP_OP_STARTTLS, "smtp_engine_starttls"},
+    {SMTP_OP_NONE, SMTP_OP_AUTH, "smtp_engine_auth"},
+    {SMTP_OP_NONE, SMTP_OP_TRANSACTION, "smtp_engine_mail"},
+    {SMTP_OP_NONE, SMTP_OP_RSET, "smtp_engine_rset"},
+    {SMTP_OP_NONE, SMTP_OP_NOOP, "smtp_engine_noop"},
+    {SMTP_OP_NONE, SMTP_OP_QUIT, "smtp_engine_quit"},
+    {SMTP_OP_HELLO, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_STARTTLS, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_AUTH, SMTP_OP_CHALLENGE, "334"},
+    {SMTP_OP_AUTH, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_CHALLENGE, SMTP_OP_AUTH, "smtp_engine_auth_response"},
+    {SMTP_OP_CHALLENGE, SMTP_OP_NONE, "failure reported (input during the challenge)"},
+    {SMTP_OP_TRANSACTION, SMTP_OP_BODY, "354 to DATA"},
+    {SMTP_OP_TRANSACTION, SMTP_OP_NONE, "all transactions reported, or mail could not stage"},
+    {SMTP_OP_BODY, SMTP_OP_TRANSACTION, "smtp_engine_body_end; 421, protocol error, close"},
+    {SMTP_OP_RSET, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_NOOP, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    {SMTP_OP_QUIT, SMTP_OP_NONE, "outcome reported, or the call could not stage"},
+    /* END op_edges */
+};
+
+static int edge_legal(const smtp_edge *t, size_t n, int from, int to)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (t[i].from == from && t[i].to == to)
+            return 1;
+    }
+    return 0;
+}
+
+/* The only place the state or the operation changes. A move missing from
+ * the tables is a bug of this file: builds with SMTP_ENGINE_DEBUG (the C
+ * unit tests) abort on it. */
+static void transition(smtp_engine *e, smtp_state state, smtp_op op)
+{
+    if (state == e->state && op == e->op)
+        return;
+    if ((state != e->state &&
+         !edge_legal(state_edges, sizeof state_edges / sizeof state_edges[0], e->state, state)) ||
+        (op != e->op && !edge_legal(op_edges, sizeof op_edges / sizeof op_edges[0], e->op, op))) {
+#ifdef SMTP_ENGINE_DEBUG
+        fprintf(stderr, "smtp_engine: illegal transition %s/%s -> %s/%s\n",
+                smtp_state_name(e->state), smtp_op_name(e->op), smtp_state_name(state),
+                smtp_op_name(op));
+        abort();
+#endif
+    }
+    if (e->tracing) {
+        char line[80];
+        int n = snprintf(line, sizeof line, "%s/%s -> %s/%s\n", smtp_state_name(e->state),
+                         smtp_op_name(e->op), smtp_state_name(state), smtp_op_name(op));
+        if (n > 0 && (size_t)n < sizeof line)
+            (void)smtp_buf_append(&e->trace, line, (size_t)n); /* full: dropped */
+    }
+    e->state = state;
+    e->op = op;
+}
+
+/* The session fails (or ends): no command can be sent any more. A body
+ * being written ends with it. */
+static void close_session(smtp_engine *e)
+{
+    transition(e, SMTP_STATE_CLOSED, e->op == SMTP_OP_BODY ? SMTP_OP_TRANSACTION : e->op);
+}
+
+/* A transaction is running, in its envelope or its body. */
+static int in_transaction(const smtp_engine *e)
+{
+    return e->op == SMTP_OP_TRANSACTION || e->op == SMTP_OP_BODY;
+}
+
+smtp_state smtp_engine_state(const smtp_engine *e)
+{
+    return e->state;
+}
+
+smtp_op smtp_engine_op(const smtp_engine *e)
+{
+    return e->op;
+}
+
+void smtp_engine_set_trace(smtp_engine *e, int on)
+{
+    e->tracing = on;
+    if (!on)
+        smtp_buf_free(&e->trace);
+}
+
+const char *smtp_engine_trace(smtp_engine *e, size_t *len)
+{
+    const char *p = smtp_buf_ptr(&e->trace);
+    *len = smtp_buf_len(&e->trace);
+    smtp_buf_clear(&e->trace); /* the bytes stay until the next append */
+    return p;
+}
+
 /* ---- session facts ------------------------------------------------------ */
 
 int smtp_engine_dead(const smtp_engine *e)
 {
-    return e->dead;
+    return e->state == SMTP_STATE_CLOSED;
 }
 
 int smtp_engine_extended(const smtp_engine *e)
@@ -120,16 +272,36 @@ int smtp_engine_extended(const smtp_engine *e)
     return e->extended;
 }
 
-int smtp_engine_in_body(const smtp_engine *e)
+unsigned smtp_engine_last_txn(const smtp_engine *e)
 {
-    return e->in_body;
+    return e->txn_next_id;
+}
+
+unsigned long long smtp_engine_line_error(const smtp_engine *e)
+{
+    return e->frame.error_line;
+}
+
+size_t smtp_engine_chunk_len(const smtp_engine *e)
+{
+    return smtp_buf_len(&e->scratch);
+}
+
+unsigned long long smtp_engine_written(const smtp_engine *e)
+{
+    return e->written;
+}
+
+unsigned long long smtp_engine_sent(const smtp_engine *e)
+{
+    return e->sent;
 }
 
 smtp_cmd smtp_engine_waiting_for(const smtp_engine *e)
 {
     if (e->inflight.count > 0)
         return ring_front(&e->inflight)->cmd;
-    if (e->in_body)
+    if (e->op == SMTP_OP_BODY)
         return SMTP_CMD_DATA;
     return SMTP_CMD_NONE;
 }
@@ -217,9 +389,9 @@ unsigned long long smtp_engine_max_size(const smtp_engine *e)
 
 /* ---- in-flight and staged commands -------------------------------------- */
 
-static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, int txn, unsigned long long n)
+/* Makes room for one more entry: afterwards a push cannot fail. */
+static int ring_reserve(smtp_ring *r, const smtp_mem *mem)
 {
-    smtp_cmd_entry *slot;
     if (r->count == r->cap) {
         int cap = r->cap ? r->cap * 2 : 16, i;
         smtp_cmd_entry *items;
@@ -227,16 +399,26 @@ static int ring_push(smtp_ring *r, smtp_cmd cmd, int index, int txn, unsigned lo
             return SMTP_E_LIMIT;
         if (cap > r->limit)
             cap = r->limit;
-        items = malloc((size_t)cap * sizeof *items);
+        items = smtp_mem_malloc(mem, (size_t)cap * sizeof *items);
         if (!items)
             return SMTP_E_NOMEM;
         for (i = 0; i < r->count; i++)
             items[i] = r->items[(r->head + i) % r->cap];
-        free(r->items);
+        smtp_mem_free(mem, r->items);
         r->items = items;
         r->cap = cap;
         r->head = 0;
     }
+    return 0;
+}
+
+static int ring_push(smtp_ring *r, const smtp_mem *mem, smtp_cmd cmd, int index, int txn,
+                     unsigned long long n)
+{
+    smtp_cmd_entry *slot;
+    int rc = ring_reserve(r, mem);
+    if (rc)
+        return rc;
     slot = &r->items[(r->head + r->count) % r->cap];
     slot->cmd = cmd;
     slot->index = index;
@@ -265,7 +447,7 @@ static int write_out(smtp_engine *e, const char *p, size_t n)
 
 static int push_inflight(smtp_engine *e, smtp_cmd cmd, int index, int txn)
 {
-    return ring_push(&e->inflight, cmd, index, txn, e->written);
+    return ring_push(&e->inflight, e->mem, cmd, index, txn, e->written);
 }
 
 /* RFC 2920 3.1: only these may be followed by more commands before their
@@ -301,13 +483,16 @@ static int release_staged(smtp_engine *e)
         int rc;
         if (e->inflight.count > 0 && !(pipelining_active(e) && inflight_all_followable(e)))
             break;
-        rc = write_out(e, smtp_buf_ptr(&e->staged), (size_t)s->n);
+        /* Room in flight first: a command written is never left staged
+         * (written twice), nor sent without its entry (its reply would be
+         * taken for the next command's). On error nothing moved. */
+        rc = ring_reserve(&e->inflight, e->mem);
+        if (rc == 0)
+            rc = write_out(e, smtp_buf_ptr(&e->staged), (size_t)s->n);
         if (rc)
             return rc;
         smtp_buf_consume(&e->staged, (size_t)s->n);
-        rc = push_inflight(e, s->cmd, s->index, s->txn);
-        if (rc)
-            return rc;
+        (void)push_inflight(e, s->cmd, s->index, s->txn); /* reserved */
         ring_pop(&e->stage);
     }
     return 0;
@@ -342,7 +527,7 @@ static int stage_cmd_data(smtp_engine *e, smtp_cmd cmd, int index, int txn,
     if (rc == 0 && len)
         rc = smtp_buf_append(&e->staged, data, len);
     if (rc == 0)
-        rc = ring_push(&e->stage, cmd, index, txn, smtp_buf_len(&e->staged) - before);
+        rc = ring_push(&e->stage, e->mem, cmd, index, txn, smtp_buf_len(&e->staged) - before);
     if (rc) {
         e->staged.end = e->staged.start + before;
         return rc;
@@ -361,11 +546,10 @@ static int stage_cmd(smtp_engine *e, smtp_cmd cmd, int index, const char *const 
 
 static int op_start(smtp_engine *e, smtp_op op)
 {
-    if (e->dead)
+    if (e->state == SMTP_STATE_CLOSED || e->state == SMTP_STATE_TLS_WAIT ||
+        e->op != SMTP_OP_NONE)
         return SMTP_E_STATE;
-    if (e->op != SMTP_OP_NONE || e->in_body || e->tls_wait)
-        return SMTP_E_STATE;
-    e->op = op;
+    transition(e, e->state, op);
     e->op_finished = 0;
     e->op_fail = SMTP_FAIL_NONE;
     e->op_fail_cmd = SMTP_CMD_NONE;
@@ -374,6 +558,35 @@ static int op_start(smtp_engine *e, smtp_op op)
     e->saved_enhanced[0] = '\0';
     smtp_buf_clear(&e->saved);
     return 0;
+}
+
+/* An operation call whose command is staged: it goes out now if the
+ * protocol allows. A failure to release it (no memory, the output full) is
+ * not this call's: the command stays staged, whole, and smtp_engine_next
+ * releases it or fails the session. So an operation call returns an error
+ * only when it staged nothing. */
+static int released(smtp_engine *e)
+{
+    (void)release_staged(e);
+    return 0;
+}
+
+/* Takes back the newest staged command (the call that staged it failed). */
+static void unstage_last(smtp_engine *e)
+{
+    smtp_ring *r = &e->stage;
+    smtp_cmd_entry *c = &r->items[(r->head + r->count - 1) % r->cap];
+    if (c->txn >= 0)
+        e->txns[c->txn].pending--;
+    e->staged.end -= (size_t)c->n;
+    r->count--;
+}
+
+/* An operation that could not start: back to idle, nothing sent. */
+static int op_abort(smtp_engine *e, int rc)
+{
+    transition(e, e->state, SMTP_OP_NONE);
+    return rc;
 }
 
 static int stage_hello(smtp_engine *e)
@@ -395,35 +608,39 @@ int smtp_engine_hello(smtp_engine *e, const char *name, int lmtp)
         return rc;
     memcpy(e->hello_name, name, len + 1);
     e->lmtp = lmtp;
-    if (!e->greeted && e->inflight.count == 0) {
+    if (e->state == SMTP_STATE_CONNECTED && e->inflight.count == 0) {
         rc = push_inflight(e, SMTP_CMD_GREETING, 0, -1);
         if (rc)
-            return rc;
+            return op_abort(e, rc);
+        rc = stage_hello(e);
+        if (rc) {
+            e->inflight.count = 0; /* the greeting is awaited by the next hello */
+            return op_abort(e, rc);
+        }
+        return released(e);
     }
     rc = stage_hello(e);
-    if (rc == 0)
-        rc = release_staged(e);
-    return rc;
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_starttls(smtp_engine *e)
 {
     static const char *const parts[1] = {"STARTTLS"};
     int rc;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     rc = op_start(e, SMTP_OP_STARTTLS);
     if (rc)
         return rc;
     rc = stage_cmd(e, SMTP_CMD_STARTTLS, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_tls_done(smtp_engine *e)
 {
-    if (!e->tls_wait)
+    if (e->state != SMTP_STATE_TLS_WAIT)
         return SMTP_E_STATE;
-    e->tls_wait = 0;
+    transition(e, SMTP_STATE_GREETED, e->op);
     e->secure = 1;
     /* RFC 3207 4.2: whatever came before the handshake is not to be
      * trusted, and the capabilities must be learnt again. */
@@ -431,20 +648,23 @@ int smtp_engine_tls_done(smtp_engine *e)
     smtp_buf_clear(&e->caps);
     smtp_reply_reset(&e->parser);
     e->extended = 0;
-    e->hello_done = 0;
     return 0;
 }
 
 int smtp_engine_restore(smtp_engine *e, const char *ehlo, size_t len, int lmtp, int secure)
 {
     const char *nl;
-    if (e->greeted || e->op != SMTP_OP_NONE || e->inflight.count || e->dead)
+    if (e->state != SMTP_STATE_CONNECTED || e->op != SMTP_OP_NONE || e->inflight.count)
         return SMTP_E_STATE;
     smtp_buf_clear(&e->caps);
     nl = memchr(ehlo, '\n', len);
-    if (nl && smtp_buf_append(&e->caps, nl + 1, len - (size_t)(nl + 1 - ehlo)))
-        return SMTP_E_LIMIT;
-    e->greeted = e->hello_done = e->extended = 1;
+    if (nl) {
+        int rc = smtp_buf_append(&e->caps, nl + 1, len - (size_t)(nl + 1 - ehlo));
+        if (rc)
+            return rc;
+    }
+    transition(e, SMTP_STATE_READY, e->op);
+    e->extended = 1;
     e->lmtp = lmtp;
     e->secure = secure;
     return 0;
@@ -476,7 +696,7 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
         initial = "";
     if (mech[0] == '\0' || check_auth_token(mech, 40) || check_auth_token(initial, 12288))
         return SMTP_E_ARGUMENT;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     /* The one place every AUTH passes: no secret crosses plaintext unless
      * the caller said so by name. */
@@ -485,7 +705,6 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
     rc = op_start(e, SMTP_OP_AUTH);
     if (rc)
         return rc;
-    e->challenge = 0;
     e->auth_challenges = 0;
     e->auth_cancelled = 0;
     parts[n++] = "AUTH ";
@@ -495,23 +714,25 @@ int smtp_engine_auth(smtp_engine *e, const char *mech, const char *initial)
         parts[n++] = initial;
     }
     rc = stage_cmd(e, SMTP_CMD_AUTH, 0, parts, n);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_auth_response(smtp_engine *e, const char *response)
 {
     const char *parts[1];
     int rc;
-    if (e->op != SMTP_OP_AUTH || !e->challenge)
+    if (e->op != SMTP_OP_CHALLENGE)
         return SMTP_E_STATE;
     if (check_auth_token(response, 12288))
         return SMTP_E_ARGUMENT;
-    e->challenge = 0;
-    if (strcmp(response, "*") == 0)
-        e->auth_cancelled = 1;
     parts[0] = response;
     rc = stage_cmd(e, SMTP_CMD_AUTH_STEP, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    if (rc)
+        return rc;
+    transition(e, e->state, SMTP_OP_AUTH);
+    if (strcmp(response, "*") == 0)
+        e->auth_cancelled = 1;
+    return released(e);
 }
 
 /* ---- transactions ------------------------------------------------------- */
@@ -530,7 +751,7 @@ static int txn_tail_slot(const smtp_engine *e)
 static smtp_txn *txn_building(smtp_engine *e)
 {
     smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+    if (!in_transaction(e) || e->txn_count == 0)
         return NULL;
     t = txn_at(e, txn_tail_slot(e));
     return t->body_done || t->failed ? NULL : t;
@@ -538,7 +759,7 @@ static smtp_txn *txn_building(smtp_engine *e)
 
 int smtp_engine_transactions(const smtp_engine *e)
 {
-    return e->op == SMTP_OP_TRANSACTION ? e->txn_count : 0;
+    return in_transaction(e) ? e->txn_count : 0;
 }
 
 int smtp_engine_staged(const smtp_engine *e)
@@ -549,7 +770,7 @@ int smtp_engine_staged(const smtp_engine *e)
 int smtp_engine_can_chain(const smtp_engine *e)
 {
     const smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->dead || e->in_body || e->txn_count == 0 ||
+    if (e->op != SMTP_OP_TRANSACTION || e->state == SMTP_STATE_CLOSED || e->txn_count == 0 ||
         e->txn_count >= SMTP_TXN_MAX || !pipelining_active(e))
         return 0;
     t = &e->txns[txn_tail_slot(e)];
@@ -575,13 +796,13 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
     const char *parts[6];
     char size_param[32];
     unsigned long long max;
-    int n = 0, rc, slot, chained;
+    int n = 0, rc, slot, chained, need_rset;
 
     if (!params)
         params = "";
     if (smtp_check_address(from) || smtp_check_arg(params, strlen(params), MAX_PARAMS))
         return SMTP_E_ARGUMENT;
-    if (!e->hello_done)
+    if (e->state != SMTP_STATE_READY)
         return SMTP_E_STATE;
     max = smtp_engine_max_size(e);
     if (size > 0 && max > 0 && size > max)
@@ -594,17 +815,14 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
     }
     /* A chunked transaction still in flight may yet fail and leave the
      * server mid-transaction: the next one starts clean with RSET. */
-    if (chained && txn_at(e, txn_tail_slot(e))->bdat)
-        e->need_rset = 1;
+    need_rset = e->need_rset || (chained && txn_at(e, txn_tail_slot(e))->bdat);
     slot = txn_open(e);
-    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
 
-    if (e->need_rset) {
+    if (need_rset) {
         static const char *const rset[1] = {"RSET"};
         rc = stage_cmd_data(e, SMTP_CMD_RSET, -1, slot, rset, 1, NULL, 0);
         if (rc)
-            return rc;
-        e->need_rset = 0;
+            goto undo;
     }
     parts[n++] = "MAIL FROM:<";
     parts[n++] = from;
@@ -618,7 +836,20 @@ int smtp_engine_mail(smtp_engine *e, const char *from, unsigned long long size,
         parts[n++] = params;
     }
     rc = stage_cmd_data(e, SMTP_CMD_MAIL, 0, slot, parts, n, NULL, 0);
-    return rc ? rc : release_staged(e);
+    if (rc) {
+        if (need_rset)
+            unstage_last(e);
+        goto undo;
+    }
+    e->need_rset = 0;
+    smtp_frame_init(&e->frame, SMTP_MAX_LINE);
+    return released(e);
+
+undo:
+    /* Nothing of this transaction stays: not counted, no id used. */
+    e->txn_count--;
+    e->txn_next_id--;
+    return chained ? rc : op_abort(e, rc);
 }
 
 int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
@@ -645,7 +876,7 @@ int smtp_engine_rcpt(smtp_engine *e, const char *to, const char *params)
     if (rc)
         return rc;
     t->rcpt_count++;
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_data(smtp_engine *e)
@@ -659,14 +890,14 @@ int smtp_engine_data(smtp_engine *e)
     if (rc)
         return rc;
     t->data_staged = 1;
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_body(smtp_engine *e, const char *data, size_t len)
 {
     size_t before;
     int rc;
-    if (!e->in_body)
+    if (e->op != SMTP_OP_BODY)
         return SMTP_E_STATE;
     before = smtp_buf_len(&e->out);
     rc = smtp_frame_write(&e->frame, data, len, &e->out);
@@ -679,22 +910,24 @@ int smtp_engine_body_end(smtp_engine *e)
 {
     size_t before;
     int rc, slot;
-    if (!e->in_body)
+    if (e->op != SMTP_OP_BODY)
         return SMTP_E_STATE;
     slot = txn_tail_slot(e);
+    /* Room for the end of data in flight before it is written. */
+    rc = ring_reserve(&e->inflight, e->mem);
+    if (rc)
+        return rc;
     before = smtp_buf_len(&e->out);
     rc = smtp_frame_finish(&e->frame, &e->out);
     if (rc)
         return rc;
     e->written += smtp_buf_len(&e->out) - before;
-    rc = push_inflight(e, SMTP_CMD_DOT, 0, slot);
-    if (rc)
-        return rc;
-    e->in_body = 0;
+    (void)push_inflight(e, SMTP_CMD_DOT, 0, slot); /* reserved */
+    transition(e, e->state, SMTP_OP_TRANSACTION);
     txn_at(e, slot)->body_done = 1;
     txn_at(e, slot)->pending++;
     /* With PIPELINING the next transaction may travel with the end of data. */
-    return release_staged(e);
+    return released(e);
 }
 
 int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
@@ -702,11 +935,13 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
     const char *parts[2];
     char line[48];
     smtp_txn *t = txn_building(e);
+    smtp_frame frame;
     int rc;
     if (!t || t->rcpt_count == 0 || (t->data_staged && !t->bdat))
         return SMTP_E_STATE;
     if (!t->bdat)
         e->frame.stuffing = 0;
+    frame = e->frame; /* taken back when the chunk cannot be staged */
     smtp_buf_clear(&e->scratch);
     rc = smtp_frame_write(&e->frame, data, len, &e->scratch);
     /* RFC 3030 ends the message where the last chunk ends: it must end with
@@ -727,13 +962,15 @@ int smtp_engine_bdat(smtp_engine *e, const char *data, size_t len, int last)
     parts[0] = line;
     rc = stage_cmd_data(e, SMTP_CMD_BDAT, last ? 1 : 0, txn_tail_slot(e), parts, 1,
                         smtp_buf_ptr(&e->scratch), smtp_buf_len(&e->scratch));
-    if (rc)
+    if (rc) {
+        e->frame = frame;
         return rc;
+    }
     t->bdat = 1;
     t->data_staged = 1;
     if (last)
         t->body_done = 1;
-    return release_staged(e);
+    return released(e);
 }
 
 static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
@@ -744,7 +981,7 @@ static int simple_op(smtp_engine *e, smtp_op op, smtp_cmd cmd, const char *word)
         return rc;
     parts[0] = word;
     rc = stage_cmd(e, cmd, 0, parts, 1);
-    return rc ? rc : release_staged(e);
+    return rc ? op_abort(e, rc) : released(e);
 }
 
 int smtp_engine_rset(smtp_engine *e)
@@ -767,9 +1004,7 @@ int smtp_engine_quit(smtp_engine *e)
 
 void smtp_engine_close(smtp_engine *e)
 {
-    e->dead = 1;
-    e->in_body = 0;
-    e->tls_wait = 0;
+    close_session(e);
     drop_staged(e);
     /* A closed session keeps no buffers: the Lua collector cannot see this
      * memory, and a session may wait long for its __gc. Emptied buffers are
@@ -827,8 +1062,7 @@ static void finish_op(smtp_engine *e, smtp_fail fail, smtp_cmd cmd, const smtp_r
 static void protocol_error(smtp_engine *e, int err)
 {
     e->error = err;
-    e->dead = 1;
-    e->in_body = 0;
+    close_session(e);
     drop_staged(e);
     e->op_error = err;
     /* No reply goes with this failure: forget one saved earlier (a refusal
@@ -844,7 +1078,7 @@ static void protocol_error(smtp_engine *e, int err)
  * call to smtp_engine_next. */
 static int failure_reported(const smtp_engine *e)
 {
-    return e->dead && e->op == SMTP_OP_NONE && !e->op_finished;
+    return e->state == SMTP_STATE_CLOSED && e->op == SMTP_OP_NONE && !e->op_finished;
 }
 
 /* Bytes beyond every reply we asked for. An operation that already
@@ -857,7 +1091,7 @@ static void unexpected_input(smtp_engine *e)
      * unreported can be trusted, so every one fails with the session. */
     if (e->op_finished && e->op_fail == SMTP_FAIL_NONE && e->op != SMTP_OP_TRANSACTION) {
         e->error = SMTP_E_PROTOCOL;
-        e->dead = 1;
+        close_session(e);
         drop_staged(e);
         return;
     }
@@ -891,7 +1125,7 @@ static void drop_staged_txn(smtp_engine *e, int slot)
     kept = e->stage;
     kept.items = NULL;
     kept.head = kept.count = kept.cap = 0;
-    smtp_buf_init(&bytes, e->staged.limit);
+    smtp_buf_init_mem(&bytes, e->staged.limit, e->mem);
     for (i = 0; i < e->stage.count; i++) {
         const smtp_cmd_entry *c = &e->stage.items[(e->stage.head + i) % e->stage.cap];
         const char *p = smtp_buf_ptr(&e->staged);
@@ -904,14 +1138,14 @@ static void drop_staged_txn(smtp_engine *e, int slot)
             continue;
         }
         if (smtp_buf_append(&bytes, p + off, (size_t)c->n) ||
-            ring_push(&kept, c->cmd, c->index, c->txn, c->n)) {
-            free(kept.items);
+            ring_push(&kept, e->mem, c->cmd, c->index, c->txn, c->n)) {
+            smtp_mem_free(e->mem, kept.items);
             smtp_buf_free(&bytes);
             protocol_error(e, SMTP_E_NOMEM);
             return;
         }
     }
-    free(e->stage.items);
+    smtp_mem_free(e->mem, e->stage.items);
     smtp_buf_free(&e->staged);
     e->stage = kept;
     e->staged = bytes;
@@ -994,10 +1228,17 @@ static void on_transaction_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_r
         if (r->code == 354 && t->failed) {
             /* A server that opens DATA for a failed envelope gets an empty
              * message ended at once, so it cannot wait for a body. */
-            if (write_out(e, ".\r\n", 3) == 0 && push_inflight(e, SMTP_CMD_DOT, -1, c->txn) == 0)
+            int rc = ring_reserve(&e->inflight, e->mem);
+            if (rc == 0)
+                rc = write_out(e, ".\r\n", 3);
+            if (rc) {
+                protocol_error(e, rc); /* the server would take what follows as data */
+            } else {
+                (void)push_inflight(e, SMTP_CMD_DOT, -1, c->txn); /* reserved */
                 t->pending++;
+            }
         } else if (r->code == 354) {
-            e->in_body = 1;
+            transition(e, e->state, SMTP_OP_BODY);
         } else {
             fail_transaction(e, c->txn, SMTP_FAIL_DATA, SMTP_CMD_DATA, r);
         }
@@ -1025,28 +1266,33 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
 {
     if (c->cmd == SMTP_CMD_GREETING) {
         if (r->code == 220)
-            e->greeted = 1;
+            transition(e, SMTP_STATE_GREETED, e->op);
         else if (is_2xx(r->code) || r->code < 400) {
             protocol_error(e, SMTP_E_PROTOCOL);
-            e->op_fail_cmd = SMTP_CMD_GREETING; /* already off the in-flight list */
+            e->op_fail_cmd = SMTP_CMD_GREETING; /* what protocol_error named from the
+                                                   in-flight list: said outright */
         } else {
             /* The greeting did come: a later hello must not wait for
              * another one (the server answers EHLO with 503 instead). */
-            e->greeted = 1;
+            transition(e, SMTP_STATE_GREETED, e->op);
             drop_staged(e);
             finish_op(e, SMTP_FAIL_GREETING, SMTP_CMD_GREETING, r);
         }
         return;
     }
     if (r->code == 250) {
-        e->hello_done = 1;
+        transition(e, SMTP_STATE_READY, e->op);
         e->extended = c->cmd != SMTP_CMD_HELO;
         smtp_buf_clear(&e->caps);
         if (e->extended) {
             /* Keep the lines after the first: one capability each. */
             const char *nl = memchr(r->text, '\n', r->text_len);
-            if (nl)
-                smtp_buf_append(&e->caps, nl + 1, r->text_len - (size_t)(nl + 1 - r->text));
+            int rc = nl ? smtp_buf_append(&e->caps, nl + 1,
+                                          r->text_len - (size_t)(nl + 1 - r->text)) : 0;
+            if (rc) {
+                protocol_error(e, rc); /* the capabilities would be wrong */
+                return;
+            }
         }
         finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         return;
@@ -1054,10 +1300,14 @@ static void on_hello_reply(smtp_engine *e, const smtp_cmd_entry *c, const smtp_r
     if (c->cmd == SMTP_CMD_EHLO &&
         (r->code == 500 || r->code == 502 || r->code == 504 || r->code == 550)) {
         const char *parts[2];
+        int rc;
         parts[0] = "HELO ";
         parts[1] = e->hello_name;
-        if (stage_cmd(e, SMTP_CMD_HELO, 0, parts, 2) == 0)
+        rc = stage_cmd(e, SMTP_CMD_HELO, 0, parts, 2);
+        if (rc == 0)
             return;
+        protocol_error(e, rc);
+        return;
     }
     finish_op(e, SMTP_FAIL_HELLO, c->cmd, r);
 }
@@ -1068,8 +1318,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         /* RFC 5321 3.8: the server is shutting the channel down. A reply
          * drained after the session already failed reports nothing more. */
         int reported = failure_reported(e);
-        e->dead = 1;
-        e->in_body = 0;
+        close_session(e);
         drop_staged(e);
         if (!reported)
             finish_op(e, c->cmd == SMTP_CMD_GREETING ? SMTP_FAIL_GREETING : SMTP_FAIL_CLOSING,
@@ -1082,13 +1331,14 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         break;
     case SMTP_OP_STARTTLS:
         if (r->code == 220) {
-            e->tls_wait = 1;
+            transition(e, SMTP_STATE_TLS_WAIT, e->op);
             finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         } else {
             finish_op(e, SMTP_FAIL_TLS, c->cmd, r);
         }
         break;
     case SMTP_OP_AUTH:
+    case SMTP_OP_CHALLENGE:
         if (r->code == 334 &&
             (e->auth_cancelled || ++e->auth_challenges > SMTP_AUTH_MAX_CHALLENGES)) {
             /* RFC 4954 4: "*" ends the exchange with a 501; another
@@ -1096,7 +1346,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
             protocol_error(e, SMTP_E_PROTOCOL);
         } else if (r->code == 334) {
             /* The driver answers through smtp_engine_auth_response. */
-            e->challenge = 1;
+            transition(e, e->state, SMTP_OP_CHALLENGE);
             if (save_reply(e, r))
                 smtp_buf_clear(&e->saved);
             e->saved_code = r->code;
@@ -1105,6 +1355,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         }
         break;
     case SMTP_OP_TRANSACTION:
+    case SMTP_OP_BODY:
         on_transaction_reply(e, c, r);
         break;
     case SMTP_OP_RSET:
@@ -1112,7 +1363,7 @@ static void on_reply(smtp_engine *e, smtp_cmd_entry *c, const smtp_reply *r)
         finish_op(e, is_2xx(r->code) ? SMTP_FAIL_NONE : SMTP_FAIL_COMMAND, c->cmd, r);
         break;
     case SMTP_OP_QUIT:
-        e->dead = 1;
+        close_session(e);
         finish_op(e, SMTP_FAIL_NONE, c->cmd, r);
         break;
     default:
@@ -1142,7 +1393,7 @@ static void fill_outcome(smtp_engine *e, smtp_event *ev)
     /* A session-level failure ends every transaction still in flight: the
      * driver reports them all. */
     e->txn_count = 0;
-    e->op = SMTP_OP_NONE;
+    transition(e, e->state, SMTP_OP_NONE);
     e->op_finished = 0;
 }
 
@@ -1150,16 +1401,16 @@ static void fill_outcome(smtp_engine *e, smtp_event *ev)
 static int txn_report(smtp_engine *e, smtp_event *ev)
 {
     smtp_txn *t;
-    if (e->op != SMTP_OP_TRANSACTION || e->txn_count == 0)
+    if (!in_transaction(e) || e->txn_count == 0)
         return 0;
     t = txn_at(e, e->txn_head);
     if (!(t->done || t->failed) || t->pending > 0)
         return 0;
     /* Replies already received are parsed first: one too many among them
      * shows that this outcome may rest on a shifted reply. */
-    if (!e->dead && memchr(smtp_buf_ptr(&e->in), '\n', smtp_buf_len(&e->in)))
+    if (e->state != SMTP_STATE_CLOSED && memchr(smtp_buf_ptr(&e->in), '\n', smtp_buf_len(&e->in)))
         return 0;
-    if (e->in_body && e->txn_count == 1)
+    if (e->op == SMTP_OP_BODY && e->txn_count == 1)
         return 0;
     ev->kind = t->done ? SMTP_EV_DONE : SMTP_EV_FAILED;
     ev->txn = t->id;
@@ -1173,7 +1424,7 @@ static int txn_report(smtp_engine *e, smtp_event *ev)
     e->txn_head = (e->txn_head + 1) % SMTP_TXN_MAX;
     e->txn_count--;
     if (e->txn_count == 0)
-        e->op = SMTP_OP_NONE;
+        transition(e, e->state, SMTP_OP_NONE);
     return 1;
 }
 
@@ -1193,19 +1444,20 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
         }
         if (txn_report(e, ev))
             return 0;
-        if (!e->dead) {
+        if (e->state != SMTP_STATE_CLOSED) {
             rc = release_staged(e);
             if (rc) {
                 protocol_error(e, rc);
                 continue;
             }
         }
-        if (e->inflight.count == 0 && !e->tls_wait && smtp_buf_len(&e->in) > 0 && !e->dead) {
+        if (e->inflight.count == 0 && e->state != SMTP_STATE_TLS_WAIT &&
+            e->state != SMTP_STATE_CLOSED && smtp_buf_len(&e->in) > 0) {
             protocol_error(e, SMTP_E_PROTOCOL); /* bytes nobody asked for */
             continue;
         }
         if (e->inflight.count == 0) {
-            if (e->challenge) {
+            if (e->op == SMTP_OP_CHALLENGE) {
                 ev->kind = SMTP_EV_CHALLENGE;
                 ev->cmd = SMTP_CMD_AUTH;
                 ev->reply.code = e->saved_code;
@@ -1214,7 +1466,7 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
                 ev->reply.lines = 1;
                 return 0;
             }
-            ev->kind = e->in_body ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
+            ev->kind = e->op == SMTP_OP_BODY ? SMTP_EV_NEED_BODY : SMTP_EV_IDLE;
             return 0;
         }
         if (!input_expected(e)) {
@@ -1267,7 +1519,8 @@ int smtp_engine_next(smtp_engine *e, smtp_event *ev)
             /* Leftover bytes with nothing sent awaiting them: the server
              * answered ahead of the client (an injection or a broken peer).
              * After STARTTLS they are dropped by tls_done instead. */
-            if (smtp_buf_len(&e->in) > 0 && !e->tls_wait && !e->dead && !input_expected(e))
+            if (smtp_buf_len(&e->in) > 0 && e->state != SMTP_STATE_TLS_WAIT &&
+                e->state != SMTP_STATE_CLOSED && !input_expected(e))
                 unexpected_input(e);
             return 0;
         }

@@ -191,9 +191,11 @@ int smtp_frame_write(smtp_frame *f, const char *data, size_t len, smtp_buf *out)
 
     if (len == 0)
         return 0;
-    w = smtp_buf_reserve(out, smtp_frame_bound(len));
-    if (!w)
-        return SMTP_E_LIMIT;
+    {
+        int rc = smtp_buf_reserve_rc(out, smtp_frame_bound(len), &w);
+        if (rc)
+            return rc;
+    }
     n = frame_run(f, data, len, w);
     if (n < 0) {
         /* The state goes back, but the error names the line that failed,

@@ -21,26 +21,11 @@
 #include <unistd.h>
 
 #include "smtp_error.h"
-
-/* Where MSG_NOSIGNAL is missing (macOS), SO_NOSIGPIPE is set on the socket
- * instead, so the flag can safely be a no-op there. */
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define SMTP_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define SMTP_PRINTF(f, a)
-#endif
+#include "smtp_net_private.h"
 
 /* ---- errors -------------------------------------------------------------- */
 
-/* All text goes through here: output is always bounded and NUL-terminated,
- * and truncating an over-long diagnostic is preferred to failing. Keeps
- * errno intact, since SMTP_E_IO promises callers the failing call's errno. */
-SMTP_PRINTF(3, 0)
-static void format_bounded_v(char *out, size_t size, const char *fmt, va_list ap)
+static void format_v(char *out, size_t size, const char *fmt, va_list ap)
 {
     int saved = errno;
 
@@ -48,23 +33,21 @@ static void format_bounded_v(char *out, size_t size, const char *fmt, va_list ap
     errno = saved;
 }
 
-SMTP_PRINTF(3, 4)
-static void format_bounded(char *out, size_t size, const char *fmt, ...)
+void smtp_net_format(char *out, size_t size, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    format_bounded_v(out, size, fmt, ap);
+    format_v(out, size, fmt, ap);
     va_end(ap);
 }
 
-SMTP_PRINTF(3, 4)
-static int fail(smtp_net *n, int code, const char *fmt, ...)
+int smtp_net_fail(smtp_net *n, int code, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    format_bounded_v(n->errmsg, sizeof n->errmsg, fmt, ap);
+    format_v(n->errmsg, sizeof n->errmsg, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -171,18 +154,18 @@ static void format_address(const struct addrinfo *ai, char *out, size_t size)
     char host[NI_MAXHOST], serv[NI_MAXSERV];
 
     if (ai->ai_family == AF_UNIX) {
-        format_bounded(out, size, "unix:%s", ((const struct sockaddr_un *)ai->ai_addr)->sun_path);
+        smtp_net_format(out, size, "unix:%s", ((const struct sockaddr_un *)ai->ai_addr)->sun_path);
         return;
     }
     if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-        format_bounded(out, size, "(unknown address)");
+        smtp_net_format(out, size, "(unknown address)");
         return;
     }
     if (ai->ai_family == AF_INET6)
-        format_bounded(out, size, "[%s]:%s", host, serv);
+        smtp_net_format(out, size, "[%s]:%s", host, serv);
     else
-        format_bounded(out, size, "%s:%s", host, serv);
+        smtp_net_format(out, size, "%s:%s", host, serv);
 }
 
 static int open_socket(const struct addrinfo *ai)
@@ -274,7 +257,7 @@ static int try_address(smtp_net *n, const struct addrinfo *ai, double deadline)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     n->fd = fd;
-    format_bounded(n->peer, sizeof n->peer, "%s", addr);
+    smtp_net_format(n->peer, sizeof n->peer, "%s", addr);
     return SMTP_OK;
 }
 
@@ -313,10 +296,10 @@ static void note_attempts(smtp_net *n, int tried, int cut_short)
         return;
     memcpy(last, n->errmsg, sizeof last);
     if (cut_short)
-        format_bounded(n->errmsg, sizeof n->errmsg, "timed out after %d address%s tried, last: %s",
+        smtp_net_format(n->errmsg, sizeof n->errmsg, "timed out after %d address%s tried, last: %s",
                        tried, tried == 1 ? "" : "es", last);
     else
-        format_bounded(n->errmsg, sizeof n->errmsg, "%d addresses tried, last: %s", tried, last);
+        smtp_net_format(n->errmsg, sizeof n->errmsg, "%d addresses tried, last: %s", tried, last);
 }
 
 int smtp_net_connect(smtp_net *n, const char *host, const char *port, double deadline)

@@ -6,11 +6,17 @@
 
 void smtp_reply_init(smtp_reply_parser *p, size_t max_line, size_t max_lines)
 {
+    smtp_reply_init_mem(p, max_line, max_lines, NULL);
+}
+
+void smtp_reply_init_mem(smtp_reply_parser *p, size_t max_line, size_t max_lines,
+                         const smtp_mem *mem)
+{
     memset(p, 0, sizeof *p);
     p->max_line = max_line;
     p->max_lines = max_lines;
     /* A reply's text can never be larger than its lines. */
-    smtp_buf_init(&p->text, max_line * max_lines + max_lines);
+    smtp_buf_init_mem(&p->text, max_line * max_lines + max_lines, mem);
 }
 
 void smtp_reply_free(smtp_reply_parser *p)

@@ -41,6 +41,9 @@ typedef struct smtp_reply_parser {
 } smtp_reply_parser;
 
 void smtp_reply_init(smtp_reply_parser *p, size_t max_line, size_t max_lines);
+/* The same with an allocator for the reply text (NULL: the C library). */
+void smtp_reply_init_mem(smtp_reply_parser *p, size_t max_line, size_t max_lines,
+                         const smtp_mem *mem);
 void smtp_reply_free(smtp_reply_parser *p);
 void smtp_reply_reset(smtp_reply_parser *p);
 

@@ -36,6 +36,7 @@ enum scram_state {
 #define SCRAM_MAX_TEST_NONCE 256
 
 struct smtp_sasl {
+    const smtp_mem *mem; /* its allocator (NULL: the C library) */
     enum mech mech;
     int steps;          /* challenges seen */
     int failed;         /* a step failed: the exchange is over */
@@ -119,18 +120,19 @@ static size_t bounded_len(const char *s, size_t max)
     return nul ? (size_t)(nul - s) : max + 1;
 }
 
-static void wipe_free(void *p, size_t n)
+/* Wipes and frees p, allocated through mem (NULL: malloc, as libidn's). */
+static void wipe_free(const smtp_mem *mem, void *p, size_t n)
 {
     if (p) {
         OPENSSL_cleanse(p, n);
-        free(p);
+        smtp_mem_free(mem, p);
     }
 }
 
-/* Owned NUL-terminated copy; release with wipe_free(p, n + 1). */
-static char *dup_bytes(const void *p, size_t n)
+/* Owned NUL-terminated copy; release with wipe_free(mem, p, n + 1). */
+static char *dup_bytes(const smtp_mem *mem, const void *p, size_t n)
 {
-    char *d = malloc(n + 1);
+    char *d = smtp_mem_malloc(mem, n + 1);
     if (!d)
         return NULL;
     if (n)
@@ -152,17 +154,19 @@ static void buf_wipe_free(smtp_buf *b)
  * computed up front; an overflow (a sizing bug) is remembered and reported
  * by sb_check instead of writing past the end. */
 typedef struct sbuf {
+    const smtp_mem *mem;
     unsigned char *p;
     size_t len, cap;
     int overflow;
 } sbuf;
 
-static int sb_alloc(sbuf *b, size_t cap)
+static int sb_alloc(sbuf *b, size_t cap, const smtp_mem *mem)
 {
+    b->mem = mem;
     b->len = 0;
     b->cap = cap;
     b->overflow = 0;
-    b->p = malloc(cap ? cap : 1);
+    b->p = smtp_mem_malloc(mem, cap ? cap : 1);
     return b->p ? 0 : SMTP_E_NOMEM;
 }
 
@@ -189,7 +193,7 @@ static int sb_check(const sbuf *b)
 
 static void sb_free(sbuf *b)
 {
-    wipe_free(b->p, b->cap ? b->cap : 1);
+    wipe_free(b->mem, b->p, b->cap ? b->cap : 1);
     b->p = NULL;
 }
 
@@ -233,7 +237,7 @@ static int sb_put_b64(sbuf *b, const void *data, size_t n)
     smtp_buf tmp;
     int rc;
 
-    smtp_buf_init(&tmp, b64_len(n) + 4);
+    smtp_buf_init_mem(&tmp, b64_len(n) + 4, b->mem);
     rc = put_b64(&tmp, data, n);
     if (!rc)
         sb_put(b, smtp_buf_ptr(&tmp), smtp_buf_len(&tmp));
@@ -244,11 +248,12 @@ static int sb_put_b64(sbuf *b, const void *data, size_t n)
 /* Decodes base64 text from the server into out (initialised here; release
  * with buf_wipe_free even on error). SMTP_E_PROTOCOL when it is not base64,
  * SMTP_E_LIMIT when it is or decodes to more than max bytes. */
-static int decode_b64(const char *text, size_t len, size_t max, smtp_buf *out)
+static int decode_b64(const char *text, size_t len, size_t max, smtp_buf *out,
+                      const smtp_mem *mem)
 {
     int rc;
 
-    smtp_buf_init(out, len / 4 * 3 + 3);
+    smtp_buf_init_mem(out, len / 4 * 3 + 3, mem);
     if (len > 2 * max)
         return SMTP_E_LIMIT; /* at most 4/3 of max plus generous blanks */
     rc = smtp_b64_decode(text, len, out);
@@ -319,7 +324,7 @@ static int utf8_valid(const char *s, size_t n)
  * NFKC, the prohibited tables and the bidi rule, as a query string (so
  * unassigned code points pass). Input must be strict UTF-8 first (libidn
  * is more lenient). The result is malloc'd by libidn and is at least
- * *outlen + 1 bytes, so wipe_free(*out, *outlen + 1) wipes all of it.
+ * *outlen + 1 bytes, so wipe_free(NULL, *out, *outlen + 1) wipes all of it.
  * SMTP_E_ARGUMENT on invalid UTF-8, a prohibited character, a bidi error
  * or an empty result; SMTP_E_NOMEM. (libidn's own intermediate copies are
  * freed without being wiped: that is beyond this code's reach.) */
@@ -349,15 +354,16 @@ static int saslprep(const char *in, size_t n, char **out, size_t *outlen)
 }
 
 /* RFC 5802 saslname: "=" -> "=3D", "," -> "=2C". Release with
- * wipe_free(*out, *outlen + 1). */
-static int scram_escape(const char *in, size_t n, char **out, size_t *outlen)
+ * wipe_free(mem, *out, *outlen + 1). */
+static int scram_escape(const smtp_mem *mem, const char *in, size_t n, char **out,
+                        size_t *outlen)
 {
     size_t i, len = 0;
     char *d;
 
     for (i = 0; i < n; i++)
         len += (in[i] == '=' || in[i] == ',') ? 3 : 1;
-    d = malloc(len + 1);
+    d = smtp_mem_malloc(mem, len + 1);
     *out = d;
     *outlen = len;
     if (!d)
@@ -379,15 +385,15 @@ static int scram_escape(const char *in, size_t n, char **out, size_t *outlen)
 }
 
 /* SASLprep, then escape. */
-static int scram_name(const char *in, char **out, size_t *outlen)
+static int scram_name(const smtp_mem *mem, const char *in, char **out, size_t *outlen)
 {
     char *prep;
     size_t prep_len;
     int rc = saslprep(in, strlen(in), &prep, &prep_len);
     if (rc)
         return rc;
-    rc = scram_escape(prep, prep_len, out, outlen);
-    wipe_free(prep, prep_len + 1);
+    rc = scram_escape(mem, prep, prep_len, out, outlen);
+    wipe_free(NULL, prep, prep_len + 1); /* libidn's */
     return rc;
 }
 
@@ -397,24 +403,28 @@ void smtp_sasl_free(smtp_sasl *s)
 {
     if (!s)
         return;
-    wipe_free(s->authzid, s->authzid_len + 1);
-    wipe_free(s->user, s->user_len + 1);
-    wipe_free(s->secret, s->secret_len + 1);
-    wipe_free(s->client_first, s->client_first_len + 1);
-    wipe_free(s, sizeof *s);
+    const smtp_mem *mem = s->mem;
+    wipe_free(mem, s->authzid, s->authzid_len + 1);
+    wipe_free(mem, s->user, s->user_len + 1);
+    wipe_free(mem, s->secret, s->secret_len + 1);
+    wipe_free(mem, s->client_first, s->client_first_len + 1);
+    wipe_free(mem, s, sizeof *s);
 }
 
-static smtp_sasl *sasl_new(enum mech m)
+static smtp_sasl *sasl_new(enum mech m, const smtp_mem *mem)
 {
-    smtp_sasl *s = calloc(1, sizeof *s);
-    if (s)
+    smtp_sasl *s = smtp_mem_malloc(mem, sizeof *s);
+    if (s) {
+        memset(s, 0, sizeof *s);
+        s->mem = mem;
         s->mech = m;
+    }
     return s;
 }
 
 static void forget_secret(smtp_sasl *s)
 {
-    wipe_free(s->secret, s->secret_len + 1);
+    wipe_free(s->mem, s->secret, s->secret_len + 1);
     s->secret = NULL;
     s->secret_len = 0;
 }
@@ -470,7 +480,7 @@ static int put_message(smtp_sasl *s, smtp_buf *out)
 {
     sbuf m;
     /* saslname escaping at most triples the user name */
-    int rc = sb_alloc(&m, s->authzid_len + 3 * s->user_len + s->secret_len + 32);
+    int rc = sb_alloc(&m, s->authzid_len + 3 * s->user_len + s->secret_len + 32, s->mem);
     size_t i;
     if (rc)
         return rc;
@@ -569,7 +579,7 @@ static int cram_md5_step(smtp_sasl *s, const smtp_buf *ch, smtp_buf *out)
     if (!HMAC(EVP_md5(), s->secret, (int)s->secret_len,
               (const unsigned char *)smtp_buf_ptr(ch), smtp_buf_len(ch), md, &md_len))
         return SMTP_E_NOMEM;
-    rc = sb_alloc(&m, s->user_len + 1 + 2 * (size_t)md_len);
+    rc = sb_alloc(&m, s->user_len + 1 + 2 * (size_t)md_len, s->mem);
     if (!rc) {
         sb_put(&m, s->user, s->user_len);
         sb_put(&m, " ", 1);
@@ -634,7 +644,8 @@ static int scram_attr(const char *msg, size_t n, size_t *pos, char name, const c
 }
 
 static int scram_start(smtp_sasl **out, const char *authzid, const char *user,
-                       const char *password, const char *fixed_nonce, smtp_buf *initial)
+                       const char *password, const char *fixed_nonce, smtp_buf *initial,
+                       const smtp_mem *mem)
 {
     smtp_sasl *s;
     char nonce[SCRAM_MAX_TEST_NONCE + 1];
@@ -658,7 +669,7 @@ static int scram_start(smtp_sasl **out, const char *authzid, const char *user,
         smtp_buf enc;
         if (RAND_bytes(rnd, (int)sizeof rnd) != 1)
             return SMTP_E_IO;
-        smtp_buf_init(&enc, b64_len(sizeof rnd));
+        smtp_buf_init_mem(&enc, b64_len(sizeof rnd), mem);
         rc = put_b64(&enc, rnd, sizeof rnd);
         OPENSSL_cleanse(rnd, sizeof rnd);
         nonce_len = smtp_buf_len(&enc);
@@ -669,14 +680,27 @@ static int scram_start(smtp_sasl **out, const char *authzid, const char *user,
             return rc;
     }
 
-    s = sasl_new(M_SCRAM_SHA_256);
+    s = sasl_new(M_SCRAM_SHA_256, mem);
     if (!s)
         return SMTP_E_NOMEM;
-    rc = scram_name(user, &s->user, &s->user_len);
+    rc = scram_name(mem, user, &s->user, &s->user_len);
     if (!rc && authzid && *authzid)
-        rc = scram_name(authzid, &s->authzid, &s->authzid_len);
-    if (!rc)
-        rc = saslprep(password, strlen(password), &s->secret, &s->secret_len);
+        rc = scram_name(mem, authzid, &s->authzid, &s->authzid_len);
+    if (!rc) {
+        /* libidn's copy is moved into one of ours (mem's), then wiped. */
+        char *prep;
+        size_t prep_len;
+        rc = saslprep(password, strlen(password), &prep, &prep_len);
+        if (!rc) {
+            s->secret = dup_bytes(mem, prep, prep_len);
+            s->secret_len = prep_len;
+            wipe_free(NULL, prep, prep_len + 1);
+            if (!s->secret) {
+                s->secret_len = 0;
+                rc = SMTP_E_NOMEM;
+            }
+        }
+    }
     if (rc) {
         smtp_sasl_free(s);
         return rc;
@@ -684,7 +708,7 @@ static int scram_start(smtp_sasl **out, const char *authzid, const char *user,
 
     /* gs2-header "n," ["a=" authzid] "," then "n=" user ",r=" nonce:
      * 10 fixed bytes at most. */
-    rc = sb_alloc(&m, 10 + s->authzid_len + s->user_len + nonce_len);
+    rc = sb_alloc(&m, 10 + s->authzid_len + s->user_len + nonce_len, mem);
     if (rc) {
         smtp_sasl_free(s);
         return rc;
@@ -703,7 +727,7 @@ static int scram_start(smtp_sasl **out, const char *authzid, const char *user,
     OPENSSL_cleanse(nonce, sizeof nonce);
     rc = sb_check(&m);
     if (!rc) {
-        s->client_first = dup_bytes(m.p, m.len);
+        s->client_first = dup_bytes(mem, m.p, m.len);
         s->client_first_len = m.len;
         s->nonce_len = nonce_len;
         if (!s->client_first) {
@@ -760,7 +784,7 @@ static int scram_client_final(smtp_sasl *s, const char *msg, size_t n, smtp_buf 
     if (iterations < SMTP_SASL_SCRAM_MIN_ITERATIONS ||
         iterations > SMTP_SASL_SCRAM_MAX_ITERATIONS)
         return SMTP_E_PROTOCOL;
-    rc = decode_b64(salt_b64, salt_b64_len, SMTP_SASL_MAX_CHALLENGE, &salt);
+    rc = decode_b64(salt_b64, salt_b64_len, SMTP_SASL_MAX_CHALLENGE, &salt, s->mem);
     if (!rc && smtp_buf_len(&salt) == 0)
         rc = SMTP_E_PROTOCOL;
     if (rc) {
@@ -769,7 +793,7 @@ static int scram_client_final(smtp_sasl *s, const char *msg, size_t n, smtp_buf 
     }
 
     /* client-final-message-without-proof: "c=" base64(gs2-header) ",r=" nonce */
-    rc = sb_alloc(&without_proof, 8 + b64_len(s->gs2_len) + snonce_len);
+    rc = sb_alloc(&without_proof, 8 + b64_len(s->gs2_len) + snonce_len, s->mem);
     if (rc) {
         buf_wipe_free(&salt);
         return rc;
@@ -785,8 +809,9 @@ static int scram_client_final(smtp_sasl *s, const char *msg, size_t n, smtp_buf 
      *               client-final-message-without-proof */
     auth.p = final.p = NULL;
     auth.cap = final.cap = 0;
+    auth.mem = final.mem = s->mem;
     if (!rc)
-        rc = sb_alloc(&auth, bare_len + n + without_proof.len + 2);
+        rc = sb_alloc(&auth, bare_len + n + without_proof.len + 2, s->mem);
     if (!rc) {
         sb_put(&auth, bare, bare_len);
         sb_put(&auth, ",", 1);
@@ -827,7 +852,7 @@ static int scram_client_final(smtp_sasl *s, const char *msg, size_t n, smtp_buf 
 
     /* client-final-message = without-proof ",p=" base64(ClientProof) */
     if (!rc)
-        rc = sb_alloc(&final, without_proof.len + 3 + b64_len(SCRAM_HASH_LEN));
+        rc = sb_alloc(&final, without_proof.len + 3 + b64_len(SCRAM_HASH_LEN), s->mem);
     if (!rc) {
         sb_put(&final, without_proof.p, without_proof.len);
         sb_str(&final, ",p=");
@@ -863,7 +888,7 @@ static int scram_verify(smtp_sasl *s, const char *msg, size_t n)
 
     if (!scram_attr(msg, n, &pos, 'v', &v, &v_len))
         return SMTP_E_PROTOCOL; /* "e=..." or anything else */
-    rc = decode_b64(v, v_len, 64, &sig);
+    rc = decode_b64(v, v_len, 64, &sig, s->mem);
     if (!rc && (smtp_buf_len(&sig) != SCRAM_HASH_LEN ||
                 CRYPTO_memcmp(smtp_buf_ptr(&sig), s->server_sig, SCRAM_HASH_LEN) != 0))
         rc = SMTP_E_PROTOCOL;
@@ -922,6 +947,13 @@ static int has_control(const char *p, size_t n)
 int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
                     const char *user, const char *secret, smtp_buf *initial)
 {
+    return smtp_sasl_start_mem(out, mech, authzid, user, secret, initial, NULL);
+}
+
+int smtp_sasl_start_mem(smtp_sasl **out, const char *mech, const char *authzid,
+                        const char *user, const char *secret, smtp_buf *initial,
+                        const smtp_mem *mem)
+{
     size_t az_len, user_len, secret_len;
     smtp_sasl *s;
     int m, rc = 0;
@@ -933,7 +965,7 @@ int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
     if (m < 0 || !user || !secret || !initial)
         return SMTP_E_ARGUMENT;
     if (m == M_SCRAM_SHA_256)
-        return scram_start(out, authzid, user, secret, NULL, initial);
+        return scram_start(out, authzid, user, secret, NULL, initial, mem);
 
     az_len = authzid ? bounded_len(authzid, SMTP_SASL_MAX_FIELD) : 0;
     user_len = bounded_len(user, SMTP_SASL_MAX_FIELD);
@@ -968,14 +1000,14 @@ int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
         break;
     }
 
-    s = sasl_new((enum mech)m);
+    s = sasl_new((enum mech)m, mem);
     if (!s)
         return SMTP_E_NOMEM;
-    s->authzid = dup_bytes(authzid ? authzid : "", az_len);
+    s->authzid = dup_bytes(mem, authzid ? authzid : "", az_len);
     s->authzid_len = az_len;
-    s->user = dup_bytes(user, user_len);
+    s->user = dup_bytes(mem, user, user_len);
     s->user_len = user_len;
-    s->secret = dup_bytes(secret, secret_len);
+    s->secret = dup_bytes(mem, secret, secret_len);
     s->secret_len = secret_len;
     if (!s->authzid || !s->user || !s->secret)
         rc = SMTP_E_NOMEM;
@@ -998,7 +1030,7 @@ int smtp_sasl_start_scram_nonce(smtp_sasl **out, const char *user, const char *p
     *out = NULL;
     if (!user || !password || !nonce || !initial)
         return SMTP_E_ARGUMENT;
-    return scram_start(out, NULL, user, password, nonce, initial);
+    return scram_start(out, NULL, user, password, nonce, initial, NULL);
 }
 
 int smtp_sasl_step(smtp_sasl *s, const char *challenge, size_t len, smtp_buf *response)
@@ -1014,7 +1046,7 @@ int smtp_sasl_step(smtp_sasl *s, const char *challenge, size_t len, smtp_buf *re
         s->failed = 1;
         return SMTP_E_PROTOCOL;
     }
-    rc = decode_b64(challenge ? challenge : "", len, SMTP_SASL_MAX_CHALLENGE, &ch);
+    rc = decode_b64(challenge ? challenge : "", len, SMTP_SASL_MAX_CHALLENGE, &ch, s->mem);
     if (!rc) {
         switch (s->mech) {
         case M_PLAIN: rc = plain_step(s, &ch, response); break;
@@ -1068,7 +1100,7 @@ int smtp_sasl_finish(smtp_sasl *s, const char *text, size_t len)
         smtp_buf dec;
         if (attempt == 1 && word == start)
             break; /* a single word: already tried */
-        rc = decode_b64(text + from, end - from, SMTP_SASL_MAX_CHALLENGE, &dec);
+        rc = decode_b64(text + from, end - from, SMTP_SASL_MAX_CHALLENGE, &dec, s->mem);
         if (rc == SMTP_E_NOMEM) {
             buf_wipe_free(&dec);
             return rc;

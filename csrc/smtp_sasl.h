@@ -113,6 +113,12 @@ int smtp_sasl_supported(const char *mech);
  *   SMTP_E_IO        RAND_bytes failed (no usable random source). */
 int smtp_sasl_start(smtp_sasl **out, const char *mech, const char *authzid,
                     const char *user, const char *secret, smtp_buf *initial);
+/* The same with an allocator (smtp_mem.h) for everything the exchange
+ * allocates until smtp_sasl_free (libidn's and libcrypto's own allocations
+ * excepted); NULL: the C library. */
+int smtp_sasl_start_mem(smtp_sasl **out, const char *mech, const char *authzid,
+                        const char *user, const char *secret, smtp_buf *initial,
+                        const smtp_mem *mem);
 
 /* Answers one 334 challenge: challenge/len is the reply text after "334 "
  * exactly as the server sent it (base64; spaces, tabs, CR and LF ignored;

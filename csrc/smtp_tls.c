@@ -26,21 +26,10 @@
 #include <openssl/x509v3.h>
 
 #include "smtp_error.h"
+#include "smtp_net_private.h"
 
 #if OPENSSL_VERSION_NUMBER < 0x10101000L
 #error "lua-smtp needs OpenSSL 1.1.1 or later"
-#endif
-
-/* Where MSG_NOSIGNAL is missing (macOS), smtp_net sets SO_NOSIGPIPE on the
- * socket instead, so the flag can safely be a no-op there. */
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define SMTP_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define SMTP_PRINTF(f, a)
 #endif
 
 /* BIO type of the socket BIO below. A fixed value, not BIO_get_new_index():
@@ -69,21 +58,6 @@ struct smtp_tls {
 };
 
 /* ---- errors -------------------------------------------------------------- */
-
-/* Bounded, NUL-terminated, and errno-preserving (SMTP_E_IO promises the
- * caller the failing call's errno). */
-SMTP_PRINTF(3, 4)
-static int fail(smtp_net *n, int code, const char *fmt, ...)
-{
-    int saved = errno;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(n->errmsg, sizeof n->errmsg, fmt, ap);
-    va_end(ap);
-    errno = saved;
-    return code;
-}
 
 /* OpenSSL's readable reason for one packed error code ("wrong version
  * number", "tlsv1 alert protocol version", ...), else its full string. */

@@ -34,7 +34,7 @@ if command -v flock >/dev/null; then
 fi
 
 sources() {   # the csrc files each target links
-  local base="csrc/smtp_buf.c csrc/smtp_error.c"
+  local base="csrc/smtp_mem.c csrc/smtp_buf.c csrc/smtp_error.c"
   case $1 in
     fuzz_reply)  echo "$base csrc/smtp_reply.c" ;;
     fuzz_frame)  echo "$base csrc/smtp_frame.c" ;;

@@ -49,6 +49,13 @@ build = {
       ["smtp.core"] = {
          sources = {
             "csrc/lsmtp.c",
+            "csrc/lsmtp_codec.c",
+            "csrc/lsmtp_dkim.c",
+            "csrc/lsmtp_engine.c",
+            "csrc/lsmtp_idna.c",
+            "csrc/lsmtp_net.c",
+            "csrc/lsmtp_sasl.c",
+            "csrc/smtp_mem.c",
             "csrc/smtp_buf.c",
             "csrc/smtp_codec.c",
             "csrc/smtp_dkim.c",

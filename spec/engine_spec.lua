@@ -1027,3 +1027,58 @@ describe("engine body framing", function()
     assert.equal(before, c.eng:output())
   end)
 end)
+
+describe("engine states", function()
+  it("records each transition when tracing, none when not", function()
+    local c = new_conversation({ GREETING, EHLO_PIPELINING, OK .. "250 ok\r\n354 go\r\n", OK })
+    assert.is_nil(c.eng:trace())
+    c.eng:set_trace(true)
+    hello(c)
+    assert(c.eng:mail("sender@example.org"))
+    assert(c.eng:rcpt("a@example.org"))
+    assert(c.eng:data())
+    assert.equal("need_body", c:run())
+    assert(c.eng:body("hi\r\n"))
+    assert(c.eng:body_end())
+    c:run()
+    assert.equal(table.concat({
+      "connected/idle -> connected/hello",
+      "connected/hello -> greeted/hello",
+      "greeted/hello -> ready/hello",
+      "ready/hello -> ready/idle",
+      "ready/idle -> ready/transaction",
+      "ready/transaction -> ready/body",
+      "ready/body -> ready/transaction",
+      "ready/transaction -> ready/idle",
+      "",
+    }, "\n"), c.eng:trace())
+    assert.is_nil(c.eng:trace(), "trace() forgets what it returned")
+  end)
+
+  it("scripts/engine-states.lua prints every state and operation of the header", function()
+    local h = assert(io.open("csrc/smtp_engine.h", "rb")):read("*a")
+    local p = assert(io.popen("lua5.4 scripts/engine-states.lua csrc/smtp_engine.c 2>&1"))
+    local table_text = p:read("*a")
+    p:close()
+    local names = {}
+    for name in h:gmatch("SMTP_STATE_([A-Z_]+)") do names[#names + 1] = name end
+    for name in h:gmatch("SMTP_OP_([A-Z_]+)") do names[#names + 1] = name end
+    assert.is_true(#names > 10)
+    for _, name in ipairs(names) do
+      if name ~= "COUNT" then
+        local shown = name == "NONE" and "idle" or name:lower()
+        assert.truthy(table_text:find("| " .. shown .. " |", 1, true), shown .. " missing")
+      end
+    end
+  end)
+end)
+
+describe("engine limits", function()
+  it("refuses max_commands beyond an int's reach instead of truncating it", function()
+    assert.has_error(function() core.engine{ max_commands = 1e12 } end,
+      "smtp.core: limit 'max_commands' out of range")
+    assert.has_error(function() core.engine{ max_line = 0 / 0 } end,
+      "smtp.core: limit 'max_line' out of range")
+    assert.is_userdata(core.engine{ max_commands = 1000 })
+  end)
+end)

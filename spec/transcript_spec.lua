@@ -198,4 +198,29 @@ describe("byte-exact transcripts #socket", function()
     assert.matches("MISMATCH: Subject: One at a time", srv:errors(), 1, true)
     assert.is_true(#srv:received() < #expected)
   end)
+
+  it("debug = 2 shows the engine's state transitions; debug = 1 does not", function()
+    local function run(level)
+      local steps = load_fixture("sequential")
+      local srv = servers.fake{ steps = steps, timeout = 8 }
+      local lines, real = {}, io.stderr
+      io.stderr = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end } -- luacheck: ignore 122
+      local ok, res = pcall(smtp.send, { host = "127.0.0.1", port = srv.port, timeout = 2,
+        helo = "client.test", date = DATE, from = "alice@example.org", to = "bob@example.net",
+        subject = "One at a time", text = "First line.\nSecond line.\n",
+        message_id = "<sequential.1@example.org>", debug = level })
+      io.stderr = real -- luacheck: ignore 122
+      assert.is_true(ok, res)
+      assert.is_table(res)
+      assert.is_true(srv:wait(5))
+      return table.concat(lines)
+    end
+    local two = run(2)
+    assert.truthy(two:find(" state: connected/hello -> greeted/hello\n", 1, true), two)
+    assert.truthy(two:find(" state: ready/transaction -> ready/body\n", 1, true), two)
+    assert.truthy(two:find(" state: ready/quit -> closed/quit\n", 1, true), two)
+    local one = run(1)
+    assert.truthy(one:find("send: ", 1, true), one)
+    assert.falsy(one:find("state: ", 1, true), one)
+  end)
 end)

@@ -23,7 +23,7 @@
 ---@field protocol? "smtp"|"lmtp" lmtp: LHLO, and one reply per recipient after the data
 ---@field timeout? number seconds for each wait (connect, each reply, each write, TLS handshake)
 ---@field deadline? number seconds for the whole call, whatever the server does
----@field debug? 1|2|false|fun(kind: string, text: string) 1: transcript on stderr; 2: with time stamps; a function gets each line; in nginx 1/2 go to ngx.log
+---@field debug? 1|2|false|fun(kind: string, text: string) 1: transcript on stderr; 2: with time stamps and the engine's state transitions; a function gets each line; in nginx 1/2 go to ngx.log
 ---@field pipelining? boolean use PIPELINING when offered
 ---@field chunking? boolean use CHUNKING (BDAT) when offered
 ---@field window? integer send_many: unset, up to 8 transactions in flight, each body after its envelope replies; n > 1: blind BDAT windows

@@ -570,6 +570,47 @@ static void test_auth_bounded(void)
     smtp_engine_free(&e);
 }
 
+/* The queries the binding uses instead of the engine's fields. */
+static void test_queries(void)
+{
+    static const char *const replies[] = {GREETING, EHLO_CHUNKING};
+    smtp_engine e;
+    smtp_event ev;
+    size_t n;
+    int i, fed = 0;
+    char line[1200];
+
+    smtp_engine_init(&e, NULL);
+    CHECK(smtp_engine_last_txn(&e) == 0 && smtp_engine_written(&e) == 0 &&
+              smtp_engine_sent(&e) == 0 && smtp_engine_chunk_len(&e) == 0,
+          "a new engine: no transaction, nothing written or sent");
+    smtp_engine_hello(&e, "client.example", 0);
+    for (i = 0; i < 20; i++) {
+        smtp_engine_output(&e, &n);
+        smtp_engine_consumed(&e, n);
+        smtp_engine_next(&e, &ev);
+        if (ev.kind == SMTP_EV_NEED_INPUT && fed < 2) {
+            smtp_engine_feed(&e, replies[fed], strlen(replies[fed]));
+            fed++;
+        } else if (ev.kind != SMTP_EV_REPLY) {
+            break;
+        }
+    }
+    CHECK(smtp_engine_written(&e) == 21 && smtp_engine_sent(&e) == 21,
+          "written and sent count the EHLO line");
+    CHECK(smtp_engine_mail(&e, "a@example.org", 0, NULL) == 0 && smtp_engine_last_txn(&e) == 1,
+          "the first transaction has id 1");
+    smtp_engine_rcpt(&e, "b@example.org", NULL);
+    CHECK(smtp_engine_bdat(&e, "ab\n", 3, 0) == 0 && smtp_engine_chunk_len(&e) == 4,
+          "chunk_len: the framed size of a BDAT chunk");
+    memset(line, 'x', sizeof line);
+    line[0] = '\n';
+    CHECK(smtp_engine_bdat(&e, line, sizeof line, 0) == SMTP_E_LINE &&
+              smtp_engine_line_error(&e) == 3,
+          "line_error: the number of the long line");
+    smtp_engine_free(&e);
+}
+
 int main(void)
 {
     test_pipelined_send();
@@ -582,5 +623,6 @@ int main(void)
     test_lmtp_bdat_mixed_replies();
     test_shifted_reply();
     test_auth_bounded();
+    test_queries();
     return check_done();
 }

@@ -284,7 +284,8 @@ M.list = {
     doc = "seconds for the whole call, whatever the server does" },
   { name = "debug", luals = '1|2|false|fun(kind: string, text: string)',
     where = "c", valid = debug_level, want = "1, 2, false or a function(kind, text)",
-    doc = "1: transcript on stderr; 2: with time stamps; a function gets each line; in nginx 1/2 go to ngx.log" },
+    doc = "1: transcript on stderr; 2: with time stamps and the engine's state transitions; " ..
+      "a function gets each line; in nginx 1/2 go to ngx.log" },
   { name = "pipelining", luals = 'boolean',
     where = "c", valid = boolean, want = "true or false", default = "true", identity = true,
     doc = "use PIPELINING when offered" },

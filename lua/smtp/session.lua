@@ -137,6 +137,14 @@ function Session:_read()
   return true
 end
 
+-- debug = 2: the engine's state transitions, one "state" line each.
+function Session:_trace_states()
+  local lines = self.engine:trace()
+  if lines then
+    for line in lines:gmatch("[^\n]+") do self.trace("state", line) end
+  end
+end
+
 -- ---- the loop -------------------------------------------------------------
 
 -- The one driver loop, one turn at a time: hands the engine's output to the
@@ -157,6 +165,7 @@ function Session:_step(h, quiet)
   local ok, fcode, fmsg = self:_flush(quiet)
   if not ok then return "lost", fcode, fmsg end
   local kind, cmd, index, code, enhanced, text, fail, perr, txn = eng:next()
+  if self._states and kind ~= "reply" then self:_trace_states() end
   if kind == "need_input" then
     -- Commands the engine released while answering go out first (at the
     -- top of the next turn); only then is there anything to wait for.
@@ -170,6 +179,7 @@ function Session:_step(h, quiet)
   elseif kind == "reply" then
     self._last_cmd = cmd
     if self.trace then self:_trace_reply(cmd, code, text) end
+    if self._states then self:_trace_states() end
     if h.reply then return h.reply(cmd, index, code, enhanced, text, txn) end
   elseif kind == "challenge" then
     return self:_answer(text)
@@ -512,7 +522,10 @@ end
 -- ---- construction ------------------------------------------------------------
 
 -- Wraps a connected transport, reads the greeting and says hello.
--- opts: helo, lmtp, debug (already a printer or nil), limits, pipelining.
+-- opts (built by M.connect): helo, lmtp, trace (a printer from the debug
+-- option, or nil), states (trace the engine's transitions: debug = 2),
+-- limits, pipelining, insecure_auth, implicit_tls and tls (the TLS options
+-- for its handshake), chunking, window, dkim.
 function M.open(transport, opts)
   local self = setmetatable({
     engine = core.engine(opts.limits),
@@ -524,6 +537,7 @@ function M.open(transport, opts)
     _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
+  if opts.states and self.trace then self.engine:set_trace(true); self._states = true end
   self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
   if opts.insecure_auth then self.engine:set_insecure_auth(true) end
   self.helo = opts.helo
@@ -581,6 +595,7 @@ function M.resume(transport, opts, state)
     _traced = 0, _partial = "",
   }, Session)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
+  if opts.states and self.trace then self.engine:set_trace(true); self._states = true end
   self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
   local ok, _, msg = self.engine:restore(state.ehlo, self.lmtp, state.tls)
   if not ok then
@@ -726,6 +741,7 @@ function M.connect(opts)
     helo = helo,
     lmtp = opts.protocol == "lmtp",
     trace = trace,
+    states = opts.debug == 2, -- the engine's transitions in the transcript
     limits = opts.limits,
     pipelining = opts.pipelining,
     insecure_auth = opts.insecure_auth,

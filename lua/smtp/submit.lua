@@ -234,8 +234,10 @@ local function outcome_lost(eng, rec, kind, text)
     "): the message was not sent", info) }
 end
 
--- jobs: array of { envelope = { from, to, mail_params, rcpt_params },
--- source = fn, size = n, message_id = s } or { failed = { nil, err, info } }.
+-- jobs: array of { envelope = { from, to }, source = fn, size = n,
+-- message_id = s, dsn = t, eightbit = b, utf8_headers = b } or
+-- { failed = { nil, err, info } }. The MAIL and RCPT parameters come from
+-- extensions.params (the job's dsn, eightbit and utf8_headers).
 -- opts: window (transactions in flight; given as more than 1, it also opts
 -- into blind BDAT: bodies sent before the envelope replies), chunking (false
 -- to use DATA). Returns one { res } or { nil, err, info } per job, in order.

@@ -360,10 +360,6 @@ function M.pool_name(opts, resolved)
   end)
 end
 
-function Cosocket:peername()
-  return self.peer
-end
-
 -- host, port (number or well-known service name); timeout, deadline as
 -- in settimeouts; opts: { pool = name, pool_size = n, backlog = n }.
 -- The pool name must tell apart connections that are not interchangeable
