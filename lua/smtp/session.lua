@@ -347,9 +347,14 @@ function Session:_handshake(tls_opts, stage)
     return errors.fail(kind, msg or code, { stage = stage, temporary = kind ~= "tls" })
   end
   self.tls = true
-  if trace and self.transport.tls_info then
-    local version, cipher = self.transport:tls_info()
-    trace("tls", tostring(version) .. " " .. tostring(cipher))
+  if self.transport.tls_info then
+    local version, cipher, resumed = self.transport:tls_info()
+    -- resumed: an earlier session with this server (same name, same checks)
+    -- was taken up again; the transport checked the name once more.
+    self.tls_resumed = resumed == true
+    if trace then
+      trace("tls", tostring(version) .. " " .. tostring(cipher) .. (resumed and " (resumed session)" or ""))
+    end
   end
   return true
 end
