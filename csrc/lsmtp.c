@@ -1200,6 +1200,23 @@ static int l_tls_cache(lua_State *L)
     return 1;
 }
 
+/* core.tls_cache_clear([contexts]): forgets every kept session, and with
+ * contexts = true every context too (the next connection builds afresh).
+ * The objects go with the garbage collector. */
+static int l_tls_cache_clear(lua_State *L)
+{
+    int cache = push_tls_cache(L);
+    lua_newtable(L);
+    lua_setfield(L, cache, "sess");
+    cache_set_count(L, cache, "nsess", 0);
+    if (lua_toboolean(L, 1)) {
+        lua_newtable(L);
+        lua_setfield(L, cache, "ctx");
+        cache_set_count(L, cache, "nctx", 0);
+    }
+    return 0;
+}
+
 static int l_socket_new(lua_State *L)
 {
     lsmtp_socket *u = lua_newuserdata(L, sizeof *u);
@@ -1847,6 +1864,7 @@ static const luaL_Reg core_functions[] = {
     {"dkim_key", l_dkim_key_new},
     {"tls_check_name", l_tls_check_name},
     {"tls_cache", l_tls_cache},
+    {"tls_cache_clear", l_tls_cache_clear},
     {"idna_to_ascii", l_idna_to_ascii},
     {NULL, NULL},
 };

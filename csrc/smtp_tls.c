@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -298,6 +299,25 @@ static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, con
     return r;
 }
 
+/* Servers that write a reply in pieces (Postfix writes its handshake
+ * flight, and a TLS 1.3 session ticket just after the client, done with the
+ * handshake, has sent its next command) have each later piece held by
+ * Nagle's algorithm until the client ACKs the earlier one, and the client,
+ * in the interactive mode Linux enters after a few exchanges, delays that
+ * ACK by 40 ms. Leaving delayed-ACK mode before each wait for the server
+ * ACKs every piece at once. Linux only; elsewhere, and on a non-TCP socket,
+ * nothing. */
+static void quick_ack(int fd)
+{
+#ifdef TCP_QUICKACK
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+#else
+    (void)fd;
+#endif
+}
+
 /* Waits in the direction OpenSSL asked for. 1: retry the call; otherwise an
  * SMTP_E_* code (with message). The deadline is checked before waiting, so
  * a peer trickling bytes cannot stretch a call past it. */
@@ -307,6 +327,8 @@ static int wait_for(smtp_tls *t, smtp_net *n, int ssl_err, double deadline, cons
 
     if (smtp_net_deadline_passed(deadline))
         return fail(n, SMTP_E_TIMEOUT, "%s", timeout_msg);
+    if (ssl_err != SSL_ERROR_WANT_WRITE)
+        quick_ack(t->fd);
     w = smtp_net_wait(t->fd, ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline);
     if (w == 0)
         return 1;
