@@ -42,8 +42,6 @@ def target(test, placement, client):
         return ">= 1x smtp-source", lambda m, r: r is not None and r >= 1.0
     if test == "c" and lua and "CHUNKING" in client and "window=" in client:
         return "<= 0.5 RT/msg", lambda m, r: m <= 0.5
-    if test == "c" and lua and "CHUNKING" in client:
-        return "<= 1.2 RT/msg", lambda m, r: m <= 1.2
     if test == "f" and lua:
         return ">= 1.5x fastest other", lambda m, r: r is not None and r >= 1.5
     if test == "c" and lua and placement == "postfix":
