@@ -80,25 +80,38 @@ end
 -- (true/false/nil: unknown), utf8_headers }. Returns { mail = string|nil,
 -- rcpt = function(addr)|nil, guard = bool (refuse 8-bit octets while
 -- streaming) } or nil, err, info.
-function M.params(caps, job)
+-- ascii: optional memo { [address] = address.ascii_domain(address) }.
+function M.params(caps, job, ascii)
   caps = caps or {}
   local env = job.envelope
-  local mail, rcpt_extra = {}, {}
+  local mail
   -- Without SMTPUTF8 a non-ASCII domain goes as A-labels (RFC 5891); only
   -- a UTF-8 local part then still needs the extension.
   local from, to = env.from, env.to
   if not caps.SMTPUTF8 then
-    local err
-    from, err = address.ascii_domain(env.from)
+    local err, changed
+    from = ascii and ascii[from]
+    if not from then from, err = address.ascii_domain(env.from) end
     if not from then return errors.fail("argument", err, { stage = "mail" }) end
-    to = {}
     for i, r in ipairs(env.to) do
-      to[i], err = address.ascii_domain(r)
-      if not to[i] then return errors.fail("argument", err, { stage = "rcpt" }) end
+      local a = ascii and ascii[r]
+      if not a then
+        a, err = address.ascii_domain(r)
+        if not a then return errors.fail("argument", err, { stage = "rcpt" }) end
+      end
+      if a ~= r and not changed then
+        changed = {}
+        for j = 1, i - 1 do changed[j] = env.to[j] end
+      end
+      if changed then changed[i] = a end
     end
+    to = changed or env.to
   end
   local utf8 = job.utf8_headers or has_non_ascii(from)
-  for _, r in ipairs(to) do if has_non_ascii(r) then utf8 = true end end
+  if not utf8 then
+    for _, r in ipairs(to) do if has_non_ascii(r) then utf8 = true break end end
+  end
+  mail = {}
   if utf8 then
     if not caps.SMTPUTF8 then
       return errors.fail("unsupported", "the message needs SMTPUTF8 (non-ASCII addresses or" ..
@@ -121,6 +134,7 @@ function M.params(caps, job)
     if caps["8BITMIME"] then mail[#mail + 1] = "BODY=8BITMIME" else guard = true end
   end
   local dsn = job.dsn
+  local rcpt_extra = {}
   if dsn then
     if not caps.DSN then
       return errors.fail("unsupported", "delivery status notifications were asked for and the" ..

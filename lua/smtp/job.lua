@@ -207,7 +207,8 @@ function M.prepare(spec, session_dkim)
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end
     local raw = spec.message
-    local fields, serr, sinfo = signature(dkim_opt, rereader(raw))
+    local fields, serr, sinfo = "", nil, nil
+    if dkim_opt then fields, serr, sinfo = signature(dkim_opt, rereader(raw)) end
     if not fields then return nil, serr, sinfo end
     local source, size, eightbit, head8 = raw_source(raw)
     if not source then return nil, size, eightbit end
