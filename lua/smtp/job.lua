@@ -77,7 +77,12 @@ end
 
 -- The envelope for a raw message: envelope = { from, to } or from/to/cc/bcc.
 local function raw_envelope(spec)
-  local env = spec.envelope or {}
+  local env = spec.envelope
+  -- The usual case as given: never changed afterwards, so no copy.
+  if env and type(env.from) == "string" and env.from ~= "<>" and type(env.to) == "table" then
+    return env
+  end
+  env = env or {}
   local from = env.from
   if from == nil and (spec.from == "" or spec.from == "<>") then
     from = ""

@@ -105,7 +105,7 @@ local function write_data(self, source)
   -- unless ending it released commands held for it: mark it traced, so the
   -- end of data stays in the engine with or without a transcript.
   if preview then self:_trace_output(false) end
-  local held = eng:staged()
+  local held = preview and eng:staged()
   eng:body_end()
   if preview then
     if held == 0 then self:_trace_output(false) end
@@ -428,7 +428,8 @@ function M.submit(self, jobs, opts)
         return false, "closed", "too many recipients for one session"
       end
     end
-    local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {},
+    local rec = { i = i, job = job, source = source, accepted = {}, refused = {},
+                  replies = self.lmtp and {} or nil,
                   rcpt_replied = 0, chained = inflight > 0 }
     recs[id] = rec
     inflight = inflight + 1
@@ -464,7 +465,7 @@ function M.submit(self, jobs, opts)
   while true do
     while (retry[1] or nextj <= n) and not awaiting_body and inflight < window and
         ((inflight == 0 and eng:transactions() == 0) or (eng:can_chain() and not self.no_chaining)) do
-      local i = table.remove(retry, 1)
+      local i = retry[1] and table.remove(retry, 1)
       if not i then
         i = nextj
         nextj = nextj + 1
