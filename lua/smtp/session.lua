@@ -686,6 +686,17 @@ local function credentials(opts)
            mech = opts.auth, authzid = opts.authzid }
 end
 
+-- This host's name for EHLO, asked of the system once a minute at most
+-- rather than for every connection.
+local host_name, host_name_at
+local function hostname()
+  local now = core.now()
+  if not host_name or now - host_name_at > 60 then
+    host_name, host_name_at = core.hostname() or "localhost", now
+  end
+  return host_name
+end
+
 -- Connects, says hello, upgrades to TLS and authenticates as opts (checked
 -- against smtp.options) say: the session, or the failure triple.
 function M.connect(opts)
@@ -693,7 +704,7 @@ function M.connect(opts)
   if creds == nil then return nil, cerr, cinfo end
   local trace = transcript.printer(opts.debug)
   -- The engine's rule for the EHLO name, checked before connecting.
-  local helo = opts.helo or core.hostname() or "localhost"
+  local helo = opts.helo or hostname()
   if helo == "" or #helo > 255 or helo:find("[%c ]") then
     return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
   end
