@@ -21,7 +21,7 @@ function M.bytes(n)
     n = n / 1024
     u = u + 1
   end
-  if u == 1 then return string.format("%d B", n) end
+  if u == 1 then return string.format("%d B", math.floor(n)) end   -- a rate may be fractional
   return string.format("%.1f %s", n, units[u])
 end
 
