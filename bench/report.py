@@ -81,7 +81,7 @@ def main():
             ratio = parts[5] if len(parts) > 5 and parts[5] else None
             g = groups.setdefault((test, placement, client),
                                   {"unit": unit, "values": [], "ratios": [], "fails": 0})
-            if value == "FAIL":
+            if value == "FAIL" or value == "":
                 g["fails"] += 1
             else:
                 g["values"].append(float(value))

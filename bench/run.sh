@@ -369,7 +369,7 @@ if want c; then
         chunking) record c postfix "lua-smtp send_many CHUNKING, no window (safe)" "$rt" RT/msg ;;
         data) record c postfix "lua-smtp send_many DATA" "$rt" RT/msg ;;
       esac
-    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT mode=\([a-z-]*\) rt=\([0-9.]*\).*/\1 \2/p')
+    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT mode=\([a-z-]*\) rt=\(-\{0,1\}[0-9.]*\).*/\1 \2/p')
     printf '%s\n' "$out" | grep -q '^SKIP' && log "   $(printf '%s\n' "$out" | grep '^SKIP')"
   else
     record c postfix "lua-smtp send_many CHUNKING" FAIL RT/msg
