@@ -5,7 +5,11 @@
 --   per MB of body (a raw message of BODY_MB MB), unsigned and signed
 -- Keys are made with openssl into a temporary folder. Prints RESULT lines:
 --   RESULT case=<name> unit=<us_per_msg|ms_per_mb> value=<number>
-package.path = "./lua/?.lua;" .. package.path
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local root = here .. "/.."
+package.path = root .. "/lua/?.lua;" .. package.path
+package.cpath = root .. "/build/" .. (os.getenv("LUA") or _VERSION:gsub("Lua ", "lua")) .. "/?.so;" ..
+  package.cpath
 local job = require "smtp.job"
 
 local N = tonumber(arg[1]) or 2000

@@ -8,6 +8,12 @@
 --   send_many  one smtp.connect, s:send_many{...COUNT messages...}, s:quit()
 --              (WINDOW, when given, is passed as s:send_many(list, { window = WINDOW }))
 --   oneshot    COUNT x smtp.send{...}: a new connection for every message
+--   tls        like oneshot, over STARTTLS with the certificate verified for
+--              127.0.0.1 against CAFILE (the fifth argument instead of WINDOW)
+--   tls-noresume  the same, forgetting the kept TLS sessions before each
+--              message (contexts still kept): what resumption saves
+--   tls-nocache   the same, forgetting contexts too: every connection builds
+--              its context and loads the trust store, as before the cache
 --   file       smtp.send{ message = io.open(PATH, "rb") }: one message streamed from a file
 --
 -- A message counts as sent only when the call returned a result (the
@@ -53,6 +59,7 @@ end
 
 local function usage()
   io.stderr:write("usage: lua_smtp_client.lua sendmail|send_many|oneshot COUNT SIZE PORT [WINDOW]\n" ..
+    "       lua_smtp_client.lua tls|tls-noresume|tls-nocache COUNT SIZE PORT CAFILE\n" ..
     "       lua_smtp_client.lua file PATH PORT\n")
   os.exit(2)
 end
@@ -83,6 +90,7 @@ else
   count = tonumber(arg[2])
   local size, port = tonumber(arg[3]), tonumber(arg[4])
   local window = tonumber(arg[5])
+  local cafile = arg[5]
   if not count or not size or not port then usage() end
   local raw = make_message(size)
   if mode == "sendmail" then
@@ -124,6 +132,16 @@ else
     t0 = core.now()
     for i = 1, count do
       local res, e = smtp.send{ host = HOST, port = port, tls = "none",
+        envelope = { from = FROM, to = TO }, message = raw }
+      if res then ok_n = ok_n + 1 else failed(i, e) end
+    end
+    t1 = core.now()
+  elseif mode == "tls" or mode == "tls-noresume" or mode == "tls-nocache" then
+    if not cafile then usage() end
+    t0 = core.now()
+    for i = 1, count do
+      if mode ~= "tls" then core.tls_cache_clear(mode == "tls-nocache") end
+      local res, e = smtp.send{ host = HOST, port = port, tls = "starttls", cafile = cafile,
         envelope = { from = FROM, to = TO }, message = raw }
       if res then ok_n = ok_n + 1 else failed(i, e) end
     end

@@ -5,10 +5,12 @@
 
 RAW.tsv: one line per run: test, placement, client, value (or FAIL), unit,
 and optionally a ratio measured within the run (codec_bench). Prints the
-runs, then one row per (test, placement, client): the median, the ratio of
-medians against the reference client of that test (smtp-source; curl for
-(d); memcpy for (e), where the median of the per-run ratios is used), the
-target from the issue and whether it is met.
+runs, then one row per (test, placement, client): how many runs, where they
+ran (CPU placement by taskset), the median, the ratio of medians against the
+reference client of that test (smtp-source; curl for (d); memcpy for (e),
+where the median of the per-run ratios is used; for (f) the fastest other
+client, and smtplib for its CPU rows), the target from the issue and
+whether it is met.
 """
 import statistics
 import sys
@@ -16,7 +18,16 @@ from collections import OrderedDict
 
 REFERENCE = {"a": "smtp-source", "a-cpu": "smtp-source", "b": "smtp-source",
              "c": "smtp-source", "d": "curl", "d-cpu": "curl", "d-rss": "curl",
-             "e": "memcpy"}
+             "e": "memcpy", "f-cpu": "smtplib", "f-srv": "smtplib"}
+
+# Where each placement ran (bench/run.sh pins with taskset).
+PLACEMENT = {
+    "same": "client+server CPU0",
+    "cross": "client CPU1, server CPU0",
+    "postfix": "not pinned",
+    "tls": "client CPU1, Postfix CPU0",
+    "-": "CPU1",
+}
 
 
 def target(test, placement, client):
@@ -29,8 +40,10 @@ def target(test, placement, client):
             return ">= 3x smtp-source", lambda m, r: r is not None and r >= 3.0
     if test == "b" and lua and placement == "same":
         return ">= 1x smtp-source", lambda m, r: r is not None and r >= 1.0
-    if test == "c" and lua and "CHUNKING" in client:
+    if test == "c" and lua and "CHUNKING" in client and "window=" in client:
         return "<= 0.5 RT/msg", lambda m, r: m <= 0.5
+    if test == "f" and lua:
+        return ">= 1.5x fastest other", lambda m, r: r is not None and r >= 1.5
     if test == "c" and lua and placement == "postfix":
         return None
     if test == "c" and lua:
@@ -68,7 +81,7 @@ def main():
             ratio = parts[5] if len(parts) > 5 and parts[5] else None
             g = groups.setdefault((test, placement, client),
                                   {"unit": unit, "values": [], "ratios": [], "fails": 0})
-            if value == "FAIL":
+            if value == "FAIL" or value == "":
                 g["fails"] += 1
             else:
                 g["values"].append(float(value))
@@ -86,7 +99,8 @@ def main():
         print("  %-6s %-6s %-28s %s%s" % (test, placement, client, vals, fails))
     print()
 
-    order = {"a": 0, "a-cpu": 1, "b": 2, "c": 3, "d": 4, "d-cpu": 5, "d-rss": 6, "e": 7}
+    order = {"a": 0, "a-cpu": 1, "b": 2, "c": 3, "d": 4, "d-cpu": 5, "d-rss": 6, "e": 7,
+             "f": 8, "f-cpu": 9, "f-srv": 10, "g": 11, "h": 12}
     porder = {"same": 0, "cross": 1}
     seen = {k: i for i, k in enumerate(groups)}
     groups = OrderedDict(sorted(groups.items(), key=lambda kv: (
@@ -101,7 +115,12 @@ def main():
         med = medians[key]
         ref = REFERENCE.get(test)
         ratio = None
-        if g["ratios"]:
+        if test == "f":
+            others = [m for (t2, p2, c2), m in medians.items()
+                      if t2 == "f" and p2 == placement and c2 != client and m is not None]
+            if med is not None and others:
+                ratio = med / max(others)
+        elif g["ratios"]:
             ratio = statistics.median(g["ratios"])
         elif ref and client != ref:
             refmed = medians.get((test, placement, ref))
@@ -121,10 +140,12 @@ def main():
                 missed += 1
         elif g["fails"]:
             met = "%d failed" % g["fails"]
-        rows.append((test, placement, client, fmt(med), g["unit"],
-                     ("%.2fx" % ratio) if ratio is not None else "-", ttext, met))
+        rows.append((test, PLACEMENT.get(placement, placement), client, str(len(g["values"])),
+                     fmt(med), g["unit"], ("%.2fx" % ratio) if ratio is not None else "-",
+                     ttext, met))
 
-    head = ("test", "placement", "client", "median", "unit", "ratio", "target", "met?")
+    head = ("test", "CPUs (taskset)", "client", "runs", "median", "unit", "ratio", "target",
+            "met?")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     line = "  ".join("%-*s" % (widths[i], head[i]) for i in range(len(head)))
     print(line)
@@ -134,11 +155,12 @@ def main():
         if prev is not None and r[:2] != prev:
             print()
         prev = r[:2]
-        print("  ".join(("%*s" if i in (3, 5) else "%-*s") % (widths[i], r[i])
+        print("  ".join(("%*s" if i in (3, 4, 6) else "%-*s") % (widths[i], r[i])
                         for i in range(len(head))).rstrip())
     print()
     print("ratio: median / median of the reference client of the same test and placement")
-    print("  (smtp-source for a, b, c; curl for d; memcpy for e, median of per-run ratios).")
+    print("  (smtp-source for a, b, c; curl for d; memcpy for e, median of per-run ratios;")
+    print("  for f the fastest other client, for f-cpu and f-srv smtplib).")
     print("  Higher is better for msg/s and MB/s; lower is better for us/msg, RT/msg, s, MB.")
     for note in sys.argv[2:]:
         print(note)

@@ -5,25 +5,32 @@
 #
 #   bash bench/run.sh            the whole run (about 4-6 minutes on 2 CPUs)
 #   BENCH_QUICK=1 bash bench/run.sh   fewer messages and runs (a smoke test)
-#   BENCH_ONLY="a c" bash bench/run.sh   only some tests (a b c d e f)
+#   BENCH_ONLY="a c" bash bench/run.sh   only some tests (a b c d e f g h)
 #   BENCH_WINDOW=N               passed to s:send_many(list, { window = N })
 #   BENCH_NO_MAKE=1              do not run make first
+#   BENCH_FORCE=1                run although the machine is busy (see below)
+#
+# The load average is checked first: above 0.5 the run warns loudly, above
+# 1.0 it refuses (BENCH_FORCE=1 runs anyway and says so in the output).
+# Figures taken on a busy machine favour whichever client waits more and
+# computes less; they are not comparable with an idle run.
 #
 # Everything it starts (smtp-sink, the delay proxy, the clients) listens on
 # or connects to 127.0.0.1 only, is started and stopped by PID, and runs
 # under `timeout`; the whole run stops itself after BENCH_LIMIT seconds
-# (default 590).
+# (default 900).
 #
 # Needs (Debian): postfix (smtp-sink, smtp-source), curl, python3,
 # lua-socket, util-linux (taskset), time (/usr/bin/time), iproute2 (ss),
-# and a C compiler; linux-perf is used when present.  (c)'s Postfix part
-# and (f) also need root and dovecot-core (the test harness's Postfix).
+# and a C compiler; linux-perf is used when present.  (c)'s Postfix part,
+# (f) and (g) also need root and dovecot-core (the test harness's Postfix);
+# (f) also runs swaks (with libnet-ssleay-perl) when installed.
 set -uo pipefail
 
 # ---- a time limit for the whole run ------------------------------------------
 if [ -z "${BENCH_INNER:-}" ]; then
   export BENCH_INNER=1
-  exec timeout -k 10 "${BENCH_LIMIT:-590}" bash "$0" "$@"
+  exec timeout -k 10 "${BENCH_LIMIT:-900}" bash "$0" "$@"
 fi
 
 cd "$(dirname "$0")/.." || exit 1
@@ -35,7 +42,7 @@ if [ -z "$PY" ]; then
 fi
 MODULE="build/$LUA/smtp/core.so"
 QUICK=${BENCH_QUICK:-}
-ONLY=${BENCH_ONLY:-a b c d e f}
+ONLY=${BENCH_ONLY:-a b c d e f g h}
 WINDOW=${BENCH_WINDOW:-}
 TMO=120                  # seconds for any one client run
 
@@ -46,7 +53,9 @@ C_SMALL=5; C_LARGE=55; C_REPS=3     # (c) round trips: slope between two runs
 C_DELAY_MS=10
 D_MB=50;  D_REPS=5                  # (d) one big message from a file
 E_MB=64;  E_REPS=5                  # (e) codec throughput
-F_MB=100                            # (f) peak RSS with an attachment of F_MB MB
+F_N=200;  F_REPS=3                  # (f) a verified STARTTLS connection per message
+G_MB=100                            # (g) peak RSS with an attachment of G_MB MB
+H_N=2000; H_MB=20; H_REPS=3        # (h) DKIM: messages and MB of body
 SIZE=1024
 if [ -n "$QUICK" ]; then
   A_N=300; A_SLOW_N=10; A_REPS=3
@@ -54,10 +63,23 @@ if [ -n "$QUICK" ]; then
   C_SMALL=3; C_LARGE=13; C_REPS=1
   D_MB=8;  D_REPS=1
   E_MB=16; E_REPS=1
-  F_MB=20
+  F_N=40;  F_REPS=1
+  G_MB=20
+  H_N=300; H_MB=4; H_REPS=1
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
+
+# ---- is the machine idle? -------------------------------------------------------
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD1=${LOAD_START%% *}
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 1.0) }'; then
+  if [ -z "${BENCH_FORCE:-}" ]; then
+    echo "bench: REFUSED: load average $LOAD_START (above 1.0 on $(nproc) CPUs): other work would" >&2
+    echo "bench: skew every ratio. Wait for an idle machine, or BENCH_FORCE=1 to run anyway." >&2
+    exit 75
+  fi
+fi
 log() { printf "[%3ds] %s\n" "$SECONDS" "$*" >&2; }
 
 CC=${CC:-cc}
@@ -207,12 +229,14 @@ print_table() {
     "c: round trips per message via a ${C_DELAY_MS} ms server->client delay (slope between $C_SMALL and $C_LARGE msgs)" \
     "d: one $D_MB MB message from a file; wall s, CPU s (user+sys) and peak RSS MB, process start-up included" \
     "e: $E_MB MB of text in 64 KB chunks; MB/s of input; ratio to memcpy of the same chunks" \
-    "f: peak RSS MB of one lua5.4 process sending a $F_MB MB attachment to a private Postfix (bench/rss.sh); target < 16 MB on every path" \
-    "${F_NOTE[@]}"
-  echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "f: $F_N msgs of $SIZE B, each over a new STARTTLS connection verified for 127.0.0.1, to a private Postfix (discard transport); msg/s by wall time with process start-up; f-cpu client CPU ms/msg; f-srv Postfix+Dovecot CPU ms/msg (bench/tls_bench.lua)" \
+    "g: peak RSS MB of one lua5.4 process sending a $G_MB MB attachment to a private Postfix (bench/rss.sh); target < 16 MB on every path" \
+    "h: DKIM signing cost, client CPU on CPU 1 (bench/dkim.lua): us per composed 1 KB message and ms per MB of a raw message's body, the message produced whole each time, unsigned beside each algorithm (RSA 2048 bits)" \
+    "${G_NOTE[@]}"
+  echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg); nproc: $(nproc)${BENCH_FORCE:+; BENCH_FORCE=1: run although busy}"
 }
 
-F_NOTE=()   # (f)'s verdict, for the notes under the table (report.py has no target for f)
+G_NOTE=()   # (g)'s verdict, for the notes under the table (report.py has no target for g)
 
 placement_cpu() { [ "$1" = same ] && echo 0 || echo 1; }
 
@@ -222,12 +246,18 @@ LS_CLIENT=("$LUA" bench/luasocket_client.lua)
 
 echo "== lua-smtp benchmarks ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo "nproc: $(nproc)"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-if awk '{ exit !($1 > 1.0) }' /proc/loadavg; then
-  echo "WARNING: the machine is busy (load above 1 on $(nproc) CPUs): expect noisy numbers"
+echo "load average at start: $LOAD_START"
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  echo "!! WARNING: the machine is NOT idle (load $LOAD1 > 0.5 on $(nproc) CPUs)."
+  echo "!! These figures are not comparable with an idle run; do not quote them as such."
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 fi
 echo "versions: $("$LUA" -v 2>&1 | head -n 1); $("$PY" --version 2>&1); $(curl --version | head -n 1 | cut -d' ' -f1-2); postfix $(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?')"
-echo "placements: same = client, sink and proxy on CPU 0; cross = client on CPU 1, sink and proxy on CPU 0"
+echo "placements (taskset): same = client, sink and proxy on CPU 0; cross = client on CPU 1, sink and proxy on CPU 0;"
+echo "  postfix = (c)'s private Postfix, not pinned, client not pinned; tls = (f): client on CPU 1, every Postfix/Dovecot process on CPU 0"
+echo "repetitions: a $A_REPS, b $B_REPS, c $C_REPS, d $D_REPS, e $E_REPS, f $F_REPS, h $H_REPS (the runs column counts them); in every"
+echo "  repetition each client runs once, in turn (smtp-source, then lua-smtp, ...), so all see the same conditions"
 [ -n "$QUICK" ] && echo "BENCH_QUICK: reduced counts, not the issue's numbers"
 echo
 
@@ -331,16 +361,18 @@ EOF
 fi
 
 # (c) with CHUNKING against a real Postfix (the test harness's private
-# instance): BDAT lets a window of messages travel before any reply.
+# instance): BDAT lets a window of messages travel before any reply, but
+# only when the caller opts in with an explicit window; both modes shown.
 if want c; then
   log "(c) round trips via a ${C_DELAY_MS} ms proxy in front of a real Postfix (CHUNKING and DATA)"
   if out=$(timeout 300 "${LUA_BIN:-lua5.4}" bench/postfix_rt.lua "$WINDOW" 2>&1); then
     while read -r mode rt; do
       case $mode in
-        chunking) record c postfix "lua-smtp send_many CHUNKING" "$rt" RT/msg ;;
+        chunking-window) record c postfix "lua-smtp send_many CHUNKING window=${WINDOW:-16} (blind, opt-in)" "$rt" RT/msg ;;
+        chunking) record c postfix "lua-smtp send_many CHUNKING, no window (safe)" "$rt" RT/msg ;;
         data) record c postfix "lua-smtp send_many DATA" "$rt" RT/msg ;;
       esac
-    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT mode=\([a-z]*\) rt=\([0-9.]*\).*/\1 \2/p')
+    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT mode=\([a-z-]*\) rt=\(-\{0,1\}[0-9.]*\).*/\1 \2/p')
     printf '%s\n' "$out" | grep -q '^SKIP' && log "   $(printf '%s\n' "$out" | grep '^SKIP')"
   else
     record c postfix "lua-smtp send_many CHUNKING" FAIL RT/msg
@@ -418,13 +450,38 @@ if want e; then
   done
 fi
 
-# ---- (f) peak RSS sending a large attachment to a real Postfix --------------
-# bench/rss.sh: one smtp.send with attachments = { { path = <F_MB MB file> } }
+# ---- (f) a verified STARTTLS connection per message ---------------------------
+# bench/tls_bench.lua: a private Postfix (discard transport) on CPU 0; lua-smtp,
+# smtplib (one SSLContext), curl and swaks in turn on CPU 1, F_REPS times.
+if want f; then
+  log "(f) $F_N msgs, a verified STARTTLS connection each, to a private Postfix: $F_REPS runs"
+  if out=$(timeout 600 "$LUA" bench/tls_bench.lua "$F_N" "$F_REPS" 2>"$WORK/tls_bench.err"); then
+    if printf '%s\n' "$out" | grep -q '^SKIP'; then
+      log "   $(printf '%s\n' "$out" | grep '^SKIP')"
+    fi
+    while read -r name ok mps ccpu scpu; do
+      if [ "$ok" = "$F_N" ]; then
+        record f tls "$name" "$mps" msg/s
+        record f-cpu tls "$name" "$ccpu" ms/msg
+        record f-srv tls "$name" "$scpu" ms/msg
+      else
+        record f tls "$name" FAIL msg/s
+      fi
+    done < <(printf '%s\n' "$out" | sed -n \
+      's/^RESULT client=\([^ ]*\) rep=[0-9]* ok=\([0-9]*\) msgps=\([0-9.]*\) client_cpu_ms=\([0-9.]*\) server_cpu_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5/p')
+  else
+    record f tls lua-smtp FAIL msg/s
+  fi
+  sed 's/^/    /' "$WORK/tls_bench.err" | head -n 20 >&2
+fi
+
+# ---- (g) peak RSS sending a large attachment to a real Postfix --------------
+# bench/rss.sh: one smtp.send with attachments = { { path = <G_MB MB file> } }
 # per path, each client process under /usr/bin/time -v; the delivered file
 # is checked (size, and the attachment decoded against the original).
-if want f; then
-  log "(f) peak RSS of one client sending a $F_MB MB attachment to a private Postfix (DATA, CHUNKING+PIPELINING, CHUNKING alone)"
-  out=$(RSS_MB=$F_MB BENCH_NO_MAKE=1 bash bench/rss.sh 2>&1)
+if want g; then
+  log "(g) peak RSS of one client sending a $G_MB MB attachment to a private Postfix (DATA, CHUNKING+PIPELINING, CHUNKING alone)"
+  out=$(RSS_MB=$G_MB BENCH_NO_MAKE=1 bash bench/rss.sh 2>&1)
   printf '%s\n' "$out" | grep -v '^RESULT' | sed 's/^/    /' >&2
   if ! printf '%s\n' "$out" | grep -q '^SKIP'; then
     n=0; f_met=0; f_over=""
@@ -436,17 +493,35 @@ if want f; then
       esac
       n=$((n + 1))
       if [ "$sent" = 1 ] && [ "$att" = ok ] && [ "$mb" != nan ]; then
-        record f postfix "$name" "$mb" MB
+        record g postfix "$name" "$mb" MB
         if awk -v m="$mb" 'BEGIN { exit !(m < 16) }'; then f_met=$((f_met + 1)); else f_over="${f_over:+$f_over; }$name $mb MB"; fi
       else
         f_over="${f_over:+$f_over; }$name FAILED"
-        record f postfix "$name" FAIL MB
+        record g postfix "$name" FAIL MB
       fi
     done < <(printf '%s\n' "$out" | sed -n \
       's/^RESULT path=\([a-z-]*\) rss_mb=\([0-9.a-z]*\) under=[a-z]* sent=\([01]\) delivered_bytes=[0-9]* attachment=\([a-zA-Z]*\).*/\1 \2 \3 \4/p')
-    [ "$n" -gt 0 ] || record f postfix "lua-smtp" FAIL MB
-    F_NOTE=("f: target < 16 MB met on $f_met of $n paths${f_over:+ (missed: $f_over)}")
+    [ "$n" -gt 0 ] || record g postfix "lua-smtp" FAIL MB
+    G_NOTE=("g: target < 16 MB met on $f_met of $n paths${f_over:+ (missed: $f_over)}")
   fi
+fi
+
+# ---- (h) DKIM signing cost ------------------------------------------------------
+if want h; then
+  for rep in $(seq "$H_REPS"); do
+    log "(h) DKIM signing, $H_N x 1 KB and $H_MB MB: run $rep of $H_REPS"
+    out=$(taskset -c 1 timeout "$TMO" "$LUA" bench/dkim.lua "$H_N" "$H_MB" 2>&1)
+    n=0
+    while read -r name unit value; do
+      [ "$unit" = us_per_msg ] && u="us/msg" || u="ms/MB"
+      record h CPU1 "$name" "$value" "$u"
+      n=$((n + 1))
+    done < <(printf '%s\n' "$out" | sed -n 's/^RESULT case=\([^ ]*\) unit=\([a-z_]*\) value=\([0-9.]*\).*/\1 \2 \3/p')
+    if [ "$n" = 0 ]; then
+      record h CPU1 "dkim" FAIL "us/msg"
+      printf '%s\n' "$out" | head -n 5 | sed 's/^/    /' >&2
+    fi
+  done
 fi
 
 # ---- the table ----------------------------------------------------------------

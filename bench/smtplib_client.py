@@ -2,10 +2,14 @@
 """Benchmark driver for Python's smtplib (the reference client).
 
   python3 bench/smtplib_client.py loop|oneshot COUNT SIZE PORT
+  python3 bench/smtplib_client.py tls COUNT SIZE PORT CAFILE
   python3 bench/smtplib_client.py file PATH PORT
 
 loop     one smtplib.SMTP(), COUNT x sendmail(), quit()
 oneshot  a new smtplib.SMTP() + sendmail() + quit() for every message
+tls      oneshot over STARTTLS, the certificate verified against CAFILE
+         for 127.0.0.1 with one SSLContext made once and reused (as a
+         careful user would: it loads the trust store once)
 file     one message read from PATH (smtplib needs the whole message in
          memory: it has no streaming interface) and sent with sendmail()
 
@@ -16,6 +20,7 @@ Prints "RESULT client=smtplib mode=MODE ok=N fail=N elapsed=SECONDS"
 failure.
 """
 import smtplib
+import ssl
 import sys
 import time
 
@@ -104,6 +109,23 @@ def main():
             for i in range(count):
                 try:
                     with smtplib.SMTP(HOST, port) as s:
+                        refused = s.sendmail(FROM, TO, msg)
+                    if refused:
+                        failed(i + 1, refused)
+                    else:
+                        ok += 1
+                except Exception as e:  # noqa: BLE001
+                    failed(i + 1, e)
+            t1 = time.perf_counter()
+        elif mode == "tls":
+            if len(sys.argv) < 6:
+                usage()
+            ctx = ssl.create_default_context(cafile=sys.argv[5])
+            t0 = time.perf_counter()
+            for i in range(count):
+                try:
+                    with smtplib.SMTP(HOST, port) as s:
+                        s.starttls(context=ctx)
                         refused = s.sendmail(FROM, TO, msg)
                     if refused:
                         failed(i + 1, refused)

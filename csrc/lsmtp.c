@@ -16,6 +16,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <netdb.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -101,14 +102,20 @@ static int l_now(lua_State *L)
     return 1;
 }
 
-/* True when any octet of p[0..len) has the high bit set. */
+/* True when any octet of p[0..len) has the high bit set; eight octets at a
+ * time (memcpy: no alignment assumed). */
 static int has_8bit(const unsigned char *p, size_t len)
 {
-    unsigned char acc = 0;
-    size_t i;
-    for (i = 0; i < len; i++)
-        acc |= p[i];
-    return (acc & 0x80) != 0;
+    uint64_t acc = 0, w;
+    unsigned char tail = 0;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < len; i++)
+        tail |= p[i];
+    return ((acc & UINT64_C(0x8080808080808080)) != 0) || (tail & 0x80) != 0;
 }
 
 /* Where the header section of a raw message ends (its blank line), or len. */
@@ -122,23 +129,24 @@ static size_t header_length(const char *s, size_t len)
     return len;
 }
 
-/* core.inspect(raw) -> true, eightbit, header_eightbit | nil, "line", n:
- * what a raw message needs, in one C pass instead of Lua patterns. */
 /* The size a message has on the wire after CRLF normalisation (bare CR and
  * bare LF become CRLF, a missing final CRLF is added): what SIZE= declares
  * (RFC 1870: CRLF pairs counted, dot-stuffing and the final dot not). */
 static size_t normalized_size(const char *s, size_t len)
 {
-    size_t n = len, i;
-    for (i = 0; i < len; i++) {
-        if (s[i] == '\r') {
-            if (i + 1 < len && s[i + 1] == '\n')
-                i++;
-            else
-                n++;
-        } else if (s[i] == '\n') {
-            n++;
-        }
+    size_t n = len;
+    const char *p = s, *end = s + len;
+    /* memchr finds the (rare) line ends; only they are looked at. */
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (p == s || p[-1] != '\r')
+            n++; /* a bare LF becomes CRLF */
+        p++;
+    }
+    p = s;
+    while ((p = memchr(p, '\r', (size_t)(end - p))) != NULL) {
+        if (p + 1 == end || p[1] != '\n')
+            n++; /* a bare CR becomes CRLF */
+        p++;
     }
     if (len > 0 && s[len - 1] != '\n' && s[len - 1] != '\r')
         n += 2;

@@ -23,6 +23,8 @@
 #define SASL_MT "smtp.core.sasl"
 #define DKIM_MT "smtp.core.dkim"
 #define DKIM_KEY_MT "smtp.core.dkim_key"
+#define TLS_CTX_MT "smtp.core.tls_ctx"
+#define TLS_SESSION_MT "smtp.core.tls_session"
 
 /* The Lua name of an SMTP_E_* code: "argument", "size", "limit", ... */
 const char *code_name(int rc);

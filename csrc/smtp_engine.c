@@ -354,20 +354,30 @@ static int same_keyword(const char *a, size_t alen, const char *b)
     return 1;
 }
 
+/* One pass over the capability lines (smtp_engine_cap(e, i) starts from the
+ * first line for every i): asked for every transaction (SIZE, PIPELINING). */
 int smtp_engine_has_cap(const smtp_engine *e, const char *kw, const char **params,
                         size_t *plen)
 {
-    const char *k, *p;
-    size_t klen, pl;
-    int i;
-    for (i = 0; smtp_engine_cap(e, i, &k, &klen, &p, &pl); i++) {
-        if (same_keyword(k, klen, kw)) {
+    const char *p = smtp_buf_ptr(&e->caps);
+    const char *end = p + smtp_buf_len(&e->caps);
+
+    if (!e->extended)
+        return 0;
+    while (p < end) {
+        const char *line_end = memchr(p, '\n', (size_t)(end - p));
+        const char *sp;
+        if (!line_end)
+            line_end = end;
+        sp = memchr(p, ' ', (size_t)(line_end - p));
+        if (same_keyword(p, (size_t)((sp ? sp : line_end) - p), kw)) {
             if (params) {
-                *params = p;
-                *plen = pl;
+                *params = sp ? sp + 1 : line_end;
+                *plen = (size_t)(line_end - *params);
             }
             return 1;
         }
+        p = line_end + 1;
     }
     return 0;
 }

@@ -136,6 +136,7 @@ void smtp_net_init(smtp_net *n)
     n->fd = -1;
     n->errmsg[0] = '\0';
     n->peer[0] = '\0';
+    n->more = 0;
 }
 
 void smtp_net_close(smtp_net *n)
@@ -170,10 +171,18 @@ static void format_address(const struct addrinfo *ai, char *out, size_t size)
 
 static int open_socket(const struct addrinfo *ai)
 {
-    int fd, flags;
+    int fd;
+
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+    /* Atomic, so a fork+exec in another thread cannot inherit the socket;
+     * non-blocking from the start, without two fcntl calls. */
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+#else
+    int flags;
 
 #ifdef SOCK_CLOEXEC
-    /* Atomic, so a fork+exec in another thread cannot inherit the socket. */
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 #else
     fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -189,6 +198,7 @@ static int open_socket(const struct addrinfo *ai)
         errno = saved;
         return -1;
     }
+#endif
 #ifdef SO_NOSIGPIPE
     {
         int one = 1;
@@ -419,15 +429,22 @@ ssize_t smtp_net_recv(smtp_net *n, void *buf, size_t len, double deadline)
         return r;
     len = clamp_len(len);
     for (;;) {
-        int w = smtp_net_wait(n->fd, POLLIN, deadline);
+        /* After a full buffer the rest is likely there already: recv first
+         * (EAGAIN then leads to the poll). Otherwise poll first: after a
+         * short read the socket is usually empty, and a recv would be one
+         * more system call for nothing. */
+        int w = n->more ? 0 : smtp_net_wait(n->fd, POLLIN, deadline);
 
+        n->more = 0;
         if (w == SMTP_E_TIMEOUT)
             return fail(n, w, "timed out waiting for data");
         if (w != 0)
             return fail(n, w, "poll: %s", strerror(errno));
         r = recv(n->fd, buf, len, 0);
-        if (r > 0)
+        if (r > 0) {
+            n->more = (size_t)r == len;
             return r;
+        }
         if (r == 0)
             return fail(n, SMTP_E_CLOSED, "connection closed by peer");
         /* EAGAIN after a readiness report is a spurious wake-up: wait again. */

@@ -20,6 +20,8 @@ typedef struct smtp_net {
     int fd;                 /* -1 when closed */
     char errmsg[256];
     char peer[64];          /* numeric address:port connected to */
+    int more;               /* the last recv filled its buffer: more may be
+                             * waiting, so the next one reads before polling */
 } smtp_net;
 
 double smtp_net_now(void);

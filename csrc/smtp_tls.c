@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -43,13 +45,26 @@
 /* Size of a name-check reason (smtp_tls_check_name's why). */
 #define WHY_SIZE 256
 
-struct smtp_tls {
+struct smtp_tls_ctx {
     SSL_CTX *ctx;
+    int verify;
+};
+
+struct smtp_tls_session {
+    SSL_SESSION *sess;
+    int verify;          /* the connection it came from verified the server */
+    char servername[];   /* ... for this name ("" for none) */
+};
+
+struct smtp_tls {
+    SSL_CTX *ctx;     /* a reference of its own */
     SSL *ssl;
     BIO_METHOD *meth;
-    char *servername; /* the name checked (a copy); NULL without verify */
+    char *servername; /* the name sent and checked (a copy); NULL for none */
+    SSL_SESSION *fresh; /* the latest session the server handed out */
     int fd;
     int verify;
+    int broken;     /* a TLS or socket error ended it: its session is spoilt */
     int io_errno;   /* errno of the BIO's last failed send/recv, else 0 */
     int eof;        /* the BIO saw end of stream */
     int name_is_ip;         /* servername is an IP literal */
@@ -217,6 +232,7 @@ static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, con
     unsigned long e = ERR_peek_error();
     int r, saved;
 
+    t->broken = 1;
     if (ssl_err == SSL_ERROR_SSL && t->verify) {
         long vr = SSL_get_verify_result(t->ssl);
 
@@ -257,6 +273,25 @@ static int classify(smtp_tls *t, smtp_net *n, int ssl_err, const char *what, con
     return r;
 }
 
+/* Servers that write a reply in pieces (Postfix writes its handshake
+ * flight, and a TLS 1.3 session ticket just after the client, done with the
+ * handshake, has sent its next command) have each later piece held by
+ * Nagle's algorithm until the client ACKs the earlier one, and the client,
+ * in the interactive mode Linux enters after a few exchanges, delays that
+ * ACK by 40 ms. Leaving delayed-ACK mode before each wait for the server
+ * ACKs every piece at once. Linux only; elsewhere, and on a non-TCP socket,
+ * nothing. */
+static void quick_ack(int fd)
+{
+#ifdef TCP_QUICKACK
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+#else
+    (void)fd;
+#endif
+}
+
 /* Waits in the direction OpenSSL asked for. 1: retry the call; otherwise an
  * SMTP_E_* code (with message). The deadline is checked before waiting, so
  * a peer trickling bytes cannot stretch a call past it. */
@@ -266,6 +301,8 @@ static int wait_for(smtp_tls *t, smtp_net *n, int ssl_err, double deadline, cons
 
     if (smtp_net_deadline_passed(deadline))
         return fail(n, SMTP_E_TIMEOUT, "%s", timeout_msg);
+    if (ssl_err != SSL_ERROR_WANT_WRITE)
+        quick_ack(t->fd);
     w = smtp_net_wait(t->fd, ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, deadline);
     if (w == 0)
         return 1;
@@ -392,7 +429,7 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
     ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     t = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
     cert = X509_STORE_CTX_get0_cert(ctx);
-    if (t == NULL || cert == NULL) {
+    if (t == NULL || cert == NULL || t->servername == NULL) {
         X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
@@ -477,15 +514,15 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
     return 0;
 }
 
-static int load_trust(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+static int load_trust(SSL_CTX *ctx, smtp_net *n, const smtp_tls_opts *o)
 {
     ERR_clear_error();
     if (o->cafile == NULL && o->capath == NULL) {
-        if (SSL_CTX_set_default_verify_paths(t->ctx) != 1)
+        if (SSL_CTX_set_default_verify_paths(ctx) != 1)
             return fail_openssl(n, SMTP_E_TLS, "cannot load the system trust store");
         return SMTP_OK;
     }
-    if (SSL_CTX_load_verify_locations(t->ctx, o->cafile, o->capath) != 1) {
+    if (SSL_CTX_load_verify_locations(ctx, o->cafile, o->capath) != 1) {
         char what[200];
         if (o->cafile != NULL)
             snprintf(what, sizeof what, "cannot load CA file '%s'", o->cafile);
@@ -502,7 +539,7 @@ static int key_mismatch(smtp_net *n, const char *cert, const char *key)
     return fail(n, SMTP_E_TLS, "client certificate '%s' and key '%s' do not match", cert, key);
 }
 
-static int load_client_cert(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+static int load_client_cert(SSL_CTX *ctx, smtp_net *n, const smtp_tls_opts *o)
 {
     char what[200];
     const char *key = o->key != NULL ? o->key : o->cert;
@@ -512,15 +549,15 @@ static int load_client_cert(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
             return fail(n, SMTP_E_ARGUMENT, "client key given without a client certificate");
         return SMTP_OK;
     }
-    SSL_CTX_set_default_passwd_cb(t->ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     ERR_clear_error();
-    if (SSL_CTX_use_certificate_chain_file(t->ctx, o->cert) != 1) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
         snprintf(what, sizeof what, "cannot load client certificate '%s'", o->cert);
         return fail_openssl(n, SMTP_E_TLS, what);
     }
     ERR_clear_error();
     /* Loading the key already compares it with the certificate. */
-    if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
         unsigned long e = ERR_peek_error();
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
                                                ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
@@ -529,35 +566,133 @@ static int load_client_cert(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
         return fail_openssl(n, SMTP_E_TLS, what);
     }
     ERR_clear_error();
-    if (SSL_CTX_check_private_key(t->ctx) != 1)
+    if (SSL_CTX_check_private_key(ctx) != 1)
         return key_mismatch(n, o->cert, key);
     return SMTP_OK;
 }
 
-static int make_ctx(smtp_tls *t, smtp_net *n, const smtp_tls_opts *o)
+/* OpenSSL hands every new session of a connection here (client cache mode
+ * without the internal store): kept in t->fresh until the caller takes it. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
+    smtp_tls *t = SSL_get_app_data(ssl);
+
+    if (t == NULL)
+        return 0;
+    SSL_SESSION_free(t->fresh);
+    t->fresh = sess;
+    return 1; /* the reference is ours */
+}
+
+static int make_ctx(SSL_CTX **out, int verify, smtp_net *n, const smtp_tls_opts *o)
+{
+    SSL_CTX *ctx;
     int r;
 
     ERR_clear_error();
-    t->ctx = SSL_CTX_new(TLS_client_method());
-    if (t->ctx == NULL)
+    ctx = *out = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
         return fail_openssl(n, SMTP_E_TLS, "cannot create TLS context");
-    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1)
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
         return fail_openssl(n, SMTP_E_TLS, "cannot require TLS 1.2");
-    SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
     /* Partial writes give smtp_net_send semantics (a short count instead
      * of all-or-nothing); a retry may pass the same bytes at another
      * address. */
-    SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (t->verify) {
-        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
-        r = load_trust(t, n, o);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Sessions go to new_session_cb, never into a cache of OpenSSL's: the
+     * caller decides which connection may offer which session. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+    if (verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+        r = load_trust(ctx, n, o);
         if (r != SMTP_OK)
             return r;
     } else {
-        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    return load_client_cert(t, n, o);
+    return load_client_cert(ctx, n, o);
+}
+
+int smtp_tls_ctx_new(smtp_tls_ctx **out, smtp_net *n, const smtp_tls_opts *o)
+{
+    smtp_tls_opts defaults;
+    smtp_tls_ctx *c;
+    int r;
+
+    *out = NULL;
+    n->errmsg[0] = '\0';
+    if (o == NULL) {
+        smtp_tls_opts_init(&defaults);
+        o = &defaults;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return fail(n, SMTP_E_NOMEM, "out of memory");
+    c->verify = o->verify != 0;
+    r = make_ctx(&c->ctx, c->verify, n, o);
+    if (r != SMTP_OK) {
+        int saved = errno;
+        smtp_tls_ctx_free(c);
+        ERR_clear_error();
+        errno = saved;
+        return r;
+    }
+    *out = c;
+    return SMTP_OK;
+}
+
+void smtp_tls_ctx_free(smtp_tls_ctx *c)
+{
+    if (c == NULL)
+        return;
+    SSL_CTX_free(c->ctx);
+    free(c);
+}
+
+/* "dev:ino:size:mtime:ctime;" of one file, "-;" when it is not there. */
+static size_t stamp_file(char *buf, size_t size, const char *path)
+{
+    struct stat st;
+    int k;
+
+    if (path == NULL || stat(path, &st) != 0)
+        k = snprintf(buf, size, "-;");
+    else
+        k = snprintf(buf, size, "%lx:%lx:%lld:%lld:%lld;", (unsigned long)st.st_dev,
+                     (unsigned long)st.st_ino, (long long)st.st_size, (long long)st.st_mtime,
+                     (long long)st.st_ctime);
+    if (k < 0)
+        return 0;
+    return (size_t)k < size ? (size_t)k : size - 1;
+}
+
+void smtp_tls_opts_stamp(const smtp_tls_opts *o, char *buf, size_t size)
+{
+    const char *files[4];
+    size_t used = 0;
+    int i, nfiles = 0;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    if (o == NULL)
+        return;
+    if (o->verify && o->cafile == NULL && o->capath == NULL) {
+        /* SSL_CTX_set_default_verify_paths: the environment may move them */
+        const char *f = getenv(X509_get_default_cert_file_env());
+        const char *d = getenv(X509_get_default_cert_dir_env());
+        files[nfiles++] = f != NULL ? f : X509_get_default_cert_file();
+        files[nfiles++] = d != NULL ? d : X509_get_default_cert_dir();
+    } else if (o->verify) {
+        files[nfiles++] = o->cafile;
+        files[nfiles++] = o->capath;
+    }
+    files[nfiles++] = o->cert;
+    files[nfiles++] = o->key;
+    for (i = 0; i < nfiles && used + 1 < size; i++)
+        used += stamp_file(buf + used, size - used, files[i]);
 }
 
 /* SNI, and the name verify_cb checks; a missing name with verify was
@@ -574,10 +709,9 @@ static int set_peer_name(smtp_tls *t, smtp_net *n, const char *servername)
     /* RFC 6066 section 3: literal addresses are not permitted in SNI. */
     if (!is_ip && SSL_set_tlsext_host_name(t->ssl, servername) != 1)
         return fail_openssl(n, SMTP_E_TLS, "cannot set the TLS server name");
-    if (!t->verify)
-        return SMTP_OK;
-    /* Not OpenSSL's own check (SSL_set1_host): verify_cb applies the
-     * rule of name_matches, the one the cosocket transport uses too. */
+    /* Not OpenSSL's own check (SSL_set1_host): with verify, verify_cb
+     * applies the rule of name_matches, the one the cosocket transport uses
+     * too. The copy also labels the sessions this connection gets. */
     t->servername = strdup(servername);
     if (t->servername == NULL)
         return fail(n, SMTP_E_NOMEM, "out of memory");
@@ -631,18 +765,114 @@ void smtp_tls_free(smtp_tls *t)
 {
     if (t == NULL)
         return;
+    /* OpenSSL spoils the session of a connection freed without a shutdown
+     * (ssl_clear_bad_session). A healthy one ends without close_notify only
+     * because this function does no I/O: its session stays resumable. A
+     * broken one keeps the rule, which also spoils the session object a
+     * cache may hold. */
+    if (t->ssl != NULL && !t->broken && SSL_is_init_finished(t->ssl))
+        SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     /* The SSL owns the BIO, which uses the method: free in that order. */
     SSL_free(t->ssl);
     SSL_CTX_free(t->ctx);
     BIO_meth_free(t->meth);
+    SSL_SESSION_free(t->fresh);
     free(t->servername);
     free(t);
+}
+
+/* A resumed handshake skips the certificate exchange and verify_cb: the
+ * session must come from a verified connection, and the name is checked
+ * again on the certificate it holds. */
+static int check_resumed(smtp_tls *t, smtp_net *n)
+{
+    long vr = SSL_get_verify_result(t->ssl);
+
+    if (vr != X509_V_OK)
+        return fail(n, SMTP_E_TLS, "certificate verify failed: %s (resumed session)",
+                    X509_verify_cert_error_string(vr));
+    t->name_checked = 0;
+    return check_peer_name(t, n);
+}
+
+/* Offers s when it was verified for this very name and verify setting.
+ *
+ * A copy is offered, not s itself: OpenSSL's client spends a TLS 1.3 ticket
+ * on its first use (RFC 8446 C.4 "SHOULD NOT reuse", against observers
+ * linking connections), and a server that does not renew tickets on
+ * resumption (Postfix) would then get a full handshake every other
+ * connection. For SMTP the linking is there anyway (the client's address,
+ * and with STARTTLS its EHLO name in the clear before the handshake), while
+ * each full handshake costs both sides the certificate signature and
+ * verification. A server that refuses a reused ticket (anti-replay) simply
+ * gets a full handshake and hands out a new one. */
+static void offer_session(smtp_tls *t, const smtp_tls_session *s)
+{
+    const char *name = t->servername != NULL ? t->servername : "";
+    SSL_SESSION *copy;
+
+    if (s == NULL || s->verify != t->verify || strcmp(s->servername, name) != 0 ||
+        !SSL_SESSION_is_resumable(s->sess))
+        return;
+    ERR_clear_error();
+    copy = SSL_SESSION_dup(s->sess);
+    if (copy == NULL || SSL_set_session(t->ssl, copy) != 1)
+        ERR_clear_error(); /* a full handshake then */
+    SSL_SESSION_free(copy); /* the SSL holds its own reference */
+}
+
+int smtp_tls_start_ctx(smtp_tls **out, smtp_net *n, smtp_tls_ctx *c, const char *servername,
+                       const smtp_tls_session *resume, double deadline)
+{
+    smtp_tls *t;
+    int r;
+
+    *out = NULL;
+    n->errmsg[0] = '\0';
+    if (n->fd < 0) {
+        errno = EBADF;
+        return fail(n, SMTP_E_IO, "not connected");
+    }
+    if (c == NULL)
+        return fail(n, SMTP_E_ARGUMENT, "no TLS context");
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return fail(n, SMTP_E_NOMEM, "out of memory");
+    t->fd = n->fd;
+    t->verify = c->verify;
+    if (t->verify && (servername == NULL || servername[0] == '\0')) {
+        r = fail(n, SMTP_E_TLS, "no server name to verify");
+    } else if (SSL_CTX_up_ref(c->ctx) != 1) {
+        r = fail(n, SMTP_E_NOMEM, "out of memory");
+    } else {
+        t->ctx = c->ctx;
+        r = make_ssl(t, n);
+    }
+    if (r == SMTP_OK)
+        r = set_peer_name(t, n, servername);
+    if (r == SMTP_OK) {
+        offer_session(t, resume);
+        r = handshake(t, n, servername, deadline);
+    }
+    if (r == SMTP_OK && t->verify)
+        r = SSL_session_reused(t->ssl) ? check_resumed(t, n) : check_peer_name(t, n);
+    if (r != SMTP_OK) {
+        int saved = errno; /* SMTP_E_IO promises the failing call's errno */
+        t->broken = 1;
+        smtp_tls_free(t);
+        ERR_clear_error();
+        errno = saved;
+        return r;
+    }
+    n->errmsg[0] = '\0';
+    *out = t;
+    return SMTP_OK;
 }
 
 int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double deadline)
 {
     smtp_tls_opts defaults;
-    smtp_tls *t;
+    smtp_tls_ctx *c;
     int r;
 
     *out = NULL;
@@ -655,34 +885,60 @@ int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double d
         errno = EBADF;
         return fail(n, SMTP_E_IO, "not connected");
     }
-    t = calloc(1, sizeof *t);
-    if (t == NULL)
-        return fail(n, SMTP_E_NOMEM, "out of memory");
-    t->fd = n->fd;
-    t->verify = o->verify != 0;
     /* Refused before any OpenSSL work: nothing to load for a lost cause. */
-    if (t->verify && (o->servername == NULL || o->servername[0] == '\0'))
-        r = fail(n, SMTP_E_TLS, "no server name to verify");
-    else
-        r = make_ctx(t, n, o);
-    if (r == SMTP_OK)
-        r = make_ssl(t, n);
-    if (r == SMTP_OK)
-        r = set_peer_name(t, n, o->servername);
-    if (r == SMTP_OK)
-        r = handshake(t, n, o->servername, deadline);
-    if (r == SMTP_OK && t->verify)
-        r = check_peer_name(t, n);
-    if (r != SMTP_OK) {
-        int saved = errno; /* SMTP_E_IO promises the failing call's errno */
-        smtp_tls_free(t);
-        ERR_clear_error();
-        errno = saved;
+    if (o->verify && (o->servername == NULL || o->servername[0] == '\0'))
+        return fail(n, SMTP_E_TLS, "no server name to verify");
+    r = smtp_tls_ctx_new(&c, n, o);
+    if (r != SMTP_OK)
         return r;
+    r = smtp_tls_start_ctx(out, n, c, o->servername, NULL, deadline);
+    smtp_tls_ctx_free(c); /* the session keeps its own reference */
+    return r;
+}
+
+int smtp_tls_reused(const smtp_tls *t)
+{
+    return t != NULL && t->ssl != NULL && SSL_session_reused(t->ssl) ? 1 : 0;
+}
+
+int smtp_tls_has_session(const smtp_tls *t)
+{
+    return t != NULL && t->fresh != NULL && !t->broken;
+}
+
+smtp_tls_session *smtp_tls_take_session(smtp_tls *t)
+{
+    const char *name;
+    smtp_tls_session *s;
+    size_t len;
+
+    if (!smtp_tls_has_session(t))
+        return NULL;
+    name = t->servername != NULL ? t->servername : "";
+    len = strlen(name);
+    s = malloc(sizeof *s + len + 1);
+    if (s != NULL) {
+        s->sess = t->fresh;
+        s->verify = t->verify;
+        memcpy(s->servername, name, len + 1);
+    } else {
+        SSL_SESSION_free(t->fresh);
     }
-    n->errmsg[0] = '\0';
-    *out = t;
-    return SMTP_OK;
+    t->fresh = NULL;
+    return s;
+}
+
+int smtp_tls_session_resumable(const smtp_tls_session *s)
+{
+    return s != NULL && SSL_SESSION_is_resumable(s->sess) ? 1 : 0;
+}
+
+void smtp_tls_session_free(smtp_tls_session *s)
+{
+    if (s == NULL)
+        return;
+    SSL_SESSION_free(s->sess);
+    free(s);
 }
 
 /* ---- transfer ------------------------------------------------------------ */

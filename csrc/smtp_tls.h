@@ -105,6 +105,68 @@ int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double d
 int smtp_tls_check_name(const void *der, size_t len, const char *servername, char *why,
                         size_t size);
 
+/* ---- reuse: contexts and sessions ----------------------------------------
+ * Building a context loads the trust store (the system bundle: about 20 ms
+ * of CPU) and the client certificate; resuming a session skips the
+ * certificate exchange and its verification. A caller that makes several
+ * connections keeps a context per set of options and a session per server,
+ * e.g. the Lua binding for the life of its Lua state. Nothing here is
+ * global: the caller owns every object and frees it.
+ *
+ * Verification stays as strict on resumption: a session records the server
+ * name it was verified for and whether it was; smtp_tls_start_ctx offers it
+ * only to a connection with the same name and the same verify setting, and
+ * after a resumed handshake the session's verify result must be OK and the
+ * server name is checked again (smtp_tls_check_name's rule) against the
+ * certificate the session holds. */
+typedef struct smtp_tls_ctx smtp_tls_ctx;         /* opaque: an SSL_CTX */
+typedef struct smtp_tls_session smtp_tls_session; /* opaque: an SSL_SESSION */
+
+/* Builds a context from o's verify, cafile, capath, cert and key (o's
+ * servername is not used). Returns 0 with *out set, or SMTP_E_TLS,
+ * SMTP_E_NOMEM or SMTP_E_ARGUMENT with the reason in n->errmsg (n is only
+ * used for that) and *out NULL. */
+int smtp_tls_ctx_new(smtp_tls_ctx **out, smtp_net *n, const smtp_tls_opts *o);
+
+/* Frees c; sessions started on it keep their own reference. NULL is fine. */
+void smtp_tls_ctx_free(smtp_tls_ctx *c);
+
+/* What the files behind o are now (cafile, capath, cert, key, or the system
+ * trust store's file and directory when neither cafile nor capath is given):
+ * device, inode, size and modification time of each, written into buf (NUL
+ * terminated, at most size - 1 bytes). A context built from o stays valid
+ * while this text and o's own fields stay the same; a caller that caches
+ * contexts makes it part of the key. Missing files read as "-". */
+void smtp_tls_opts_stamp(const smtp_tls_opts *o, char *buf, size_t size);
+
+/* smtp_tls_start with a context built by smtp_tls_ctx_new and the server
+ * name servername (same rules as smtp_tls_opts.servername). resume: a
+ * session taken from an earlier connection (smtp_tls_take_session) to offer
+ * for resumption, or NULL; it is offered only when it was verified for the
+ * same server name with the same verify setting, and stays owned by the
+ * caller. The server may refuse it: a full handshake follows. On failure
+ * after offering a session, drop that session. */
+int smtp_tls_start_ctx(smtp_tls **out, smtp_net *n, smtp_tls_ctx *c, const char *servername,
+                       const smtp_tls_session *resume, double deadline);
+
+/* 1 when t's handshake resumed an earlier session, else 0 (also for NULL). */
+int smtp_tls_reused(const smtp_tls *t);
+
+/* Whether the server has handed t a new resumable session (TLS 1.2: at the
+ * end of a full handshake; TLS 1.3: a ticket, which arrives with the first
+ * data read after the handshake). */
+int smtp_tls_has_session(const smtp_tls *t);
+
+/* Takes that session (the caller owns it: smtp_tls_session_free), or NULL
+ * when there is none or memory ran out. */
+smtp_tls_session *smtp_tls_take_session(smtp_tls *t);
+
+/* 1 while s can still be offered (not expired, not spoilt by a failed
+ * connection), else 0. */
+int smtp_tls_session_resumable(const smtp_tls_session *s);
+
+void smtp_tls_session_free(smtp_tls_session *s);
+
 /* Encrypts and sends up to len bytes of buf: returns the number of bytes
  * taken (>= 1; short writes are normal, at most one TLS record's worth) or
  * a negative SMTP_E_* code, like smtp_net_send. May need to read from the

@@ -141,6 +141,7 @@ function Message:source() end
 ---@field capabilities table<string, string|true>
 ---@field tls boolean
 ---@field authenticated? string
+---@field tls_resumed? boolean
 local Session = {}
 ---@param spec smtp.MessageOptions
 ---@return smtp.Result? res

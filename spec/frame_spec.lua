@@ -255,4 +255,29 @@ describe("framer", function()
       assert.equal(one_shot, frame_chunks(chunks), "round " .. round)
     end
   end)
+
+  it("core.inspect: the size after CRLF normalisation and the 8-bit flags, on random input", function()
+    local alphabet = { "a", "b", "\r", "\n", "\r\n", ".", "\200", "\255", "x" }
+    local seed = 7
+    local function rand(n)
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n + 1
+    end
+    for round = 1, 400 do
+      local parts = {}
+      for _ = 1, rand(40) - 1 do parts[#parts + 1] = alphabet[rand(#alphabet)] end
+      local raw = table.concat(parts)
+      local ok, eightbit, head8, size = core.inspect(raw)
+      assert.is_true(ok)
+      -- the size on the wire: every line end a CRLF, one added when missing
+      local want = #normalised(raw)
+      if raw == "" then want = 0 end
+      assert.equal(want, size, "round " .. round .. ": " .. string.format("%q", raw))
+      assert.equal(raw:find("[\128-\255]") ~= nil, eightbit, "round " .. round)
+      local head = raw:match("^(.-\n)\r?\n") or raw
+      if eightbit then
+        assert.equal(head:find("[\128-\255]") ~= nil, head8, "round " .. round)
+      end
+    end
+  end)
 end)

@@ -252,6 +252,100 @@ describe("TLS #tls", function()
       s:quit()
     end)
 
+    -- Contexts and sessions are kept for the life of the Lua state
+    -- (core.tls_cache() counts them); counters are compared before and after.
+    local core = require "smtp.core"
+    local function delta(before)
+      local now = core.tls_cache()
+      return { built = now.built - before.built, handshakes = now.handshakes - before.handshakes,
+               resumed = now.resumed - before.resumed }
+    end
+
+    it("a second connection reuses the context and resumes the TLS session, still verified", function()
+      if not need() then return end
+      local before = core.tls_cache()
+      local lines1, dbg1 = recorder()
+      local s1, err1 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", debug = dbg1 }))
+      assert.is_table(s1, err1)
+      assert.is_false(s1.tls_resumed)   -- a new Postfix: nothing to resume yet
+      assert.is_table(s1:send(message("first of two")))
+      s1:quit()
+      local lines2, dbg2 = recorder()
+      local s2, err2 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", debug = dbg2 }))
+      assert.is_table(s2, err2)
+      assert.is_true(s2.tls_resumed)
+      s2:quit()
+      local d = delta(before)
+      assert.is_true(d.built <= 1, "contexts built: " .. d.built)   -- 0 when an earlier test built it
+      assert.equal(2, d.handshakes)
+      assert.equal(1, d.resumed)
+      assert.truthy(find_line(lines2, "tls: handshake, verifying the certificate for localhost", true))
+      assert.truthy(find_line(lines2, "^tls: TLSv1%.[23] .* %(resumed session%)$"))
+      assert.is_nil(find_line(lines1, "resumed", true))
+      delivered("first of two")
+
+      -- the same server under another name, or with another CA: refused as
+      -- before, a session kept for localhost changes nothing
+      local s3, err3, info3 = smtp.connect(base_opts(pf.ports.plain, { host = "127.0.0.1",
+        tls = "starttls", servername = "mail.example" }))
+      assert.is_nil(s3)
+      assert.equal("tls", info3.kind)
+      assert.matches("hostname mismatch (server name 'mail.example')", err3, 1, true)
+      local s4, err4, info4 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls",
+        cafile = C.other_ca }))
+      assert.is_nil(s4)
+      assert.equal("tls", info4.kind)
+      assert.matches("^tls: certificate verify failed: self[%- ]signed certificate in certificate chain$", err4)
+      -- and the good settings still resume
+      local s5, err5 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls" }))
+      assert.is_table(s5, err5)
+      assert.is_true(s5.tls_resumed)
+      s5:quit()
+    end)
+
+    it("a changed CA file gives a new context and no resumption across it", function()
+      if not need() then return end
+      local cafile = tmp .. "/reuse-ca.crt"
+      local function write_ca(extra)
+        local src = assert(io.open(C.ca, "rb"))
+        local pem = src:read("*a")
+        src:close()
+        local f = assert(io.open(cafile, "wb"))
+        f:write(pem, extra or "")
+        f:close()
+      end
+      write_ca()
+      local before = core.tls_cache()
+      local s1, err1 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", cafile = cafile }))
+      assert.is_table(s1, err1)
+      s1:quit()
+      local s2, err2 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", cafile = cafile }))
+      assert.is_table(s2, err2)
+      assert.is_true(s2.tls_resumed)
+      s2:quit()
+      assert.same({ built = 1, handshakes = 2, resumed = 1 }, delta(before))
+
+      write_ca("\n# rewritten\n")   -- same path, other contents
+      before = core.tls_cache()
+      local s3, err3 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", cafile = cafile }))
+      assert.is_table(s3, err3)
+      assert.is_false(s3.tls_resumed)
+      s3:quit()
+      assert.same({ built = 1, handshakes = 1, resumed = 0 }, delta(before))
+
+      -- a CA file that no longer trusts the server: refused, whatever was cached
+      local f = assert(io.open(C.other_ca, "rb"))
+      local other = f:read("*a")
+      f:close()
+      f = assert(io.open(cafile, "wb"))
+      f:write(other)
+      f:close()
+      local s4, err4, info4 = smtp.connect(base_opts(pf.ports.plain, { tls = "starttls", cafile = cafile }))
+      assert.is_nil(s4)
+      assert.equal("tls", info4.kind, err4)
+      os.remove(cafile)
+    end)
+
     it("verify = false accepts a name the certificate does not carry, and says so", function()
       if not need() then return end
       local lines, dbg = recorder()
@@ -319,6 +413,33 @@ describe("TLS #tls", function()
         nothing_sent_after_handshake(lines)
       end)
     end
+
+    it("a cached context still refuses bad certificates after a verified connection", function()
+      if not need_fake() then return end
+      local good = servers.fake{
+        implicit_tls = true,
+        tls = { cert = C.good, key = C.good_key },
+        steps = concat({ GREET }, after_tls()),
+      }
+      local s, err = smtp.connect(base_opts(good.port, { tls = "implicit" }))
+      assert.is_table(s, err)
+      s:quit()
+      assert.is_true(good:wait(5))
+      for _, case in ipairs(cases) do
+        if not case.cafile then
+          local srv = servers.fake{
+            implicit_tls = true,
+            tls = { cert = C[case.cert], key = C[case.cert .. "_key"] },
+            steps = { GREET },
+          }
+          local s2, err2, info2 = smtp.connect(base_opts(srv.port, { tls = "implicit" }))
+          assert.is_nil(s2)
+          assert.equal("tls", info2.kind)
+          assert.matches(case.reason, err2:lower())
+          srv:stop()
+        end
+      end
+    end)
 
     it("host 127.0.0.1 against a certificate without that IP: IP address mismatch", function()
       if not need_fake() then return end

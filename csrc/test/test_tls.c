@@ -1067,6 +1067,198 @@ static void test_old_protocol_refused(void)
           "TLS 1.1-only server is refused");
 }
 
+/* ---- reuse: contexts and sessions ------------------------------------------ */
+
+/* A server for `count` connections on one SSL_CTX, so its tickets resume:
+ * each gets "hello reused=N\r\n", one line echoed, close_notify. A
+ * connection whose handshake fails is skipped. Never returns. */
+static void serve_many(int lfd, const char *cert, const char *key, int max_version, int count)
+{
+    SSL_CTX *ctx;
+    int i;
+
+    alarm(20);
+    signal(SIGPIPE, SIG_IGN);
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        _exit(10);
+    if (max_version != 0)
+        SSL_CTX_set_max_proto_version(ctx, max_version);
+    for (i = 0; i < count; i++) {
+        char line[256];
+        size_t got = 0;
+        int fd = accept(lfd, NULL, NULL), len;
+        SSL *ssl = SSL_new(ctx);
+
+        if (fd < 0 || ssl == NULL || SSL_set_fd(ssl, fd) != 1)
+            _exit(12);
+        if (SSL_accept(ssl) == 1) {
+            len = snprintf(line, sizeof line, "hello reused=%d\r\n", (int)SSL_session_reused(ssl));
+            SSL_write(ssl, line, len);
+            while (got < sizeof line && (got < 2 || memcmp(line + got - 2, "\r\n", 2) != 0)) {
+                int r = SSL_read(ssl, line + got, (int)(sizeof line - got));
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
+            if (got > 0)
+                SSL_write(ssl, line, (int)got);
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        close(fd);
+    }
+    _exit(0);
+}
+
+/* One connection on context c offering resume: the smtp_tls_start_ctx code;
+ * on success *reused and the server's greeting, and the session the server
+ * handed out in *taken (NULL if none). */
+static int reuse_round(const char *port, smtp_tls_ctx *c, const char *servername,
+                       const smtp_tls_session *resume, int *reused, char *greeting, size_t size,
+                       smtp_tls_session **taken, char *errmsg, size_t errsize)
+{
+    static const char line[] = "QUIT\r\n";
+    smtp_net n;
+    smtp_tls *t = NULL;
+    int r;
+
+    *reused = -1;
+    greeting[0] = '\0';
+    if (taken != NULL)
+        *taken = NULL;
+    if (connect_to(&n, port) != SMTP_OK)
+        return SMTP_E_CONNECT;
+    r = smtp_tls_start_ctx(&t, &n, c, servername, resume, smtp_net_now() + 5);
+    snprintf(errmsg, errsize, "%s", n.errmsg);
+    if (r == SMTP_OK) {
+        *reused = smtp_tls_reused(t);
+        if (read_line(t, &n, greeting, size, smtp_net_now() + 5) < 0)
+            greeting[0] = '\0';
+        send_all(t, &n, line, sizeof line - 1, smtp_net_now() + 5);
+        if (taken != NULL)
+            *taken = smtp_tls_take_session(t);
+        smtp_tls_free(t);
+    } else if (t != NULL) {
+        printf("# *out not NULL after a failure\n");
+    }
+    smtp_net_close(&n);
+    return r;
+}
+
+static void check_reuse(int max_version, const char *label)
+{
+    char port[16], greeting[128], err[256], name[200];
+    smtp_tls_opts o;
+    smtp_tls_ctx *c = NULL, *c_noverify = NULL;
+    smtp_tls_session *s1 = NULL, *s2 = NULL;
+    smtp_net n;
+    int lfd = listen_loopback(port, sizeof port), reused, r;
+    pid_t pid;
+
+    if (lfd < 0) {
+        CHECK(0, "listen for the reuse server");
+        return;
+    }
+    pid = fork_flushed();
+    if (pid == 0)
+        serve_many(lfd, path("good.pem"), path("srv.key"), max_version, 6);
+    close(lfd);
+
+    smtp_net_init(&n);
+    opts_for(&o, NULL, path("ca.pem"));
+    r = smtp_tls_ctx_new(&c, &n, &o);
+    snprintf(name, sizeof name, "%s: context built once", label);
+    CHECK(r == SMTP_OK && c != NULL, name);
+    o.verify = 0;
+    CHECK(smtp_tls_ctx_new(&c_noverify, &n, &o) == SMTP_OK, "context without verification");
+
+    r = reuse_round(port, c, "localhost", NULL, &reused, greeting, sizeof greeting, &s1, err,
+                    sizeof err);
+    snprintf(name, sizeof name, "%s: first connection, full handshake, a session handed out", label);
+    CHECK(r == SMTP_OK && reused == 0 && strcmp(greeting, "hello reused=0\r\n") == 0 && s1 != NULL &&
+              smtp_tls_session_resumable(s1),
+          name);
+
+    r = reuse_round(port, c, "localhost", s1, &reused, greeting, sizeof greeting, &s2, err,
+                    sizeof err);
+    snprintf(name, sizeof name, "%s: second connection on the same context resumes", label);
+    CHECK(r == SMTP_OK && reused == 1 && strcmp(greeting, "hello reused=1\r\n") == 0, name);
+    snprintf(name, sizeof name, "%s: the offered session stays resumable", label);
+    CHECK(smtp_tls_session_resumable(s1), name);
+
+    r = reuse_round(port, c, "127.0.0.1", s1, &reused, greeting, sizeof greeting, NULL, err,
+                    sizeof err);
+    snprintf(name, sizeof name, "%s: a session for localhost is not offered for 127.0.0.1", label);
+    CHECK(r == SMTP_OK && reused == 0 && strcmp(greeting, "hello reused=0\r\n") == 0, name);
+
+    r = reuse_round(port, c_noverify, "localhost", s1, &reused, greeting, sizeof greeting, NULL, err,
+                    sizeof err);
+    snprintf(name, sizeof name, "%s: nor on a context that does not verify", label);
+    CHECK(r == SMTP_OK && reused == 0 && strcmp(greeting, "hello reused=0\r\n") == 0, name);
+
+    r = reuse_round(port, c, "wrong.example", s1, &reused, greeting, sizeof greeting, NULL, err,
+                    sizeof err);
+    printf("# %s\n", err);
+    snprintf(name, sizeof name, "%s: another name gets a full handshake and fails verification",
+             label);
+    CHECK(r == SMTP_E_TLS && strstr(err, "hostname mismatch") != NULL, name);
+
+    r = reuse_round(port, c, "localhost", s2 != NULL ? s2 : s1, &reused, greeting, sizeof greeting,
+                    NULL, err, sizeof err);
+    snprintf(name, sizeof name, "%s: still resumes after that failure", label);
+    CHECK(r == SMTP_OK && reused == 1, name);
+
+    snprintf(name, sizeof name, "%s: server served every connection", label);
+    CHECK(wait_child(pid) == 0, name);
+    smtp_tls_session_free(s1);
+    smtp_tls_session_free(s2);
+    smtp_tls_ctx_free(c);
+    smtp_tls_ctx_free(c_noverify);
+    CHECK(smtp_tls_take_session(NULL) == NULL && smtp_tls_reused(NULL) == 0 &&
+              smtp_tls_session_resumable(NULL) == 0,
+          "NULL is handled");
+}
+
+static void test_reuse(void)
+{
+    check_reuse(0, "TLS 1.3");
+    check_reuse(TLS1_2_VERSION, "TLS 1.2");
+}
+
+static void test_opts_stamp(void)
+{
+    char a[512], b[512], c[512];
+    smtp_tls_opts o;
+    FILE *f;
+    const char *file = path("stamp.pem");
+
+    smtp_tls_opts_init(&o);
+    o.cafile = file;
+    remove(file);
+    smtp_tls_opts_stamp(&o, a, sizeof a);
+    CHECK(strncmp(a, "-;", 2) == 0, "stamp: a missing file reads as -");
+    f = fopen(file, "w");
+    fputs("one\n", f);
+    fclose(f);
+    smtp_tls_opts_stamp(&o, b, sizeof b);
+    CHECK(strcmp(a, b) != 0, "stamp: a new file changes it");
+    f = fopen(file, "w");
+    fputs("one two\n", f);
+    fclose(f);
+    smtp_tls_opts_stamp(&o, c, sizeof c);
+    CHECK(strcmp(b, c) != 0, "stamp: a rewritten file changes it");
+    smtp_tls_opts_stamp(&o, a, sizeof a);
+    CHECK(strcmp(a, c) == 0, "stamp: the same file gives the same text");
+    smtp_tls_opts_stamp(&o, a, 4);
+    CHECK(strlen(a) == 3, "stamp: bounded by the buffer");
+    o.cafile = NULL;
+    smtp_tls_opts_stamp(&o, a, sizeof a);
+    CHECK(strcmp(a, "-;-;-;-;") != 0, "stamp: the system trust store is stamped");
+    remove(file);
+}
+
 int main(void)
 {
     if (!make_certificates()) {
@@ -1089,6 +1281,8 @@ int main(void)
     test_big_send_timeout();
     test_client_certificate();
     test_old_protocol_refused();
+    test_reuse();
+    test_opts_stamp();
     remove_certificates();
     return check_done();
 }

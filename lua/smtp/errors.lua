@@ -83,6 +83,10 @@ end
 -- each of its lines: that code is in `enhanced`.
 function M.text(enhanced, text)
   if not enhanced or not text then return text end
+  if not text:find("\n", 1, true) then   -- one line: the usual case, no tables
+    if text:sub(1, #enhanced) ~= enhanced then return text end
+    return (text:sub(#enhanced + 1):gsub("^ ", ""))
+  end
   local lines = {}
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     if line:sub(1, #enhanced) == enhanced then

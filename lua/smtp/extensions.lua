@@ -80,31 +80,47 @@ end
 -- (true/false/nil: unknown), utf8_headers }. Returns { mail = string|nil,
 -- rcpt = function(addr)|nil, guard = bool (refuse 8-bit octets while
 -- streaming) } or nil, err, info.
-function M.params(caps, job)
+-- MAIL parameters grow as one space-separated string (nil: none, the
+-- usual case): no table per transaction.
+local function add(m, w) return m and (m .. " " .. w) or w end
+
+-- ascii: optional memo { [address] = address.ascii_domain(address) }.
+function M.params(caps, job, ascii)
   caps = caps or {}
   local env = job.envelope
-  local mail, rcpt_extra = {}, {}
+  local mail = nil   -- MAIL parameters (see add)
   -- Without SMTPUTF8 a non-ASCII domain goes as A-labels (RFC 5891); only
   -- a UTF-8 local part then still needs the extension.
   local from, to = env.from, env.to
   if not caps.SMTPUTF8 then
-    local err
-    from, err = address.ascii_domain(env.from)
+    local err, changed
+    from = ascii and ascii[from]
+    if not from then from, err = address.ascii_domain(env.from) end
     if not from then return errors.fail("argument", err, { stage = "mail" }) end
-    to = {}
     for i, r in ipairs(env.to) do
-      to[i], err = address.ascii_domain(r)
-      if not to[i] then return errors.fail("argument", err, { stage = "rcpt" }) end
+      local a = ascii and ascii[r]
+      if not a then
+        a, err = address.ascii_domain(r)
+        if not a then return errors.fail("argument", err, { stage = "rcpt" }) end
+      end
+      if a ~= r and not changed then
+        changed = {}
+        for j = 1, i - 1 do changed[j] = env.to[j] end
+      end
+      if changed then changed[i] = a end
     end
+    to = changed or env.to
   end
   local utf8 = job.utf8_headers or has_non_ascii(from)
-  for _, r in ipairs(to) do if has_non_ascii(r) then utf8 = true end end
+  if not utf8 then
+    for _, r in ipairs(to) do if has_non_ascii(r) then utf8 = true break end end
+  end
   if utf8 then
     if not caps.SMTPUTF8 then
       return errors.fail("unsupported", "the message needs SMTPUTF8 (non-ASCII addresses or" ..
         " headers) and the server does not offer it", { stage = "mail", temporary = false })
     end
-    mail[#mail + 1] = "SMTPUTF8"
+    mail = add(mail, "SMTPUTF8")
   end
   local guard = false
   -- A UTF-8 envelope alone needs SMTPUTF8, not 8BITMIME: the content may
@@ -114,24 +130,26 @@ function M.params(caps, job)
       return errors.fail("unsupported", "the message has 8-bit data and the server does not" ..
         " offer 8BITMIME", { stage = "mail", temporary = false })
     end
-    mail[#mail + 1] = "BODY=8BITMIME"
+    mail = add(mail, "BODY=8BITMIME")
   elseif job.eightbit == nil then
     -- A stream of unknown content: declare 8-bit when the server takes it,
     -- otherwise refuse 8-bit octets as they come.
-    if caps["8BITMIME"] then mail[#mail + 1] = "BODY=8BITMIME" else guard = true end
+    if caps["8BITMIME"] then mail = add(mail, "BODY=8BITMIME") else guard = true end
   end
   local dsn = job.dsn
+  local rcpt_extra
   if dsn then
+    rcpt_extra = {}
     if not caps.DSN then
       return errors.fail("unsupported", "delivery status notifications were asked for and the" ..
         " server does not offer DSN", { stage = "mail", temporary = false })
     end
-    if dsn.ret then mail[#mail + 1] = "RET=" .. dsn.ret end
-    if dsn.envid then mail[#mail + 1] = "ENVID=" .. M.xtext(dsn.envid) end
+    if dsn.ret then mail = add(mail, "RET=" .. dsn.ret) end
+    if dsn.envid then mail = add(mail, "ENVID=" .. M.xtext(dsn.envid)) end
     if dsn.notify then rcpt_extra[#rcpt_extra + 1] = "NOTIFY=" .. dsn.notify end
   end
   local rcpt_params
-  if #rcpt_extra > 0 or (dsn and dsn.orcpt) then
+  if dsn and (#rcpt_extra > 0 or dsn.orcpt) then
     local fixed = table.concat(rcpt_extra, " ")
     rcpt_params = function(addr)
       if dsn.orcpt then
@@ -142,7 +160,7 @@ function M.params(caps, job)
       return fixed
     end
   end
-  return { mail = #mail > 0 and table.concat(mail, " ") or nil, rcpt = rcpt_params, guard = guard,
+  return { mail = mail, rcpt = rcpt_params, guard = guard,
            from = from, to = to }
 end
 

@@ -77,7 +77,12 @@ end
 
 -- The envelope for a raw message: envelope = { from, to } or from/to/cc/bcc.
 local function raw_envelope(spec)
-  local env = spec.envelope or {}
+  local env = spec.envelope
+  -- The usual case as given: never changed afterwards, so no copy.
+  if env and type(env.from) == "string" and env.from ~= "<>" and type(env.to) == "table" then
+    return env
+  end
+  env = env or {}
   local from = env.from
   if from == nil and (spec.from == "" or spec.from == "<>") then
     from = ""
@@ -207,7 +212,8 @@ function M.prepare(spec, session_dkim)
     local env, err, info = raw_envelope(spec)
     if not env then return nil, err, info end
     local raw = spec.message
-    local fields, serr, sinfo = signature(dkim_opt, rereader(raw))
+    local fields, serr, sinfo = "", nil, nil
+    if dkim_opt then fields, serr, sinfo = signature(dkim_opt, rereader(raw)) end
     if not fields then return nil, serr, sinfo end
     local source, size, eightbit, head8 = raw_source(raw)
     if not source then return nil, size, eightbit end

@@ -412,15 +412,32 @@ local SCOPES = {
 -- Raises at the caller's line (level as for error(), counted from the
 -- function that calls check) unless every field of opts is an option of
 -- this scope with a valid value. what: how the table is named in errors.
+-- scope -> { [option name] = option }: what SCOPES allows, worked out once
+-- (check runs for every message of a batch).
+local allowed_by_scope = {}
+local function allowed_options(scope)
+  local set = allowed_by_scope[scope]
+  if not set then
+    set = {}
+    for _, o in ipairs(M.list) do
+      if SCOPES[scope](o) then set[o.name] = o end
+    end
+    allowed_by_scope[scope] = set
+  end
+  return set
+end
+
 function M.check(opts, scope, level, what)
   local allowed = SCOPES[scope]
+  local allowed_set = allowed_options(scope)
   level = (level or 1) + 1
   if type(opts) ~= "table" then
     error(string.format("smtp: %s must be a table, got %s", what or "options", type(opts)), level)
   end
   for k, v in pairs(opts) do
-    local o = type(k) == "string" and M.by_name[k]
-    if not o or not allowed(o) then
+    local o = allowed_set[k]
+    if not o then
+      o = type(k) == "string" and M.by_name[k]
       local near = type(k) == "string" and closest(k, allowed)
       local where = what and (" in " .. what) or ""
       local msg = type(k) == "string" and string.format("smtp: unknown option '%s'%s", k, where)

@@ -357,9 +357,14 @@ function Session:_handshake(tls_opts, stage)
     return errors.fail(kind, msg or code, { stage = stage, temporary = kind ~= "tls" })
   end
   self.tls = true
-  if trace and self.transport.tls_info then
-    local version, cipher = self.transport:tls_info()
-    trace("tls", tostring(version) .. " " .. tostring(cipher))
+  if self.transport.tls_info then
+    local version, cipher, resumed = self.transport:tls_info()
+    -- resumed: an earlier session with this server (same name, same checks)
+    -- was taken up again; the transport checked the name once more.
+    self.tls_resumed = resumed == true
+    if trace then
+      trace("tls", tostring(version) .. " " .. tostring(cipher) .. (resumed and " (resumed session)" or ""))
+    end
   end
   return true
 end
@@ -696,6 +701,17 @@ local function credentials(opts)
            mech = opts.auth, authzid = opts.authzid }
 end
 
+-- This host's name for EHLO, asked of the system once a minute at most
+-- rather than for every connection.
+local host_name, host_name_at
+local function hostname()
+  local now = core.now()
+  if not host_name or now - host_name_at > 60 then
+    host_name, host_name_at = core.hostname() or "localhost", now
+  end
+  return host_name
+end
+
 -- Connects, says hello, upgrades to TLS and authenticates as opts (checked
 -- against smtp.options) say: the session, or the failure triple.
 function M.connect(opts)
@@ -703,7 +719,7 @@ function M.connect(opts)
   if creds == nil then return nil, cerr, cinfo end
   local trace = transcript.printer(opts.debug)
   -- The engine's rule for the EHLO name, checked before connecting.
-  local helo = opts.helo or core.hostname() or "localhost"
+  local helo = opts.helo or hostname()
   if helo == "" or #helo > 255 or helo:find("[%c ]") then
     return errors.fail("argument", "invalid host name for EHLO (control characters or spaces)")
   end

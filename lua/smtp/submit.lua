@@ -21,26 +21,39 @@ local CHUNK = 65536
 
 local function is_2xx(code) return code >= 200 and code < 300 end
 
-function M.check_envelope(from, to)
+-- checked: optional memo { [address] = its ASCII form } of addresses that
+-- passed already (within one batch the same addresses recur); filled here.
+function M.check_envelope(from, to, checked)
   if type(from) ~= "string" then return errors.fail("argument", "the envelope sender must be a string") end
   if type(to) ~= "table" then return errors.fail("argument", "the envelope recipients must be a list") end
   if #to == 0 then return errors.fail("argument", "no recipients") end
-  if not core.valid_address(from) then
-    return errors.fail("argument", "invalid sender address " .. errors.quote(from))
+  if not (checked and checked[from]) then
+    if not core.valid_address(from) then
+      return errors.fail("argument", "invalid sender address " .. errors.quote(from))
+    end
   end
   for _, rcpt in ipairs(to) do
-    if type(rcpt) ~= "string" or rcpt == "" or not core.valid_address(rcpt) then
+    if not (checked and checked[rcpt]) and
+        (type(rcpt) ~= "string" or rcpt == "" or not core.valid_address(rcpt)) then
       return errors.fail("argument", "invalid recipient address " .. errors.quote(rcpt))
     end
   end
   -- An internationalised domain must be a valid IDN whatever the server
   -- offers: say so before anything is sent.
-  local ok, err = address.ascii_domain(from)
-  for _, rcpt in ipairs(to) do
-    if not ok then break end
-    ok, err = address.ascii_domain(rcpt)
+  local ascii, err = checked and checked[from]
+  if not ascii then
+    ascii, err = address.ascii_domain(from)
+    if not ascii then return errors.fail("argument", err) end
+    if checked then checked[from] = ascii end
   end
-  if not ok then return errors.fail("argument", err) end
+  for _, rcpt in ipairs(to) do
+    ascii = checked and checked[rcpt]
+    if not ascii then
+      ascii, err = address.ascii_domain(rcpt)
+      if not ascii then return errors.fail("argument", err) end
+      if checked then checked[rcpt] = ascii end
+    end
+  end
   return true
 end
 
@@ -92,7 +105,7 @@ local function write_data(self, source)
   -- unless ending it released commands held for it: mark it traced, so the
   -- end of data stays in the engine with or without a transcript.
   if preview then self:_trace_output(false) end
-  local held = eng:staged()
+  local held = preview and eng:staged()
   eng:body_end()
   if preview then
     if held == 0 then self:_trace_output(false) end
@@ -256,6 +269,7 @@ function M.submit(self, jobs, opts)
   local awaiting_body
   local finished   -- the results, once the session has ended
   local retry, retried = {}, {}   -- jobs to start again, unchained (see outcome)
+  local checked = {}   -- addresses of this batch found valid: their ASCII form
 
   local function fail_rest(kind, text)
     for _, rec in pairs(recs) do results[rec.i] = outcome_lost(eng, rec, kind, text) end
@@ -395,9 +409,9 @@ function M.submit(self, jobs, opts)
       return false, "closed", "the session is no longer usable"
     end
     local env = job.envelope
-    local valid, verr, vinfo = M.check_envelope(env.from, env.to)
+    local valid, verr, vinfo = M.check_envelope(env.from, env.to, checked)
     if not valid then results[i] = { nil, verr, vinfo } return true end
-    local params, perr, pinfo = ext.params(self.capabilities, job)
+    local params, perr, pinfo = ext.params(self.capabilities, job, checked)
     if not params then results[i] = { nil, perr, pinfo } return true end
     local source = params.guard and ext.seven_bit_only(job.source) or job.source
     local ok, code, msg = eng:mail(params.from, job.size or 0, params.mail)
@@ -416,7 +430,8 @@ function M.submit(self, jobs, opts)
         return false, "closed", "too many recipients for one session"
       end
     end
-    local rec = { i = i, job = job, source = source, accepted = {}, refused = {}, replies = {},
+    local rec = { i = i, job = job, source = source, accepted = {}, refused = {},
+                  replies = self.lmtp and {} or nil,
                   rcpt_replied = 0, chained = inflight > 0 }
     recs[id] = rec
     inflight = inflight + 1
@@ -452,7 +467,7 @@ function M.submit(self, jobs, opts)
   while true do
     while (retry[1] or nextj <= n) and not awaiting_body and inflight < window and
         ((inflight == 0 and eng:transactions() == 0) or (eng:can_chain() and not self.no_chaining)) do
-      local i = table.remove(retry, 1)
+      local i = retry[1] and table.remove(retry, 1)
       if not i then
         i = nextj
         nextj = nextj + 1
