@@ -533,7 +533,9 @@ end
 -- Runs the transactions; on a connection from the pool that turns out to be
 -- stale at its first use (see found_stale), once more on a fresh connection
 -- made with the same options. The results then say retried_stale = true
--- (the result table, or the failure's info), and so does the session.
+-- (the result table, or the failure's info), and so does the session; when
+-- no fresh connection could be made, the first failures stand (not sent),
+-- with retried_stale = true and retry_error = why not.
 function Session:_submit(jobs, opts)
   local first_use = self.reused and not self._used
   self._used = true
@@ -546,8 +548,15 @@ function Session:_submit(jobs, opts)
     self.trace("info", "the pooled connection was stale; once more on a fresh connection")
   end
   self:close()
-  local fresh = self._reconnect()
-  if not fresh then return results end   -- the first failure (not sent) stands
+  local fresh, ferr = self._reconnect()
+  if not fresh then
+    -- The first failure (not sent) stands, saying that a retry failed too.
+    for _, r in ipairs(results) do
+      if type(r[3]) == "table" then r[3].retried_stale, r[3].retry_error = true, ferr end
+    end
+    self.retried_stale = true
+    return results
+  end
   -- The fresh session takes this one's place: the caller's object goes on.
   for k in pairs(self) do self[k] = nil end
   for k, v in pairs(fresh) do self[k] = v end
