@@ -334,12 +334,16 @@ local function run_one(env, kind)
   util.reap(probe)
   local probe_line = (read_file(tmp .. "/probe.out") or ""):match("PROBE ([^\n]+)") or "0 0 0 0 0"
   local pc, worst, p99, over, pfail = probe_line:match("(%d+) ([%d%.]+) ([%d%.]+) (%d+) (%d+)")
-  local proxy_text
+  local proxy_text, injected
   if proxy then
     stop_proc(proxy, "TERM")
     local out = read_file(tmp .. "/proxy.out") or ""
     local faults = {}
-    for p, k in out:gmatch("FAULT (%S+) (%d+)") do faults[#faults + 1] = p .. " " .. k end
+    injected = 0
+    for p, k in out:gmatch("FAULT (%S+) (%d+)") do
+      faults[#faults + 1] = p .. " " .. k
+      injected = injected + tonumber(k)
+    end
     proxy_text = "faults injected: " .. table.concat(faults, ", ") .. "; connections " ..
       tostring(out:match("CONNECTIONS (%d+)"))
   end
@@ -352,6 +356,7 @@ local function run_one(env, kind)
   a.probe = { count = tonumber(pc), worst = tonumber(worst), p99 = tonumber(p99), over50 = tonumber(over),
               failures = tonumber(pfail) }
   a.before, a.after, a.drained, a.dup_records = before, after, drained, dup_records
+  a.injected = injected
   local out = {
     string.format("== %s: %d requests at %d concurrent, %d nginx workers, load average %s -> %s",
       kind, n, c, opts.workers, load_before, loadavg()),
