@@ -118,13 +118,15 @@ local function drain(pf, timeout)
   local deadline = socket.gettime() + timeout
   local empty_since
   while socket.gettime() < deadline do
+    -- (find over a queue of thousands of files costs CPU: not too often)
     if queued(pf) == 0 then
       empty_since = empty_since or socket.gettime()
       if socket.gettime() - empty_since > 1.5 then return true end
+      socket.sleep(0.5)
     else
       empty_since = nil
+      socket.sleep(2)
     end
-    socket.sleep(0.5)
   end
   return false
 end
