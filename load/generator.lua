@@ -2,11 +2,12 @@
 -- own process by load/loadtest.lua:
 --   lua5.4 load/generator.lua NGINX_PORT N C QUERY PROGRESS_FILE
 -- Sends N requests GET /send?id=<1..N>&QUERY over C keep-alive HTTP/1.1
--- connections, each connection one request at a time (so at most C are in
--- flight), and prints per request that got no HTTP 200 "FAILED id why",
--- then "DONE n ok failed seconds" and each outcome the handler reported
--- ("OUTCOME accepted 1234"). Every second it writes the number of finished
--- requests to PROGRESS_FILE (for the fault runs' timing).
+-- connections (opened over the first LOAD_RAMP seconds, default 2), each
+-- connection one request at a time (so at most C are in flight), and
+-- prints per request that got no HTTP 200 "FAILED id why", then "DONE n ok
+-- failed seconds" and each outcome the handler reported ("OUTCOME accepted
+-- 1234"). Every second it writes the number of finished requests to
+-- PROGRESS_FILE (for the fault runs' timing).
 local socket = require "socket"
 
 local port, n, c, query, progress_file = tonumber(arg[1]), tonumber(arg[2]), tonumber(arg[3]),
@@ -96,24 +97,26 @@ local function parse(buf)
 end
 
 local t0 = socket.gettime()
+-- The C connections open over RAMP seconds, not in one burst: a real
+-- server (Postfix starts an smtpd process per new connection) is not hit
+-- by C new connections in the same millisecond.
+local RAMP = tonumber(os.getenv("LOAD_RAMP") or "2")
 local slots = {}
-for i = 1, c do slots[i] = {} end
-for _, st in ipairs(slots) do
-  while st.id == nil and next_id <= n do
-    start(st)
-    if st.sock then break end
-  end
-end
+for i = 1, c do slots[i] = { start_at = t0 + RAMP * (i - 1) / c } end
 local last_progress = 0
 while finished < n do
   local list = {}
   for s in pairs(conns) do list[#list + 1] = s end
+  local ramping = socket.gettime() - t0 < RAMP
   if #list == 0 then
-    -- every connection failed to open: start over on fresh ones
-    for _, st in ipairs(slots) do if next_id <= n and not st.sock then start(st) end end
-    if not next(conns) then socket.sleep(0.1) end
+    -- none open yet, or every connection failed to open: start (over)
+    local now = socket.gettime()
+    for _, st in ipairs(slots) do
+      if next_id <= n and not st.sock and not st.id and now >= st.start_at then start(st) end
+    end
+    if not next(conns) then socket.sleep(ramping and 0.01 or 0.1) end
   else
-    local readable = socket.select(list, nil, 0.5)
+    local readable = socket.select(list, nil, ramping and 0.01 or 0.5)
     for _, s in ipairs(readable or {}) do
       local st = conns[s]
       if st then
@@ -158,7 +161,7 @@ while finished < n do
       end
     end
     for _, st in ipairs(slots) do
-      if not st.sock and not st.id and next_id <= n then start(st) end
+      if not st.sock and not st.id and next_id <= n and now >= st.start_at then start(st) end
     end
   end
   local now = socket.gettime()

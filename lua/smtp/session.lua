@@ -765,7 +765,9 @@ end
 
 -- Connects, says hello, upgrades to TLS and authenticates as opts (checked
 -- against smtp.options) say: the session, or the failure triple.
-function M.connect(opts, fresh)
+-- fresh: never a pooled connection; deadline: the absolute deadline of a
+-- call this connection is part of (a retry on a fresh connection).
+function M.connect(opts, fresh, deadline)
   local creds, cerr, cinfo = credentials(opts)
   if creds == nil then return nil, cerr, cinfo end
   local trace = transcript.printer(opts.debug)
@@ -779,7 +781,7 @@ function M.connect(opts, fresh)
   local port = opts.port or (mode == "implicit" and 465 or 25)
   if mode == "auto" and tonumber(port) == 465 then mode = "implicit" end
   local timeout = opts.timeout or 30
-  local deadline = opts.deadline and (core.now() + opts.deadline) or nil
+  deadline = deadline or (opts.deadline and (core.now() + opts.deadline)) or nil
   local tls_opts = tls_options(opts, host)
   if trace then
     trace("connect", opts.path and ("to " .. opts.path)
@@ -826,7 +828,7 @@ function M.connect(opts, fresh)
     local reused = state and M.resume(transport, session_opts, state)
     if reused then
       if not opts.transport then
-        reused._reconnect = function() return M.connect(opts, true) end
+        reused._reconnect = function() return M.connect(opts, true, deadline) end
       end
       return reused
     end
@@ -835,7 +837,7 @@ function M.connect(opts, fresh)
       return errors.fail("connect", "a pooled connection without the state to resume it",
         { stage = "connect", temporary = true })
     end
-    return M.connect(opts, true)
+    return M.connect(opts, true, deadline)
   end
   local s, err, info = M.open(transport, session_opts)
   if not s then return nil, err, info end
