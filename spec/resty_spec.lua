@@ -271,6 +271,20 @@ describe("#resty smtp inside nginx", function()
       assert.equal(2, count(received, "EHLO"))
     end)
 
+    it("closed by the server while idle in the pool: the next message goes out all the same", function()
+      local srv = server({ { "^RSET", "250 ok\r\n", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      local received = srv:received()
+      srv:stop()
+      assert.equal(200, status)
+      assert.matches("^round1 send=250 stage=%- reused=false retried=false round2 send=250 stage=%-", body)
+      -- nginx dropped the closed connection from its pool (a fresh one), or
+      -- it was taken before nginx noticed and the send was retried
+      assert.is_truthy(body:find("reused=false retried=false\n$") or body:find("reused=true retried=true\n$"),
+        body)
+      assert.equal(2, count(received, "\r\n%.\r\n"))
+    end)
+
     it("answering 421 to its first MAIL (an idle session closed): retried as well", function()
       local srv = server({ { "^MAIL", "421 4.4.2 idle too long\r\n", when = "pooled", close = true } })
       local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
