@@ -7,7 +7,9 @@
 -- prints per request that got no HTTP 200 "FAILED id why", then "DONE n ok
 -- failed seconds" and each outcome the handler reported ("OUTCOME accepted
 -- 1234"). Every second it writes the number of finished requests to
--- PROGRESS_FILE (for the fault runs' timing).
+-- PROGRESS_FILE (for the fault runs' timing). A connection whose request
+-- was answered "not_sent" waits LOAD_BACKOFF seconds (default 1) before its
+-- next request, as a client told "temporary failure" does.
 local socket = require "socket"
 
 local port, n, c, query, progress_file = tonumber(arg[1]), tonumber(arg[2]), tonumber(arg[3]),
@@ -101,6 +103,7 @@ local t0 = socket.gettime()
 -- server (Postfix starts an smtpd process per new connection) is not hit
 -- by C new connections in the same millisecond.
 local RAMP = tonumber(os.getenv("LOAD_RAMP") or "2")
+local BACKOFF = tonumber(os.getenv("LOAD_BACKOFF") or "1")
 local slots = {}
 for i = 1, c do slots[i] = { start_at = t0 + RAMP * (i - 1) / c } end
 local last_progress = 0
@@ -112,7 +115,7 @@ while finished < n do
     -- none open yet, or every connection failed to open: start (over)
     local now = socket.gettime()
     for _, st in ipairs(slots) do
-      if next_id <= n and not st.sock and not st.id and now >= st.start_at then start(st) end
+      if next_id <= n and not st.id and now >= st.start_at then start(st) end
     end
     if not next(conns) then socket.sleep(ramping and 0.01 or 0.1) end
   else
@@ -128,10 +131,14 @@ while finished < n do
           drop(st, "no Content-Length")
         elseif status then
           finished = finished + 1
+          local pause = 0
           if status == 200 then
             ok = ok + 1
             local outcome = body:match("^%S+ %S+ (%S+)")
             outcomes[outcome or "?"] = (outcomes[outcome or "?"] or 0) + 1
+            -- a client told "not sent" (a temporary failure) waits before
+            -- its next message, as clients do
+            if outcome == "not_sent" then pause = BACKOFF end
           else
             failed = failed + 1
             print("FAILED " .. st.id .. " HTTP " .. tostring(status))
@@ -142,7 +149,7 @@ while finished < n do
             s:close()
             st.sock = nil
           end
-          start(st)
+          if pause > 0 then st.start_at = socket.gettime() + pause else start(st) end
         elseif err == "closed" then
           drop(st, "closed by nginx")
           start(st)
@@ -155,13 +162,14 @@ while finished < n do
         drop(st, "no response in " .. REQUEST_TIMEOUT .. " s")
         start(st)
       end
-      if not st.id and s then
+      if not st.id and s and next_id > n then
         conns[s] = nil
         s:close()
+        st.sock = nil
       end
     end
     for _, st in ipairs(slots) do
-      if not st.sock and not st.id and next_id <= n and now >= st.start_at then start(st) end
+      if not st.id and next_id <= n and now >= st.start_at then start(st) end
     end
   end
   local now = socket.gettime()

@@ -193,6 +193,49 @@ local function wait_output(file, pattern, timeout)
   return util.poll(timeout, function() return (read_file(file) or ""):match(pattern) end)
 end
 
+-- Postfix starts an smtpd process per new connection and keeps it idle for
+-- the next one (max_idle, 100 s). Before a run, c connections at once greet
+-- and quit, as on a server that has been serving for a while: a cold
+-- Postfix on a loaded machine takes longer than 30 s to greet 200 new
+-- connections at once. Returns how many greeted.
+local function warm_up(port, c)
+  local pending, greeted = {}, 0
+  for _ = 1, c do
+    local s = socket.tcp()
+    s:settimeout(5)
+    if s:connect("127.0.0.1", port) then
+      s:settimeout(0)
+      pending[s] = ""
+    else
+      s:close()
+    end
+  end
+  local deadline = socket.gettime() + 120
+  while next(pending) and socket.gettime() < deadline do
+    local list = {}
+    for s in pairs(pending) do list[#list + 1] = s end
+    local readable = socket.select(list, nil, 1)
+    for _, s in ipairs(readable or {}) do
+      local data, err, partial = s:receive(4096)
+      local buf = pending[s] .. (data or partial or "")
+      if buf:find("\n") or err == "closed" then
+        if buf:match("^220") then
+          greeted = greeted + 1
+          s:settimeout(1)
+          s:send("QUIT\r\n")
+          s:receive("*l")
+        end
+        s:close()
+        pending[s] = nil
+      else
+        pending[s] = buf
+      end
+    end
+  end
+  for s in pairs(pending) do s:close() end
+  return greeted
+end
+
 -- The accounting of one run: a report table, and its text.
 local function account(run, n, recs, counts, strays, gen)
   local a = {
@@ -303,6 +346,10 @@ local function run_one(env, kind)
     assert(port, "fault_proxy.py did not start: " .. tostring(read_file(tmp .. "/proxy.out")))
     if kind == "stall" then timeout = 2 end
   end
+  local w0 = socket.gettime()
+  local greeted = warm_up(pf.ports.plain, c)
+  say(string.format("  (warm-up: %d of %d new connections greeted by Postfix in %.1f s)", greeted, c,
+    socket.gettime() - w0))
   local before = worker_usage(ngx_srv)
   local load_before = loadavg()
   local stop_file = tmp .. "/stop"
