@@ -479,6 +479,12 @@ function M.run(opts)
     end
   end)
   local errlog = ngx_srv:error_log()
+  local keep = os.getenv("LOAD_KEEP_LOGS")   -- a directory for Postfix's and nginx's logs
+  if keep and keep ~= "" then
+    util.execute("mkdir -p " .. util.shell_quote(keep) .. " && cp " .. util.shell_quote(pf.dir .. "/maillog") .. " " ..
+      util.shell_quote(ngx_srv.prefix .. "/logs/results.log") .. " " ..
+      util.shell_quote(ngx_srv.prefix .. "/logs/error.log") .. " " .. util.shell_quote(keep) .. "/")
+  end
   ngx_srv:stop()
   pf:stop()
   util.execute("rm -rf " .. util.shell_quote(vmail))
