@@ -27,7 +27,7 @@ end
 
 function M.send()
   local run, id = arg("run", "run"), arg("id", "0")
-  local pool_size = tonumber(arg("pool", "32"))
+  local pool_size = tonumber(arg("pool", "100"))
   local t0 = ngx.now()
   local outcome, stage, kind, reused, retried = "not_sent", "-", "-", false, false
   local s, err, info = smtp.connect{

@@ -194,12 +194,14 @@ local function wait_output(file, pattern, timeout)
 end
 
 -- Postfix starts an smtpd process per new connection and keeps it idle for
--- the next one (max_idle, 100 s). Before a run, c connections at once greet
--- and quit, as on a server that has been serving for a while: a cold
--- Postfix on a loaded machine takes longer than 30 s to greet 200 new
--- connections at once. Returns how many greeted.
+-- the next one (max_idle, 100 s); but its master starts new ones slowly
+-- when a burst finds every process busy (a few per second here): new
+-- connections then wait in the listen queue, past a 30 s timeout. Before a
+-- run, c connections are held open until all have greeted, then quit, as
+-- on a server that has been serving that many clients. Returns how many
+-- greeted.
 local function warm_up(port, c)
-  local pending, greeted = {}, 0
+  local pending, greeted, held = {}, 0, {}
   for _ = 1, c do
     local s = socket.tcp()
     s:settimeout(5)
@@ -219,13 +221,9 @@ local function warm_up(port, c)
       local data, err, partial = s:receive(4096)
       local buf = pending[s] .. (data or partial or "")
       if buf:find("\n") or err == "closed" then
-        if buf:match("^220") then
-          greeted = greeted + 1
-          s:settimeout(1)
-          s:send("QUIT\r\n")
-          s:receive("*l")
-        end
-        s:close()
+        -- held open until every one has greeted: c processes, not fewer
+        -- serving the connections one after another
+        if buf:match("^220") then greeted = greeted + 1 held[#held + 1] = s else s:close() end
         pending[s] = nil
       else
         pending[s] = buf
@@ -233,6 +231,8 @@ local function warm_up(port, c)
     end
   end
   for s in pairs(pending) do s:close() end
+  for _, s in ipairs(held) do s:settimeout(1) s:send("QUIT\r\n") end
+  for _, s in ipairs(held) do s:receive("*l") s:close() end
   return greeted
 end
 
@@ -355,7 +355,7 @@ local function run_one(env, kind)
   local stop_file = tmp .. "/stop"
   local probe = spawn({ opts.lua or "lua5.4", ROOT .. "/load/probe.lua", tostring(ngx_srv.port), stop_file },
     tmp .. "/probe.out")
-  local query = string.format("run=%s&port=%d&timeout=%s&pool=%d", tag, port, tostring(timeout), opts.pool or 32)
+  local query = string.format("run=%s&port=%d&timeout=%s&pool=%d", tag, port, tostring(timeout), opts.pool or 100)
   local progress = tmp .. "/progress"
   local t0 = socket.gettime()
   local gen_proc = spawn({ "nice", opts.lua or "lua5.4", ROOT .. "/load/generator.lua", tostring(ngx_srv.port),
