@@ -17,6 +17,8 @@ files["lua/smtp/transport/cosocket.lua"] = { std = "ngx_lua" }
 files["spec"] = { std = "+busted" }
 -- Request handlers that the specs' nginx loads: nginx code, not specs.
 files["spec/support/nginx"] = { std = "ngx_lua" }
+-- The load test's handler (load/), nginx code too.
+files["load/load_handler.lua"] = { std = "ngx_lua" }
 
 files["bin"] = { std = "min" }
 files["examples"] = { std = "min" }

@@ -87,7 +87,7 @@ docs:
 	$(LUA) scripts/gen-options.lua .
 
 lint:
-	luacheck -q lua spec bin examples bench scripts
+	luacheck -q lua spec bin examples bench scripts load
 
 install: all
 	install -d $(DESTDIR)$(LUA_LIBDIR)/smtp $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
@@ -101,6 +101,13 @@ install: all
 bench: deps all
 	@bash bench/run.sh
 
+# The load test (load/): nginx workers with pooled sessions into a private
+# Postfix, clean and under faults, with exact accounting. LOAD_N, LOAD_C,
+# LOAD_RUNS (clean,restart,reset,stall), LOAD_WORKERS. Needs root.
+load: all
+	@$(MAKE) -s LUA=luajit LUA_PC=luajit
+	@$(LUA) load/run.lua
+
 asan:
 	@bash scripts/asan.sh
 
@@ -113,4 +120,4 @@ fuzz:
 clean:
 	rm -rf build
 
-.PHONY: all check failmalloc deps deps-demo test demo docs build-deps lint install clean bench asan valgrind fuzz
+.PHONY: all check failmalloc deps deps-demo test demo docs build-deps lint install clean bench load asan valgrind fuzz

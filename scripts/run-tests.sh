@@ -46,7 +46,7 @@ if command -v luarocks >/dev/null; then
 fi
 
 echo "== luacheck"
-if luacheck -q lua spec bin examples bench scripts > "$log" 2>&1; then
+if luacheck -q lua spec bin examples bench scripts load > "$log" 2>&1; then
   passed=$((passed + 1)); echo "   -> clean"
 else
   failed=$((failed + 1)); cat "$log"

@@ -248,4 +248,73 @@ describe("options", function()
       assert.is_false(accepted(), "a connection was made")
     end)
   end)
+
+  describe("the nginx pool key", function()
+    -- A polynomial hash, hex: any digest will do for the spec (nginx: SHA-1).
+    local function hash(x)
+      local h = 7
+      for i = 1, #x do
+        h = (h * 31 + x:byte(i)) % 4294967296
+      end
+      return string.format("%08x", h)
+    end
+    local base = { host = "mx.example.net", port = 587, tls = "starttls", verify = true,
+                   servername = "mx.example.net", helo = "client.example.org", protocol = "smtp",
+                   user = "ann", password = "s3cret-one", auth = "PLAIN", authzid = "team" }
+    -- two different values for every option that decides who the session
+    -- is and what it may do
+    local values = {
+      host = { "a.example", "b.example" }, port = { 25, 2525 }, path = { "/run/a", "/run/b" },
+      tls = { "starttls", "implicit" }, verify = { true, false },
+      servername = { "a.example", "b.example" }, cafile = { "/etc/a.pem", "/etc/b.pem" },
+      capath = { "/etc/a", "/etc/b" }, cert = { "/etc/a.crt", "/etc/b.crt" },
+      key = { "/etc/a.key", "/etc/b.key" }, user = { "ann", "bob" },
+      password = { "s3cret-one", "s3cret-two" }, token = { "tok-one-xyz", "tok-two-xyz" },
+      auth = { "PLAIN", "LOGIN" }, authzid = { "team", "boss" }, insecure_auth = { false, true },
+      helo = { "a.example.org", "b.example.org" }, protocol = { "smtp", "lmtp" },
+      pipelining = { true, false },
+    }
+
+    it("covers every option the issue names, and no others", function()
+      local identity = {}
+      for _, o in ipairs(options.list) do
+        if o.identity then identity[#identity + 1] = o.name end
+      end
+      table.sort(identity)
+      local want = {}
+      for name in pairs(values) do want[#want + 1] = name end
+      table.sort(want)
+      assert.same(want, identity)
+    end)
+
+    for name, pair in pairs(values) do
+      it("changes with " .. name .. ", and shows no secret in clear", function()
+        local a, b = {}, {}
+        for k, v in pairs(base) do a[k], b[k] = v, v end
+        if name == "token" then a.password, b.password = nil, nil end
+        a[name], b[name] = pair[1], pair[2]
+        local ka, kb = options.pool_key(a, nil, hash), options.pool_key(b, nil, hash)
+        assert.are_not.equal(ka, kb)
+        for _, key in ipairs({ ka, kb }) do
+          for _, secret in ipairs({ "s3cret-one", "s3cret-two", "tok-one-xyz", "tok-two-xyz" }) do
+            assert.is_nil(key:find(secret, 1, true), "secret in the key: " .. key)
+          end
+        end
+      end)
+    end
+
+    it("the values connect worked out (resolved) count, not the caller's", function()
+      local k1 = options.pool_key(base, { port = 25 }, hash)
+      local k2 = options.pool_key(base, { port = 465 }, hash)
+      assert.are_not.equal(k1, k2)
+    end)
+
+    it("a token function stands for its user: a new closure per request does not split the pool", function()
+      local a = { host = "h", user = "ann", token = function() return "x" end }
+      local b = { host = "h", user = "ann", token = function() return "y" end }
+      assert.equal(options.pool_key(a, nil, hash), options.pool_key(b, nil, hash))
+      local c = { host = "h", user = "bob", token = a.token }
+      assert.are_not.equal(options.pool_key(a, nil, hash), options.pool_key(c, nil, hash))
+    end)
+  end)
 end)

@@ -211,6 +211,107 @@ describe("#resty smtp inside nginx", function()
     assert.is_nil(errs:find("MISMATCH", 1, true), errs)
   end)
 
+  it("keeps a pooled connection's state with that connection, not with the pool's name", function()
+    -- Two servers behind one pool name: each connection must come back
+    -- with its own state, whichever the pool hands out first.
+    local function named(name)
+      return servers.fake{ steps = { { send = "220 " .. name .. " ESMTP\r\n" }, { expect = "^NOOP" },
+        { send = "250 server " .. name .. "\r\n" } }, timeout = 8 }
+    end
+    local a, b = named("a"), named("b")
+    local status, body = ngx_srv:get("/pool_per_connection?" .. query{ a = a.port, b = b.port })
+    a:stop()
+    b:stop()
+    assert.equal(200, status)
+    local seen = 0
+    for state, noop in body:gmatch("reused=1 state=%[state of (%a)%] noop=%[250 server (%a)%]") do
+      assert.equal(noop, state, body)
+      seen = seen + 1
+    end
+    assert.equal(2, seen, body)
+  end)
+
+  describe("a stale pooled connection", function()
+    -- One fake server, two connections one after the other. The first is
+    -- pooled after one message (RSET sets "pooled"); taken from the pool,
+    -- it breaks where `broken` says. The second connection is a fresh one.
+    local function server(broken)
+      local rules = {
+        { "^EHLO", "250-fake.test\r\n250 8BITMIME\r\n" },
+        { "^RSET", "250 ok\r\n", set = "pooled" },
+        { "^QUIT", "221 bye\r\n", close = true },
+      }
+      for _, r in ipairs(broken) do table.insert(rules, 2, r) end
+      for _, r in ipairs({ { "^MAIL", "250 ok\r\n" }, { "^RCPT", "250 ok\r\n" },
+                           { "^DATA", "354 go\r\n", data = "250 queued\r\n" } }) do
+        rules[#rules + 1] = r
+      end
+      return servers.fake{ connections = 2, timeout = 8,
+        steps = { { send = "220 fake ESMTP\r\n" }, { serve = rules } } }
+    end
+    local function count(text, what)
+      local _, n = text:gsub(what, "")
+      return n
+    end
+
+    it("closed at its first MAIL: retried once on a fresh connection, and counted", function()
+      local srv = server({ { "^MAIL", "", when = "pooled", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      local received = srv:received()
+      srv:stop()
+      assert.equal(200, status)
+      assert.equal("round1 send=250 stage=- reused=false retried=false" ..
+        " round2 send=250 stage=- reused=true retried=true\n", body)
+      -- MAIL: round 1, the stale attempt, the retry; two messages in all
+      assert.equal(3, count(received, "MAIL FROM"))
+      assert.equal(2, count(received, "\r\n%.\r\n"))
+      assert.equal(2, count(received, "EHLO"))
+    end)
+
+    it("closed by the server while idle in the pool: the next message goes out all the same", function()
+      local srv = server({ { "^RSET", "250 ok\r\n", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      local received = srv:received()
+      srv:stop()
+      assert.equal(200, status)
+      assert.matches("^round1 send=250 stage=%- reused=false retried=false round2 send=250 stage=%-", body)
+      -- nginx dropped the closed connection from its pool (a fresh one), or
+      -- it was taken before nginx noticed and the send was retried
+      assert.is_truthy(body:find("reused=false retried=false\n$") or body:find("reused=true retried=true\n$"),
+        body)
+      assert.equal(2, count(received, "\r\n%.\r\n"))
+    end)
+
+    it("answering 421 to its first MAIL (an idle session closed): retried as well", function()
+      local srv = server({ { "^MAIL", "421 4.4.2 idle too long\r\n", when = "pooled", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      srv:stop()
+      assert.equal(200, status)
+      assert.matches("round2 send=250 stage=- reused=true retried=true", body, 1, true)
+    end)
+
+    it("lost after its end of data: never retried, reported as may-have-been-accepted", function()
+      local srv = server({ { "^DATA", "354 go\r\n", when = "pooled", data = "", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      local received = srv:received()
+      srv:stop()
+      assert.equal(200, status)
+      assert.equal("round1 send=250 stage=- reused=false retried=false" ..
+        " round2 send=closed stage=data_end reused=true retried=false\n", body)
+      assert.equal(2, count(received, "MAIL FROM"))
+      assert.equal(1, count(received, "EHLO"))
+    end)
+
+    it("lost after the reply to MAIL: not retried (the connection was alive), reported not sent", function()
+      local srv = server({ { "^RCPT", "", when = "pooled", close = true } })
+      local status, body = ngx_srv:get("/pool_rounds?" .. query{ port = srv.port, rounds = 2 })
+      srv:stop()
+      assert.equal(200, status)
+      assert.equal("round1 send=250 stage=- reused=false retried=false" ..
+        " round2 send=closed stage=rcpt reused=true retried=false\n", body)
+    end)
+  end)
+
   it("sends from a timer after the response", function()
     local status, body = ngx_srv:get("/timer?" .. query{ port = dbg.port, subject = "From a timer" })
     assert.equal(200, status)

@@ -94,6 +94,7 @@
 ---@field message string
 ---@field message_id? string for messages built here
 ---@field replies? table<string, smtp.Reply> LMTP: each recipient's final reply
+---@field retried_stale? boolean OpenResty: the pooled connection was stale, the message went on a fresh one
 
 ---@alias smtp.Stage "connect"|"greeting"|"hello"|"starttls"|"tls"|"auth"|"pending"|"mail"|"rcpt"|"data"|"data_end"
 
@@ -107,6 +108,8 @@
 ---@field refused? table<string, smtp.Reply>
 ---@field accepted? string[]
 ---@field replies? table<string, smtp.Reply>
+---@field retried_stale? boolean OpenResty: a stale pooled connection was found and a fresh one tried
+---@field retry_error? string why that fresh connection failed (the message was not sent)
 
 ---@class smtp.Failure
 ---@field error string "kind: readable text"

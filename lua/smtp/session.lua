@@ -510,7 +510,7 @@ function Session:transaction(job)
   if self.closed then
     return errors.fail("closed", "session is closed", { temporary = true })
   end
-  local r = submit.submit(self, { job }, { window = 1 })
+  local r = self:_submit({ job }, { window = 1 })
   return r[1][1], r[1][2], r[1][3]
 end
 
@@ -521,7 +521,69 @@ function Session:submit(jobs, opts)
     for i = 1, #jobs do out[i] = { errors.fail("closed", "session is closed", { temporary = true }) } end
     return out
   end
-  return submit.submit(self, jobs, opts)
+  return self:_submit(jobs, opts)
+end
+
+-- Did the first use of a connection taken from the pool find it stale?
+-- True only when nothing of the transactions left: no reply to any MAIL
+-- (a MAIL answered means the connection was alive), no octet of any body
+-- handed to the transport (the end of data, above all, never written), and
+-- the connection was lost (closed or reset) or answered the first MAIL
+-- with 421 (a server closing an idle session). A timeout is not staleness.
+local function found_stale(results, wrote_body)
+  if wrote_body then return false end
+  local lost = false
+  for _, r in ipairs(results) do
+    if r[1] ~= nil then return false end
+    local info = r[3] or {}
+    if info.stage ~= nil and info.stage ~= "mail" then return false end
+    if info.code and info.code ~= 421 then return false end
+    if info.stage == "mail" and info.temporary and (info.kind == "closed" or info.code == 421) then
+      lost = true
+    end
+  end
+  return lost
+end
+
+-- Runs the transactions; on a connection from the pool that turns out to be
+-- stale at its first use (see found_stale), once more on a fresh connection
+-- made with the same options. The results then say retried_stale = true
+-- (the result table, or the failure's info), and so does the session; when
+-- no fresh connection could be made, the first failures stand (not sent),
+-- with retried_stale = true and retry_error = why not.
+function Session:_submit(jobs, opts)
+  local first_use = self.reused and not self._used
+  self._used = true
+  self._wrote_body = false
+  local results = submit.submit(self, jobs, opts)
+  if not (first_use and self._reconnect and found_stale(results, self._wrote_body)) then
+    return results
+  end
+  if self.trace then
+    self.trace("info", "the pooled connection was stale; once more on a fresh connection")
+  end
+  self:close()
+  local fresh, ferr = self._reconnect()
+  if not fresh then
+    -- The first failure (not sent) stands, saying that a retry failed too.
+    for _, r in ipairs(results) do
+      if type(r[3]) == "table" then r[3].retried_stale, r[3].retry_error = true, ferr end
+    end
+    self.retried_stale = true
+    return results
+  end
+  -- The fresh session takes this one's place: the caller's object goes on.
+  for k in pairs(self) do self[k] = nil end
+  for k, v in pairs(fresh) do self[k] = v end
+  fresh.closed = true   -- its transport is this session's now; its __gc must not close it
+  self.retried_stale = true
+  self._used = true
+  results = submit.submit(self, jobs, opts)
+  for _, r in ipairs(results) do
+    local t = r[1] or r[3]
+    if type(t) == "table" then t.retried_stale = true end
+  end
+  return results
 end
 
 -- ---- construction ------------------------------------------------------------
@@ -575,13 +637,33 @@ function Session:setkeepalive(timeout, size)
     self:close()
     return nil, err, info
   end
-  local state = { ehlo = self._ehlo_text or "", lmtp = self.lmtp, tls = self.tls,
-                  authenticated = self.authenticated }
+  local state = M.encode_state{ ehlo = self._ehlo_text or "", lmtp = self.lmtp, tls = self.tls,
+                                authenticated = self.authenticated }
   self.closed = true
   self.engine:close()
   local kok, code, msg = self.transport:setkeepalive(timeout, size, state)
   if not kok then return errors.fail("closed", msg or code, { temporary = true }) end
   return true
+end
+
+-- What a pooled connection must remember to be resumed, as the string the
+-- transport keeps with that connection: "lua-smtp 1", the protocol, TLS,
+-- the mechanism it authenticated with ("-": none), then the EHLO reply.
+function M.encode_state(st)
+  local auth = st.authenticated
+  if type(auth) ~= "string" or auth == "" or auth:find("[%s%c]") then auth = auth and "yes" or "-" end
+  return string.format("lua-smtp 1 %s %s %s\n%s", st.lmtp and "lmtp" or "smtp",
+    st.tls and "tls" or "plain", auth, st.ehlo or "")
+end
+
+-- The table encode_state was given, or nil for anything else.
+function M.decode_state(s)
+  if type(s) ~= "string" then return nil end
+  local proto, tls, auth, ehlo = s:match("^lua%-smtp 1 (%a+) (%a+) (%S+)\n(.*)$")
+  if not proto then return nil end
+  local authenticated = false
+  if auth == "yes" then authenticated = true elseif auth ~= "-" then authenticated = auth end
+  return { lmtp = proto == "lmtp", tls = tls == "tls", authenticated = authenticated, ehlo = ehlo }
 end
 
 -- A session on a pooled connection, from the state setkeepalive left:
@@ -714,7 +796,9 @@ end
 
 -- Connects, says hello, upgrades to TLS and authenticates as opts (checked
 -- against smtp.options) say: the session, or the failure triple.
-function M.connect(opts)
+-- fresh: never a pooled connection; deadline: the absolute deadline of a
+-- call this connection is part of (a retry on a fresh connection).
+function M.connect(opts, fresh, deadline)
   local creds, cerr, cinfo = credentials(opts)
   if creds == nil then return nil, cerr, cinfo end
   local trace = transcript.printer(opts.debug)
@@ -728,7 +812,7 @@ function M.connect(opts)
   local port = opts.port or (mode == "implicit" and 465 or 25)
   if mode == "auto" and tonumber(port) == 465 then mode = "implicit" end
   local timeout = opts.timeout or 30
-  local deadline = opts.deadline and (core.now() + opts.deadline) or nil
+  deadline = deadline or (opts.deadline and (core.now() + opts.deadline)) or nil
   local tls_opts = tls_options(opts, host)
   if trace then
     trace("connect", opts.path and ("to " .. opts.path)
@@ -745,6 +829,7 @@ function M.connect(opts)
       topts.pool = require("smtp.transport.cosocket").pool_name(opts,
         { host = host, port = port, tls = mode, servername = tls_opts.servername, helo = helo })
       topts.pool_size = opts.pool_size
+      topts.fresh = fresh
     end
     local code, msg
     transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
@@ -767,10 +852,24 @@ function M.connect(opts)
     window = opts.window,
     dkim = opts.dkim,
   }
-  local state = transport.pooled_state and transport:pooled_state()
-  if state then
-    local reused = M.resume(transport, session_opts, state)
-    if reused then return reused end
+  if transport.getreusedtimes and transport:getreusedtimes() > 0 then
+    -- From the pool: resumed from the state kept with this very connection.
+    -- Without one (pooled by other code, or its state was lost) nobody
+    -- knows where its dialogue stands: it is closed, and a new one made.
+    local state = M.decode_state(transport.pooled_state and transport:pooled_state())
+    local reused = state and M.resume(transport, session_opts, state)
+    if reused then
+      if not opts.transport then
+        reused._reconnect = function() return M.connect(opts, true, deadline) end
+      end
+      return reused
+    end
+    transport:close()
+    if opts.transport or fresh then
+      return errors.fail("connect", "a pooled connection without the state to resume it",
+        { stage = "connect", temporary = true })
+    end
+    return M.connect(opts, true, deadline)
   end
   local s, err, info = M.open(transport, session_opts)
   if not s then return nil, err, info end

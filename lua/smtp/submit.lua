@@ -351,6 +351,7 @@ function M.submit(self, jobs, opts)
       local rec = awaiting_body
       awaiting_body = nil
       rec.body_started = true
+      self._wrote_body = true   -- no retry on a fresh connection after this (session.lua)
       local wok, wcode, wmsg = write_data(self, rec.source)
       if not wok then return abandon(rec, wcode, wmsg) end
       rec.end_at = eng:written()
@@ -448,6 +449,7 @@ function M.submit(self, jobs, opts)
       if rec.reported then return true end
     end
     rec.body_started = true
+    self._wrote_body = true
     local wok, wcode, wmsg = write_chunks(self, source, function()
       if not pump_until(function() return eng:staged() == 0 or rec.reported end, true) then
         return nil, "ended"

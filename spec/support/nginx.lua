@@ -261,7 +261,8 @@ local Nginx = setmetatable({}, { __index = Proc })
 Nginx.__index = Nginx
 
 -- opts.conf: template path (default spec/support/nginx/nginx.conf.in);
--- opts.ca: a CA file for lua_ssl_trusted_certificate (TLS verification).
+-- opts.ca: a CA file for lua_ssl_trusted_certificate (TLS verification);
+-- opts.vars: more ${NAME} values for the template (load/nginx.conf.in).
 function M.start(opts)
   opts = opts or {}
   local bin = assert(nginx_binary(), "nginx is not installed")
@@ -274,12 +275,14 @@ function M.start(opts)
     assert(execute("mkdir -p " .. shell_quote(prefix .. "/conf") .. " " .. shell_quote(prefix .. "/logs")
       .. " && chmod 755 " .. shell_quote(prefix) .. " " .. shell_quote(prefix .. "/conf")))
     local port = free_port()
-    write_file(prefix .. "/conf/nginx.conf", fill(template, {
+    local vars = {
       ROOT = M.root, PORT = tostring(port), MODULES = M.modules_dir,
       USER = is_root() and "user root;" or "",
       TLS = opts.ca and ("lua_ssl_trusted_certificate " .. opts.ca .. ";\n"
         .. "    lua_ssl_verify_depth 3;\n    lua_ssl_protocols TLSv1.2 TLSv1.3;") or "",
-    }))
+    }
+    for k, v in pairs(opts.vars or {}) do vars[k] = tostring(v) end
+    write_file(prefix .. "/conf/nginx.conf", fill(template, vars))
     local proc = spawn({ bin, "-p", prefix .. "/", "-e", "logs/error.log", "-c", "conf/nginx.conf",
       "-g", "daemon off;" }, prefix .. "/logs/stdout", prefix .. "/logs/stderr")
     setmetatable(proc, Nginx)

@@ -32,6 +32,8 @@
 --   hostname   = "mx.lua-smtp.test" myhostname (shown in the greeting)
 --   certs_dir  = dir                 where to make/reuse the certificates
 --   timeout    = 15                  start-up limit in seconds
+--   capture_procs = 1                deliveries at once (more than 1: files
+--                                    are no longer written in queue order)
 --
 -- Object:
 --   pf.ports = { plain=, submission=, smtps= }, pf.dir, pf.certs, pf.maildir,
@@ -48,6 +50,7 @@
 --   pf:clear()                       removes delivered messages
 --   pf:pids()                        live PIDs of this instance (masters and
 --                                    all their descendants)
+--   pf:restart_postfix(pause)        stops Postfix (queue kept), waits, starts it
 --   pf:stop()                        stops Postfix and Dovecot, waits for
 --       their processes, removes pf.dir; safe to call twice.
 --   pf.pidns                         true when the servers run in PID namespaces
@@ -387,7 +390,7 @@ local function master_cf(pf)
     "scache unix - - n - 1 scache",
     "postlog unix-dgram n - n - 1 postlogd",
     -- one delivery at a time, so files are written in queue order
-    "capture unix - n n - 1 pipe",
+    "capture unix - n n - " .. (pf.capture_procs or 1) .. " pipe",
     "  user=nobody:nogroup null_sender=",
     "  argv=/bin/sh " .. d .. "/deliver.sh " .. d .. "/maildir ${sender} ${recipient}",
     "",
@@ -700,6 +703,39 @@ local function server_argv(pidns, words)
   return t
 end
 
+-- Starts Postfix's master (the configuration is written already): true
+-- once it greets on the plain port within timeout seconds.
+function PF:_start_postfix(timeout)
+  local dir = self.dir
+  -- postfix-script removes quick-start at each start; without it a restart
+  -- runs the full integrity check, which can fail in this private layout
+  execute("touch " .. shell_quote(dir .. "/queue/quick-start"))
+  self.postfix_proc = spawn(server_argv(self.pidns, { POSTFIX, "-c", self.config_dir, "start-fg" }),
+    dir .. "/postfix.out")
+  local up = poll(timeout, function()
+    if not alive(self.postfix_proc.pid) then return false end
+    -- the master binds every listener before it serves any: one greeting
+    -- on the plain port shows all three are there
+    if greets(self.ports.plain) then return true end
+    return nil
+  end)
+  if up and self.pidns then
+    -- it wrote its namespace PID (1) into its pid file; "postfix stop"
+    -- would then signal this machine's PID 1
+    fix_pid_file(dir .. "/queue/pid/master.pid", service_pid(self.postfix_proc, true))
+  end
+  return up
+end
+
+-- Stops Postfix as a server stop does (every process ends; the queue stays
+-- on disk), waits pause seconds, starts it again: true once it greets.
+-- Dovecot keeps running. For fault runs (load/).
+function PF:restart_postfix(pause, timeout)
+  self:_stop_postfix()
+  if pause and pause > 0 then socket.sleep(pause) end
+  return self:_start_postfix(timeout or 15)
+end
+
 local function start_once(opts)
   local dir = mkdtemp()
   local pf = setmetatable({
@@ -709,6 +745,7 @@ local function start_once(opts)
     instance = "lua-smtp-" .. dir:match("([^.]+)$"),
     auth_socket = dir .. "/dovecot/run/auth-postfix",
     users = opts.users or {},
+    capture_procs = opts.capture_procs,
     ports = {},
   }, PF)
   pf.log = function() return PF.log(pf) end
@@ -776,18 +813,8 @@ local function start_once(opts)
   end)
   if not up then pf:_fail("dovecot did not start") end
 
-  pf.postfix_proc = spawn(argv(POSTFIX, "-c", pf.config_dir, "start-fg"), dir .. "/postfix.out")
-  up = poll(left(), function()
-    if not alive(pf.postfix_proc.pid) then return false end
-    -- the master binds every listener before it serves any: one greeting
-    -- on the plain port shows all three are there
-    if greets(pf.ports.plain) then return true end
-    return nil
-  end)
+  up = pf:_start_postfix(left())
   if up and pf.pidns then
-    -- both wrote their namespace PID (1) into their pid files; "postfix
-    -- stop" or "dovecot stop" would then signal this machine's PID 1
-    fix_pid_file(dir .. "/queue/pid/master.pid", service_pid(pf.postfix_proc, true))
     fix_pid_file(dir .. "/dovecot/run/master.pid", service_pid(pf.dovecot_proc, true))
   end
   if up then

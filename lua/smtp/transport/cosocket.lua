@@ -304,33 +304,153 @@ function Cosocket:close()
   return true
 end
 
--- What a session remembers about the pooled connections of each pool (the
--- EHLO capabilities, TLS, authentication), so that a reused connection can
--- go on without greeting and EHLO. Per worker, like the pools themselves.
-local pool_states = {}
+-- What a session remembers about a pooled connection (its EHLO
+-- capabilities, TLS, authentication: a string the session encodes) travels
+-- with that connection itself, never with the pool's name: servers behind
+-- one name may differ, and a name says nothing about which of its
+-- connections is which. lua-nginx-module (0.10.18 and later) can attach
+-- key/value pairs of 64-bit numbers to a cosocket's connection that stay
+-- with it through the pool (ngx_http_lua_ffi_socket_tcp_*_udata, an
+-- undocumented FFI API; Debian's 0.10.23 has it); they are allocated from
+-- the connection's own memory pool and freed with the connection, so
+-- nothing outlives it and nothing needs sweeping. The state is cut into
+-- 8-octet values under consecutive keys, its length under the first.
+local UDATA_KEY = 0x4C534D54 * 65536   -- "LSMT" << 16: below 2^53, exact as a Lua number
+local MAX_STATE = 2048                 -- octets; a longer state is not pooled
+local udata_api, udata_err
+
+local function load_udata_api()
+  if udata_api ~= nil then return udata_api, udata_err end
+  udata_api = false
+  local has_ffi, ffi = pcall(require, "ffi")
+  if not has_ffi then
+    udata_err = "LuaJIT's FFI is not available"
+    return udata_api, udata_err
+  end
+  for _, decl in ipairs({
+    "typedef struct ngx_http_lua_socket_tcp_upstream_s ngx_http_lua_socket_tcp_upstream_t;",
+    "int ngx_http_lua_ffi_socket_tcp_init_udata_queue(ngx_http_lua_socket_tcp_upstream_t *u," ..
+      " int capacity, char **err_msg);",
+    "int ngx_http_lua_ffi_socket_tcp_add_udata(ngx_http_lua_socket_tcp_upstream_t *u, uint64_t key," ..
+      " uint64_t value, uint64_t *evicted_key, uint64_t *evicted_value, char **err_msg);",
+    "int ngx_http_lua_ffi_socket_tcp_get_udata(ngx_http_lua_socket_tcp_upstream_t *u, uint64_t key," ..
+      " uint64_t *value, char **err_msg);",
+  }) do
+    pcall(ffi.cdef, decl)
+  end
+  local found, init = pcall(function()
+    local C = ffi.C
+    return { C.ngx_http_lua_ffi_socket_tcp_init_udata_queue, C.ngx_http_lua_ffi_socket_tcp_add_udata,
+             C.ngx_http_lua_ffi_socket_tcp_get_udata }
+  end)
+  if not found then
+    udata_err = "this lua-nginx-module cannot keep data with a pooled connection" ..
+      " (ngx_http_lua_ffi_socket_tcp_*_udata: 0.10.18 or later): " .. tostring(init)
+    return udata_api, udata_err
+  end
+  udata_api = { ffi = ffi, init = init[1], add = init[2], get = init[3],
+                value = ffi.new("uint64_t[1]"), evicted = ffi.new("uint64_t[2]"),
+                err = ffi.new("char *[1]") }
+  return udata_api
+end
+
+-- The connection's upstream structure (what lua-resty-core hands its FFI
+-- calls: the userdata at index 1 of the cosocket table).
+local function upstream(sock)
+  local u = type(sock) == "table" and rawget(sock, 1)
+  if type(u) ~= "userdata" then return nil end
+  return u
+end
+
+-- Attaches state (a string) to the connection: true, or nil and why not.
+local function attach_state(sock, state)
+  local api, err = load_udata_api()
+  if not api then return nil, err end
+  local u = upstream(sock)
+  if not u then return nil, "no cosocket upstream to attach the state to" end
+  local ffi = api.ffi
+  if api.init(u, 0, api.err) == -1 then
+    return nil, "udata: " .. ffi.string(api.err[0])
+  end
+  local n = #state
+  local function put(k, v)
+    if api.add(u, UDATA_KEY + k, v, api.evicted, api.evicted + 1, api.err) == -1 then
+      return nil, "udata: " .. ffi.string(api.err[0])
+    end
+    return true
+  end
+  local ok, perr = put(0, n)
+  if not ok then return nil, perr end
+  for k = 1, math.ceil(n / 8) do
+    local piece = state:sub(k * 8 - 7, k * 8)
+    api.value[0] = 0
+    ffi.copy(api.value, piece, #piece)
+    ok, perr = put(k, api.value[0])
+    if not ok then return nil, perr end
+  end
+  return true
+end
+
+-- The state attached to the connection, or nil.
+local function attached_state(sock)
+  local api = load_udata_api()
+  local u = api and upstream(sock)
+  if not u then return nil end
+  local ffi = api.ffi
+  local function get(k)
+    if api.get(u, UDATA_KEY + k, api.value, api.err) ~= 0 then return nil end
+    return api.value[0]
+  end
+  local len = get(0)
+  if not len then return nil end
+  local n = tonumber(len)
+  if n > MAX_STATE then return nil end
+  local parts = {}
+  for k = 1, math.ceil(n / 8) do
+    if not get(k) then return nil end
+    parts[k] = ffi.string(ffi.cast("const char *", api.value), 8)
+  end
+  return table.concat(parts):sub(1, n)
+end
 
 -- Puts the connection into nginx's per-worker pool (the pool chosen at
 -- connect). timeout: seconds the connection may stay idle there (nil:
 -- lua_socket_keepalive_timeout); size: the pool's size (nil:
--- lua_socket_pool_size); state: any value, handed back by pooled_state()
--- on the connections later taken from this pool. The object is unusable
--- afterwards either way. nginx refuses (and we close) a connection with
--- unread input.
+-- lua_socket_pool_size); state: a string (at most 2048 octets) kept with
+-- this very connection and handed back by its pooled_state() when it is
+-- taken from the pool again. The object is unusable afterwards either way.
+-- nginx refuses (and we close) a connection with unread input; a state that
+-- cannot be kept closes the connection too (it could not be resumed).
 function Cosocket:setkeepalive(timeout, size, state)
   if self.closed then return nil, "closed", "connection is closed" end
-  self.closed = true
   local ms
   if timeout ~= nil then
     ms = math.ceil(timeout * 1000)
     if ms < 0 then ms = 0 end
     if ms > MAX_MS then ms = MAX_MS end
   end
+  -- Always written (an empty state when none is given), so that what an
+  -- earlier user of the connection left is never taken for this one's.
+  state = state or ""
+  if type(state) ~= "string" then
+    error("smtp: the state kept with a pooled connection must be a string", 2)
+  end
+  local kept, why
+  if #state > MAX_STATE then
+    why = "state of " .. #state .. " octets is too long to keep with the connection"
+  else
+    kept, why = attach_state(self.sock, state)
+  end
+  if not kept then
+    self:close()
+    return nil, "io", "setkeepalive: " .. tostring(why) .. "; connection closed"
+  end
+  self.closed = true
   local ok, err = self.sock:setkeepalive(ms, size)
   if not ok then
     self.sock:close()
     return nil, code_of(err), "setkeepalive: " .. tostring(err)
   end
-  if state ~= nil then pool_states[self.pool] = state end
   return true
 end
 
@@ -342,11 +462,13 @@ function Cosocket:getreusedtimes()
   return self.sock:getreusedtimes() or 0
 end
 
--- The state given to setkeepalive() for this pool, when this connection
--- came from the pool; nil for a fresh connection.
+-- The state given to setkeepalive() for this connection, when it came from
+-- the pool; nil for a fresh connection (or one pooled without a state).
 function Cosocket:pooled_state()
-  if self:getreusedtimes() > 0 then return pool_states[self.pool] end
-  return nil
+  if self:getreusedtimes() == 0 then return nil end
+  local state = attached_state(self.sock)
+  if state == "" then return nil end
+  return state
 end
 
 -- The pool name: connections are shared only by sessions whose identity
@@ -361,7 +483,8 @@ function M.pool_name(opts, resolved)
 end
 
 -- host, port (number or well-known service name); timeout, deadline as
--- in settimeouts; opts: { pool = name, pool_size = n, backlog = n }.
+-- in settimeouts; opts: { pool = name, pool_size = n, backlog = n,
+-- fresh = true (never a pooled connection) }.
 -- The pool name must tell apart connections that are not interchangeable
 -- (TLS or not, server name, EHLO name, authenticated user); without one
 -- nginx pools by "host:port".
@@ -393,15 +516,31 @@ function M.connect(host, port, timeout, deadline, opts)
   local target = host == "localhost" and "127.0.0.1" or host
   -- nginx's own default pool name
   self.pool = (opts and opts.pool) or (target .. ":" .. nport)
-  local ok, err
-  if path then
-    ok, err = sock:connect("unix:" .. path)
-  elseif opts and (opts.pool or opts.pool_size or opts.backlog) then
-    ok, err = sock:connect(target, nport, {
-      pool = opts.pool, pool_size = opts.pool_size, backlog = opts.backlog,
-    })
-  else
-    ok, err = sock:connect(target, nport)
+  local function attempt()
+    if path then return sock:connect("unix:" .. path) end
+    if opts and (opts.pool or opts.pool_size or opts.backlog) then
+      return sock:connect(target, nport, {
+        pool = opts.pool, pool_size = opts.pool_size, backlog = opts.backlog,
+      })
+    end
+    return sock:connect(target, nport)
+  end
+  local ok, err = attempt()
+  -- opts.fresh: a new connection, not one from the pool (after a pooled one
+  -- turned out to be stale, its pool mates are suspect too). nginx has no
+  -- way to skip the pool, so pooled ones are closed until a new one comes;
+  -- a pool holds at most pool_size, the bound only guards against a loop.
+  local drained = 0
+  while ok and opts and opts.fresh and drained < 1000 and (sock:getreusedtimes() or 0) > 0 do
+    sock:close()
+    drained = drained + 1
+    sock = ngx.socket.tcp()
+    self.sock = sock
+    if not self:_arm() then
+      sock:close()
+      return nil, "timeout", "connect to " .. self.peer .. ": deadline exceeded"
+    end
+    ok, err = attempt()
   end
   if not ok then
     sock:close()

@@ -154,7 +154,7 @@ function M.keepalive()
   out[#out + 1] = "greeting=" .. tostring(read_reply(t, st))
   assert(t:send("EHLO keepalive.test\r\n", 1))
   out[#out + 1] = "ehlo=" .. tostring(read_reply(t, st))
-  local ok, kcode, kmsg = t:setkeepalive(10, 4, { ehlo = "remembered" })
+  local ok, kcode, kmsg = t:setkeepalive(10, 4, "remembered")
   if not ok then return fail("setkeepalive", kcode, kmsg) end
   out[#out + 1] = "pooled=true"
   -- the object is spent once pooled
@@ -165,7 +165,7 @@ function M.keepalive()
   if not t2 then return fail("reconnect", code, msg) end
   st = { buf = "" }
   out[#out + 1] = "reused2=" .. t2:getreusedtimes()
-  out[#out + 1] = "state2=" .. tostring((t2:pooled_state() or {}).ehlo)
+  out[#out + 1] = "state2=" .. tostring(t2:pooled_state())
   assert(t2:send("NOOP\r\n", 1))
   out[#out + 1] = "noop=" .. tostring(read_reply(t2, st))
   assert(t2:send("QUIT\r\n", 1))
@@ -184,6 +184,69 @@ function M.keepalive()
     user = "ann", password = "other" }
   out[#out + 1] = "name_has_secret=" .. tostring(name:find("s3cret", 1, true) ~= nil)
   out[#out + 1] = "names_differ=" .. tostring(name ~= other)
+  ngx.say(table.concat(out, " "))
+end
+
+-- Two connections under one pool name to two servers (ports a and b):
+-- each is pooled with its own state, and each comes back out of the pool
+-- with that state, whatever order the pool hands them out in. Each server
+-- names itself in its reply to NOOP.
+function M.pool_per_connection()
+  local cosocket = require "smtp.transport.cosocket"
+  local pool = "smtp-spec:one-name-two-servers"
+  local out = {}
+  local function fail(what, code, msg)
+    ngx.say(table.concat(out, " "), " FAILED ", what, ": ", tostring(code), " ", tostring(msg))
+  end
+  local conns = {}
+  for _, which in ipairs({ "a", "b" }) do
+    local t, code, msg = cosocket.connect("127.0.0.1", num(which), 5, nil, { pool = pool, pool_size = 4 })
+    if not t then return fail("connect " .. which, code, msg) end
+    local st = { buf = "" }
+    read_reply(t, st)   -- the greeting
+    conns[which] = t
+  end
+  for _, which in ipairs({ "a", "b" }) do
+    local ok, code, msg = conns[which]:setkeepalive(10, 4, "state of " .. which)
+    if not ok then return fail("setkeepalive " .. which, code, msg) end
+  end
+  for i = 1, 2 do
+    local t, code, msg = cosocket.connect("127.0.0.1", num(i == 1 and "a" or "b"), 5, nil, { pool = pool })
+    if not t then return fail("reconnect", code, msg) end
+    local st = { buf = "" }
+    local state = t:pooled_state()
+    assert(t:send("NOOP\r\n", 1))
+    read_reply(t, st)
+    out[#out + 1] = string.format("reused=%d state=[%s] noop=[%s]", t:getreusedtimes(), tostring(state),
+      (st.last:gsub("%s+$", "")))
+    t:close()
+  end
+  ngx.say(table.concat(out, " "))
+end
+
+-- Rounds of smtp.connect, s:send, s:setkeepalive against one server (a
+-- fake one that breaks the pooled connection somewhere): per round the
+-- send's code or error with its stage, whether the session came from the
+-- pool, and whether it was retried on a fresh connection.
+function M.pool_rounds()
+  local smtp = require "smtp"
+  local out = {}
+  for i = 1, num("rounds", 2) do
+    local s, err = smtp.connect{ host = "127.0.0.1", port = num("port", 25), tls = "none",
+                                 helo = "pool.test", timeout = num("timeout", 5) }
+    if not s then
+      out[#out + 1] = string.format("round%d connect=%s", i, tostring(err))
+    else
+      local reused = s.reused == true
+      local res, serr, info = s:send{ from = "a@example.com", to = "b@example.org",
+                                      subject = "round " .. i, text = "x\n" }
+      local t = res or info or {}
+      out[#out + 1] = string.format("round%d send=%s stage=%s reused=%s retried=%s", i,
+        res and tostring(res.code) or tostring(serr and serr:match("^(%a+):")),
+        tostring(not res and t.stage or "-"), tostring(reused), tostring(t.retried_stale == true))
+      if res then s:setkeepalive(10, 4) else s:close() end
+    end
+  end
   ngx.say(table.concat(out, " "))
 end
 
