@@ -1,7 +1,7 @@
 /* Throughput of the DATA framing and the base64 encoder against memcpy.
  *
  *   cc -O2 -Icsrc -o codec_bench bench/codec_bench.c \
- *      csrc/smtp_frame.c csrc/smtp_codec.c csrc/smtp_buf.c csrc/smtp_error.c
+ *      csrc/smtp_frame.c csrc/smtp_codec.c csrc/smtp_buf.c csrc/smtp_mem.c csrc/smtp_error.c
  *   ./codec_bench [MB]          (default 64)
  *
  * Builds a realistic text message body (words, lines of 1 to 78 characters,

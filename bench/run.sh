@@ -441,7 +441,7 @@ fi
 if want e; then
   log "(e) framing and base64 over $E_MB MB in 64 KB chunks: $E_REPS runs"
   "$CC" -std=c99 -O2 -Icsrc -o "$WORK/codec_bench" bench/codec_bench.c \
-    csrc/smtp_frame.c csrc/smtp_codec.c csrc/smtp_buf.c csrc/smtp_error.c || die "codec_bench did not build"
+    csrc/smtp_frame.c csrc/smtp_codec.c csrc/smtp_buf.c csrc/smtp_mem.c csrc/smtp_error.c || die "codec_bench did not build"
   for _ in $(seq "$E_REPS"); do
     out=$(timeout -k 5 "$TMO" taskset -c 1 "$WORK/codec_bench" "$E_MB" < /dev/null) || { log "  codec_bench failed"; record e - frame FAIL MB/s; continue; }
     printf '%s\n' "$out" | while read -r _ k m r; do

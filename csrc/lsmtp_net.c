@@ -494,6 +494,11 @@ static int l_socket_starttls(lua_State *L)
         lua_pushlstring(L, skey, skey_len);
         cache_drop(L, cache, "sess", "nsess");
         su = NULL;
+    } else if (su != NULL && smtp_tls_session_single_use(su->s)) {
+        /* A TLS 1.3 ticket leaves the cache as it is offered (su stays on
+         * the stack meanwhile); this connection's new ticket replaces it. */
+        lua_pushlstring(L, skey, skey_len);
+        cache_drop(L, cache, "sess", "nsess");
     }
     forget_sess_key(u);
     u->sess_key = malloc(skey_len);

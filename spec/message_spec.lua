@@ -663,6 +663,33 @@ describe("smtp.message", function()
       assert.equal(1, #leaf_parts(s))
     end)
 
+    it("random values come from OpenSSL's generator: hex, distinct, bounded", function()
+      local seen = {}
+      for _ = 1, 200 do
+        local h = mime.random_hex(12)
+        assert.equal(24, #h)
+        assert.truthy(h:match("^[0-9a-f]+$"), h)
+        assert.is_nil(seen[h], "a 96-bit value repeated")
+        seen[h] = true
+      end
+      assert.equal(128, #core.random_hex(64))
+      assert.has_error(function() core.random_hex(0) end)
+      assert.has_error(function() core.random_hex(65) end)
+      -- two processes (as two nginx workers would be) draw different values
+      local cmd = "lua5.4 -e 'package.cpath=\"./build/lua5.4/?.so;\"..package.cpath; " ..
+        "io.write(require(\"smtp.core\").random_hex(16))' 2>/dev/null"
+      local function draw()
+        local f = io.popen(cmd)
+        local out = f:read("*a")
+        f:close()
+        return out
+      end
+      local one, two = draw(), draw()
+      if #one == 32 then
+        assert.are_not.equal(one, two)
+      end
+    end)
+
     it("boundaries are random and never occur in a part", function()
       local a, b = text_of{ html = "<p/>" }, text_of{ html = "<p/>" }
       assert.are_not.equal(a:match('boundary="([^"]+)"'), b:match('boundary="([^"]+)"'))

@@ -19,18 +19,9 @@ local MERGE_LIMIT = 16384  -- small strings are joined into one chunk
 
 -- ---- random boundaries -------------------------------------------------------------
 
--- n random octets as 2n hex digits, from /dev/urandom where there is one.
-function M.random_hex(n)
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(n)
-  if f then f:close() end
-  if not bytes or #bytes < n then
-    local t = {}
-    for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-    bytes = table.concat(t)
-  end
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
+-- n random octets as 2n hex digits, from OpenSSL's generator (core.random_hex:
+-- reseeded after fork, so nginx workers never share a sequence).
+M.random_hex = core.random_hex
 
 -- "=_" cannot occur in quoted-printable (which writes "=" as "=3D") nor in
 -- base64, so only 7bit parts can hold a boundary by chance; 96 random bits
