@@ -50,20 +50,21 @@ static size_t next_line_end(const char *data, size_t i, size_t len)
 }
 
 #if defined(__SSE2__)
-/* For 64 bytes at data: bit k of *cr, *lf, *dot set where data[k] is CR,
- * LF, '.'. Each 16-byte piece is loaded once for all three. */
-static void masks64(const char *data, unsigned long long *cr, unsigned long long *lf,
-                    unsigned long long *dot)
+/* For the 64 bytes at data, loaded into v[0..3]: bit k of *cr, *lf, *dot
+ * set where data[k] is CR, LF, '.'. Each 16-byte piece is loaded once for
+ * all three, and kept for the copy. */
+static void masks64(const char *data, __m128i v[4], unsigned long long *cr,
+                    unsigned long long *lf, unsigned long long *dot)
 {
     const __m128i cr_c = _mm_set1_epi8('\r'), lf_c = _mm_set1_epi8('\n');
     const __m128i dot_c = _mm_set1_epi8('.');
     unsigned long long c = 0, l = 0, d = 0;
     int k;
     for (k = 0; k < 4; k++) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(data + 16 * k));
-        c |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr_c)) << (16 * k);
-        l |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf_c)) << (16 * k);
-        d |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot_c)) << (16 * k);
+        v[k] = _mm_loadu_si128((const __m128i *)(const void *)(data + 16 * k));
+        c |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v[k], cr_c)) << (16 * k);
+        l |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v[k], lf_c)) << (16 * k);
+        d |= (unsigned long long)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v[k], dot_c)) << (16 * k);
     }
     *cr = c;
     *lf = l;
@@ -80,7 +81,14 @@ static int popcount64(unsigned long long m)
  * line too long. Returns where the first block that needs the careful path
  * starts. State (line count, line length, line start) is kept exact. With
  * no mispredicted branch per line, this is what makes framing cheap. */
-static size_t skip_clean_blocks(smtp_frame *f, const char *data, size_t i, size_t len)
+static char *copy_span(char *w, const char *data, size_t from, size_t to);
+
+/* ... and, when *wp is not NULL, writes those blocks out while they are
+ * still in registers (after the pending span data[*span..i)), so that clean
+ * input is read once instead of once to scan and once more to copy. On
+ * return data[*span..result) is still to be written. */
+static size_t skip_clean_blocks(smtp_frame *f, const char *data, size_t i, size_t len,
+                                char **wp, size_t *span)
 {
     /* Only a block's first line and the line it carries over are measured
      * below; the lines between are under 64 octets, so a limit below 64
@@ -89,7 +97,8 @@ static size_t skip_clean_blocks(smtp_frame *f, const char *data, size_t i, size_
         return i;
     while (i + 64 <= len) {
         unsigned long long cr, lf, dot, starts, last;
-        masks64(data + i, &cr, &lf, &dot);
+        __m128i v[4];
+        masks64(data + i, v, &cr, &lf, &dot);
         if ((cr >> 63) || (lf & 1) || lf != (cr << 1))
             break;
         starts = (lf << 1) | (unsigned long long)(f->at_line_start ? 1 : 0);
@@ -108,6 +117,18 @@ static size_t skip_clean_blocks(smtp_frame *f, const char *data, size_t i, size_
             f->lines += (unsigned long long)popcount64(lf);
             f->line_len = 63 - (size_t)last;
             f->at_line_start = last == 63;
+        }
+        if (*wp != NULL) {
+            char *w = *wp;
+            int k;
+            if (*span < i) {
+                w = copy_span(w, data, *span, i);
+                *span = i;
+            }
+            for (k = 0; k < 4; k++)
+                _mm_storeu_si128((__m128i *)(void *)(w + 16 * k), v[k]);
+            *wp = w + 64;
+            *span = i + 64;
         }
         i += 64;
     }
@@ -142,7 +163,7 @@ static long long frame_run(smtp_frame *f, const char *data, size_t len, char *w)
     }
     while (i < len) {
 #if defined(__SSE2__)
-        i = skip_clean_blocks(f, data, i, len);
+        i = skip_clean_blocks(f, data, i, len, &w, &span);
         if (i >= len)
             break;
 #endif
