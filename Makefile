@@ -65,6 +65,12 @@ build/check/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
 check: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
+# The same tests without sanitizers, for valgrind (scripts/valgrind.sh runs
+# the allocation-failure one under memcheck).
+build/valgrind/%: csrc/test/%.c $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O1 -g -DSMTP_ENGINE_DEBUG $(DEP_CFLAGS) -Icsrc -o $@ $< $(CORE_SRC) $(DEP_LIBS)
+
 # The allocation-failure run alone (make check runs it too): every
 # allocation of its scenarios failed in turn, under ASan.
 failmalloc: build/check/test_failmalloc

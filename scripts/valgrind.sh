@@ -57,6 +57,20 @@ if [ -z "${VALGRIND_CPATH:-}" ]; then
   fi
 fi
 
+# The C allocation-failure run (every allocation of its scenarios failed in
+# turn) under memcheck too: make check runs it under ASan.
+if [ $# -eq 0 ]; then
+  if make -s build/valgrind/test_failmalloc > "$tmp/fm" 2>&1; then
+    if "${VG[@]}" build/valgrind/test_failmalloc > "$tmp/fm" 2>&1; then
+      tap_ok "valgrind: test_failmalloc: $(grep -c '^ok ' "$tmp/fm") scenarios, 0 errors, no definite leak ($(grep '^# failmalloc:' "$tmp/fm" | sed 's/^# failmalloc: //'))"
+    else
+      tap_fail "valgrind: test_failmalloc"; grep -E '^not ok|ERROR SUMMARY|definitely lost' "$tmp/fm" | sed 's/^/# /' | head -20
+    fi
+  else
+    tap_fail "valgrind: building test_failmalloc"; sed 's/^/# /' "$tmp/fm" | tail -20
+  fi
+fi
+
 if [ $# -gt 0 ]; then
   specs=("$@")
 elif [ "${VALGRIND_SPECS:-all}" = core ]; then
