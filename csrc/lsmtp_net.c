@@ -404,12 +404,14 @@ static const char *opt_field(lua_State *L, int t, const char *name)
     return v;
 }
 
-/* lua_pushfstring piece for an optional string: "<len>:<s>", "-" for none. */
-static const char *key_part(lua_State *L, const char *v)
+/* Pushes a key piece for an optional string: "<len>:<s>", "-" for none
+ * (no return value: lua_pushliteral returns nothing before Lua 5.3). */
+static void key_part(lua_State *L, const char *v)
 {
     if (v == NULL)
-        return lua_pushliteral(L, "-");
-    return lua_pushfstring(L, "%d:%s", (int)strlen(v), v);
+        lua_pushliteral(L, "-");
+    else
+        lua_pushfstring(L, "%d:%s", (int)strlen(v), v);
 }
 
 /* Pushes the cache key of the context that o asks for. */
