@@ -496,12 +496,14 @@ static int l_socket_starttls(lua_State *L)
         lua_pushlstring(L, skey, skey_len);
         cache_drop(L, cache, "sess", "nsess");
         su = NULL;
-    } else if (su != NULL && smtp_tls_session_single_use(su->s)) {
-        /* A TLS 1.3 ticket leaves the cache as it is offered (su stays on
-         * the stack meanwhile); this connection's new ticket replaces it. */
-        lua_pushlstring(L, skey, skey_len);
-        cache_drop(L, cache, "sess", "nsess");
     }
+    /* A TLS 1.3 ticket is offered again until it expires or a connection
+     * with it fails, although RFC 8446 appendix C.4 advises one use: a
+     * Postfix server hands out no new ticket on a resumed connection, so
+     * single use would resume only every other connection; Postfix's own
+     * client keeps reusing its cached session the same way; and what a
+     * ticket would let an observer link (connections from one client to
+     * one server) the client's address and its EHLO name show anyway. */
     forget_sess_key(u);
     u->sess_key = malloc(skey_len);
     if (u->sess_key == NULL)

@@ -933,11 +933,6 @@ int smtp_tls_session_resumable(const smtp_tls_session *s)
     return s != NULL && SSL_SESSION_is_resumable(s->sess) ? 1 : 0;
 }
 
-int smtp_tls_session_single_use(const smtp_tls_session *s)
-{
-    return s != NULL && SSL_SESSION_get_protocol_version(s->sess) >= TLS1_3_VERSION ? 1 : 0;
-}
-
 void smtp_tls_session_free(smtp_tls_session *s)
 {
     if (s == NULL)

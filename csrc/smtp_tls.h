@@ -165,11 +165,6 @@ smtp_tls_session *smtp_tls_take_session(smtp_tls *t);
  * connection), else 0. */
 int smtp_tls_session_resumable(const smtp_tls_session *s);
 
-/* 1 when s may be offered only once: a TLS 1.3 ticket (RFC 8446 appendix
- * C.4: a client SHOULD NOT reuse a ticket, so that connections cannot be
- * linked by it); the connection it resumes brings a fresh one. 0 for TLS
- * 1.2 sessions, which a server expects to see again. */
-int smtp_tls_session_single_use(const smtp_tls_session *s);
 
 void smtp_tls_session_free(smtp_tls_session *s);
 

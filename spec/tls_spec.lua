@@ -304,10 +304,11 @@ describe("TLS #tls", function()
       delivered("first of two")
     end)
 
-    -- RFC 8446 appendix C.4: a TLS 1.3 ticket is offered once. Driven on
-    -- the core socket, so that a connection can stop right after its
-    -- handshake, before it has read the ticket the server sends next.
-    it("a TLS 1.3 ticket is offered once; the connection it resumes brings the next", function()
+    -- Driven on the core socket to see the cache between connections. A
+    -- TLS 1.3 ticket is offered again (see docs/auth.md on RFC 8446 C.4):
+    -- Postfix hands out none on a resumed connection, and single use would
+    -- resume only every other connection.
+    it("a TLS 1.3 ticket resumes every later connection; Postfix issues none on a resumed one", function()
       if not need() then return end
       local function reply(sock)
         local buf = ""
@@ -319,7 +320,7 @@ describe("TLS #tls", function()
         end
         error("no complete reply: " .. buf)
       end
-      local function tls_up()
+      local function tls_session()   -- up to TLS and EHLO again (the ticket comes with its reply)
         local sock = core.socket()
         sock:settimeouts(5)
         assert(sock:connect("127.0.0.1", pf.ports.plain))
@@ -329,32 +330,26 @@ describe("TLS #tls", function()
         assert(sock:send("STARTTLS\r\n"))
         assert.matches("^220", reply(sock))
         assert(sock:starttls{ servername = "localhost", cafile = C.ca })
-        return sock
-      end
-      local function ehlo_and_close(sock)   -- reads on, so the new ticket is taken
         assert(sock:send("EHLO " .. HELO .. "\r\n"))
         assert.matches("^250", reply(sock))
+        local version, _, resumed = sock:tls_info()
         sock:close()
+        return version, resumed
       end
       core.tls_cache_clear()
-      local a = tls_up()
-      local version = a:tls_info()
-      ehlo_and_close(a)
+      local version, resumed = tls_session()
+      assert.is_false(resumed)
       if version ~= "TLSv1.3" then
         pending("this Postfix/OpenSSL negotiated " .. tostring(version) .. ", not TLS 1.3")
         return
       end
       assert.equal(1, core.tls_cache().sessions)
-      local b = tls_up()
-      assert.is_true(select(3, b:tls_info()))            -- resumed with a's ticket
-      assert.equal(0, core.tls_cache().sessions)         -- which left the cache
-      local c = tls_up()                                  -- b has not read its ticket yet
-      assert.is_false(select(3, c:tls_info()))           -- so: a full handshake
-      ehlo_and_close(c)
-      ehlo_and_close(b)
-      local d = tls_up()
-      assert.is_true(select(3, d:tls_info()))            -- a later ticket resumes
-      ehlo_and_close(d)
+      for _ = 1, 3 do
+        local v, r = tls_session()
+        assert.equal("TLSv1.3", v)
+        assert.is_true(r)
+        assert.equal(1, core.tls_cache().sessions)
+      end
     end)
 
     it("a changed CA file gives a new context and no resumption across it", function()
