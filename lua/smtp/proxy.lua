@@ -66,7 +66,8 @@ function M.parse(url)
     end
     u, pw = unescape(u), unescape(pw)
     if not u or not pw then return nil, "has a % not followed by two hex digits in user:password" end
-    if u:find("[\r\n%z]") or pw:find("[\r\n%z]") then
+    local bad = "[\r\n]"
+    if u:find(bad) or pw:find(bad) or u:find("\0", 1, true) or pw:find("\0", 1, true) then
       return nil, "must not carry CR, LF or NUL in user or password"
     end
     if #u > 255 or #pw > 255 then return nil, "has a user or password longer than 255 octets" end

@@ -16,7 +16,7 @@ end
 -- One message through the public API: the transport is whatever
 -- smtp.transport picks (it must be the cosocket one in here).
 -- Args: host, port, from, to, subject, text, timeout, deadline, tls,
--- servername, verify (0: off), cafile, cert, key; blocking=1 forces the
+-- servername, verify (0: off), cafile, cert, key, proxy; blocking=1 forces the
 -- blocking C socket (the control case: it stalls the worker).
 function M.send()
   local smtp = require "smtp"
@@ -43,6 +43,7 @@ function M.send()
     cafile = arg("cafile"),
     cert = arg("cert"),
     key = arg("key"),
+    proxy = arg("proxy"),
   }
   local elapsed = now() - t0
   if res then
