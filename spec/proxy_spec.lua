@@ -625,6 +625,32 @@ describe("proxy #proxy", function()
       assert.matches("socks5h://", body, 1, true)
     end)
 
+    it("a pooled tunnel: the second session resumes it, no second CONNECT", function()
+      if not proxies.have_tinyproxy then return pending("tinyproxy is not installed") end
+      local function txn(n)
+        return { expect = "^MAIL FROM:<a@example.com>" }, { send = "250 ok\r\n" },
+          { expect = "^RCPT TO:<b@example.org>" }, { send = "250 ok\r\n" },
+          { expect = "^DATA" }, { send = "354 go\r\n" }, { read = "data" },
+          { send = "250 queued " .. n .. "\r\n" }, { expect = "^RSET" }, { send = "250 ok\r\n" }
+      end
+      -- one connection only: a client that reconnected would find no server
+      local steps = { { send = "220 fake ESMTP\r\n" }, { expect = "^EHLO pool.test" },
+        { send = "250-fake.test\r\n250 8BITMIME\r\n" } }
+      for n = 1, 2 do
+        for _, st in ipairs({ txn(n) }) do steps[#steps + 1] = st end
+      end
+      local srv = servers.fake{ steps = steps, timeout = 6 }
+      local t = proxies.tinyproxy{ ports = { srv.port } }
+      finally(function() t:stop() end)
+      local status, body = ngx_srv:get("/session_pool?port=" .. srv.port .. "&proxy=" ..
+        q("http://127.0.0.1:" .. t.port))
+      assert.equal(200, status)
+      assert.equal("send1=250 reused1=false keepalive1=true send2=250 reused2=true keepalive2=true\n", body)
+      local _, connects = t:log():gsub("Request %(file descriptor %d+%): CONNECT", "")
+      assert.equal(1, connects)
+      assert.is_nil(srv:errors():find("MISMATCH", 1, true), srv:errors())
+    end)
+
     it("http through tinyproxy: the message arrives; a refused port is a connect failure", function()
       if not proxies.have_tinyproxy then return pending("tinyproxy is not installed") end
       local t = proxies.tinyproxy{ ports = { dbg.port }, user = "ann", password = "s3cret" }

@@ -59,13 +59,13 @@ end
 
 -- Two sessions through smtp.connect: the first goes back to the pool with
 -- s:setkeepalive (RSET first), the second comes from it and sends at once,
--- with no greeting, EHLO, STARTTLS or AUTH.
+-- with no greeting, EHLO, STARTTLS or AUTH. Arg proxy: through that proxy.
 function M.session_pool()
   local smtp = require "smtp"
   local out = {}
   for i = 1, 2 do
     local s, err = smtp.connect{ host = "127.0.0.1", port = num("port", 25), tls = "none",
-                                 helo = "pool.test", timeout = 5 }
+                                 helo = "pool.test", timeout = 5, proxy = arg("proxy") }
     if not s then
       ngx.say("connect ", i, " failed: ", err)
       return
