@@ -266,7 +266,7 @@ local function http_connect(tr, p, dest)
       { temporary = false })
   end
   if status < 200 or status > 299 then
-    local text = "refused CONNECT " .. target .. ": " .. printable(line)
+    local text = "refused CONNECT: " .. printable(line)
     if status == 407 or status == 401 then   -- tinyproxy 1.11 answers 401
       text = text .. (p.user and " (authentication failed: the proxy refused the user name or password)"
         or " (the proxy wants user:password in the URL)")
@@ -317,15 +317,16 @@ end
 -- connect, or timeout, with info.stage = "connect" and info.proxy = the
 -- scheme).
 function M.connect(p, host, port, timeout, deadline, connect, trace, numeric)
-  local desc = M.describe(p)
-  local function fail(kind, text, extra)
+  local short = p.scheme .. " " .. hostport(p.host, p.port)
+  -- to: the tunnel's end, when the proxy was asked for one.
+  local function fail(kind, text, extra, to)
     local info = { stage = "connect", proxy = p.scheme }
     for k, v in pairs(extra or {}) do
       if k ~= "retry" then info[k] = v end
     end
-    return errors.fail(kind, "proxy " .. desc .. ": " .. text, info)
+    return errors.fail(kind, "proxy " .. short .. (to and (", tunnel to " .. to) or "") .. ": " .. text, info)
   end
-  if trace then trace("proxy", "via " .. desc) end
+  if trace then trace("proxy", "via " .. M.describe(p)) end
   local nport = tonumber(port) or SERVICES[port]
   if not nport or nport < 1 or nport > 65535 or nport ~= math.floor(nport) then
     return fail("argument", "the port of the mail server must be a number through a proxy, got " ..
@@ -374,11 +375,11 @@ function M.connect(p, host, port, timeout, deadline, connect, trace, numeric)
       return tr, a
     end
     tr:close()
-    last = { a, b .. " (to " .. to .. ")", c }
-    if trace then trace("proxy", "failed: " .. last[2]) end
+    last = { a, b, c, to }
+    if trace then trace("proxy", "tunnel to " .. to .. " failed: " .. b) end
     if not (c and c.retry) or i == #dests then break end
   end
-  return fail(last[1], last[2], last[3])
+  return fail(last[1], last[2], last[3], last[4])
 end
 
 return M
