@@ -426,6 +426,7 @@ describe("proxy #proxy", function()
       local out = wait_messages(dbg, 1)
       assert.matches("mail from: <" .. FROM .. ">", out, 1, true)
       assert.matches("through the tunnel", out, 1, true)
+      assert.matches("-> [%d.]+ 127%.0%.0%.1%." .. dbg.port .. "%f[^%d]", d:log())
     end)
 
     it("socks5h: Dante resolves localhost", function()
@@ -723,6 +724,8 @@ describe("proxy #proxy", function()
           s:quit()
           assert.truthy(find_line(lines, "verifying the certificate for wrong.example", true))
           assert.matches("TLS: handshake ok", srv:errors(), 1, true)
+          -- and the connection went through the proxy: its log names the server's port
+          assert.matches("127%.0%.0%.1[.:]" .. srv.port .. "%f[^%d]", p:log())
         end)
 
         it(kind .. ", " .. mode .. ": the proxy's address does not pass for the mail server's name", function()
