@@ -123,10 +123,10 @@ function M.dante(opts)
     "external: 127.0.0.1",
     "clientmethod: none",
     "socksmethod: " .. (opts.user and "username" or "none"),
-    "user.privileged: root",
-    "user.unprivileged: nobody",
     "timeout.negotiate: 10",
     "timeout.io: 30",
+    -- as root: the username method reads /etc/shadow with privileges
+    M.is_root and "user.privileged: root\nuser.unprivileged: nobody" or "# not root: no user switching",
     "client pass {",
     "  from: 127.0.0.1/32 to: 0.0.0.0/0",
     "  log: error",
