@@ -88,8 +88,11 @@ describe("proxy #proxy", function()
     end)
 
     it("never shows credentials in an error", function()
-      local err = raised(smtp.connect, { host = "127.0.0.1", proxy = "socks9://ann:s3cret@h:1" })
-      assert.is_nil(err:find("s3cret", 1, true), err)
+      for _, url in ipairs({ "socks9://ann:s3cret@h:1", "socks9://ann:s3/cr@et@h:1", "ftp://ann:s3cret@h" }) do
+        local err = raised(smtp.connect, { host = "127.0.0.1", proxy = url })
+        assert.is_nil(err:find("s3", 1, true), err)
+        assert.is_nil(err:find("ann", 1, true), err)
+      end
     end)
 
     it("the mail host with CR, LF or a space raises too (it would be written into CONNECT)", function()

@@ -47,7 +47,7 @@ function M.parse(url)
   scheme = scheme and scheme:lower()
   if not SCHEMES[scheme] then
     return nil, "must be socks5://[user:pass@]host:port, socks5h://... or http://..., got " ..
-      errors.quote(url:gsub("//[^@/]*@", "//<credentials>@"):sub(1, 60))
+      errors.quote(url:gsub("^([^/]*//).*@", "%1<credentials>@"):sub(1, 60))
   end
   rest = rest:gsub("/$", "")
   local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
