@@ -8,6 +8,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "lsmtp.h"
 #include "smtp_net.h"
@@ -581,8 +584,74 @@ static int l_tls_check_name(lua_State *L)
     return 3;
 }
 
+/* core.resolve(host [, numeric]) -> { address, ... } | nil, "connect", msg:
+ * the host's addresses as getaddrinfo orders them, each packed in network
+ * order (4 octets for IPv4, 16 for IPv6), duplicates dropped, at most
+ * RESOLVE_MAX. For a SOCKS5 proxy that is given an address rather than a
+ * name. numeric: IP literals only (AI_NUMERICHOST), never a DNS lookup
+ * (inside nginx, where a blocking lookup would stall the worker). */
+#define RESOLVE_MAX 16
+
+static int l_resolve(lua_State *L)
+{
+    int bad;
+    const char *host = check_cstring(L, 1, &bad);
+    int numeric = lua_toboolean(L, 2);
+    struct addrinfo hints, *res = NULL, *ai;
+    int rc, n = 0;
+    if (bad)
+        return push_result(L, SMTP_E_CONNECT, "the host name contains a NUL byte");
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = numeric ? AI_NUMERICHOST : 0;
+    rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, code_name(SMTP_E_CONNECT));
+        lua_pushfstring(L, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return 3;
+    }
+    lua_newtable(L);
+    for (ai = res; ai != NULL && n < RESOLVE_MAX; ai = ai->ai_next) {
+        const void *p;
+        size_t len;
+        int i, seen = 0;
+        if (ai->ai_family == AF_INET) {
+            p = &((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_addr;
+            len = 4;
+        } else if (ai->ai_family == AF_INET6) {
+            p = &((const struct sockaddr_in6 *)(const void *)ai->ai_addr)->sin6_addr;
+            len = 16;
+        } else {
+            continue;
+        }
+        lua_pushlstring(L, (const char *)p, len);
+        for (i = 1; i <= n && !seen; i++) {
+            lua_rawgeti(L, -2, i);
+            seen = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        if (seen) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_rawseti(L, -2, ++n);
+    }
+    freeaddrinfo(res);
+    if (n == 0) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_pushstring(L, code_name(SMTP_E_CONNECT));
+        lua_pushfstring(L, "cannot resolve %s: no IPv4 or IPv6 address", host);
+        return 3;
+    }
+    return 1;
+}
+
 static const luaL_Reg net_functions[] = {
     {"socket", l_socket_new},
+    {"resolve", l_resolve},
     {"tls_check_name", l_tls_check_name},
     {"tls_cache", l_tls_cache},
     {"tls_cache_clear", l_tls_cache_clear},

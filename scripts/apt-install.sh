@@ -1,6 +1,6 @@
 #!/bin/sh
 # apt-install.sh PKG...: installs Debian packages as root without leaving
-# a service running. Postfix, Dovecot and nginx start as system services
+# a service running. Postfix, Dovecot, nginx, Dante and tinyproxy start as system services
 # when installed (nginx on port 80); the tests start private instances of
 # their own instead. A policy-rc.d that answers 101 ("action forbidden")
 # stops invoke-rc.d from starting anything during the install; it is
@@ -25,7 +25,7 @@ apt-get install -y -q --no-install-recommends "$@" >> "$log" 2>&1 || rc=$?
 [ "$ours" = 1 ] && rm -f "$POLICY"
 # Belt and braces: where something started anyway (a system whose init
 # ignores policy-rc.d), stop it.
-for svc in nginx postfix dovecot; do
+for svc in nginx postfix dovecot danted tinyproxy; do
   if command -v service >/dev/null 2>&1 && service "$svc" status >/dev/null 2>&1; then
     service "$svc" stop >/dev/null 2>&1 || true
   fi

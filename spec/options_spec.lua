@@ -273,6 +273,7 @@ describe("options", function()
       auth = { "PLAIN", "LOGIN" }, authzid = { "team", "boss" }, insecure_auth = { false, true },
       helo = { "a.example.org", "b.example.org" }, protocol = { "smtp", "lmtp" },
       pipelining = { true, false },
+      proxy = { "socks5://ann:s3cret-one@127.0.0.1:1080", "socks5://ann:s3cret-two@127.0.0.1:1080" },
     }
 
     it("covers every option the issue names, and no others", function()

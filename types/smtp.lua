@@ -6,6 +6,7 @@
 ---@field host? string server name or address; every address it resolves to is tried in turn
 ---@field port? integer|string port = 465 with tls = "auto" means implicit TLS
 ---@field path? string a Unix-domain socket instead of host and port (LMTP servers)
+---@field proxy? string socks5://[user:pass@]host:port (the client resolves host), socks5h://... (the proxy resolves it) or http://[user:pass@]host:port (CONNECT); TLS runs end to end through it
 ---@field tls? "auto"|"starttls"|"implicit"|"none" auto: STARTTLS when offered, required with credentials; starttls: required; implicit: TLS from the start; none
 ---@field verify? boolean false turns every certificate check off (the transcript says so)
 ---@field servername? string the name for SNI and for the certificate check (an IP address is checked as an IP)

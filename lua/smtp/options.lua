@@ -55,6 +55,18 @@ local function addresses(v)
   return true
 end
 
+-- A host name or address: no spaces or control characters (through a
+-- proxy the name is written into the request).
+local function host_name(v) return nonempty_c_string(v) and not v:find("[%c%s]") end
+
+-- proxy = "socks5://[user:pass@]host:port", socks5h:// or http:// (smtp.proxy).
+local function proxy_url(v)
+  if type(v) ~= "string" then return false end
+  local ok, why = require("smtp.proxy").parse(v)
+  if ok then return true end
+  return false, why
+end
+
 local function port(v)
   if type(v) == "number" then return integer(v) and v >= 1 and v <= 65535 end
   return nonempty_c_string(v)
@@ -215,7 +227,8 @@ end
 M.list = {
   -- the connection
   { name = "host", luals = 'string',
-    where = "c", valid = nonempty_c_string, want = "a host name or address", default = "localhost",
+    where = "c", valid = host_name, want = "a host name or address (no spaces or control characters)",
+    default = "localhost",
     identity = true, doc = "server name or address; every address it resolves to is tried in turn" },
   { name = "port", luals = 'integer|string',
     where = "c", valid = port, want = "a port number (1-65535) or a service name",
@@ -224,6 +237,11 @@ M.list = {
   { name = "path", luals = 'string',
     where = "c", valid = nonempty_c_string, want = "a socket path", identity = true,
     doc = "a Unix-domain socket instead of host and port (LMTP servers)" },
+  { name = "proxy", luals = 'string',
+    where = "c", valid = proxy_url, want = "a proxy URL (socks5://, socks5h:// or http://)",
+    identity = true, key = function(v) return require("smtp.proxy").key_parts(v) end,
+    doc = "socks5://[user:pass@]host:port (the client resolves host), socks5h://... (the proxy" ..
+      " resolves it) or http://[user:pass@]host:port (CONNECT); TLS runs end to end through it" },
   { name = "tls", luals = '"auto"|"starttls"|"implicit"|"none"',
     where = "c", valid = one_of("auto", "starttls", "implicit", "none"),
     want = "\"auto\", \"starttls\", \"implicit\" or \"none\"", default = "auto", identity = true,
@@ -471,7 +489,12 @@ function M.pool_key(opts, resolved, hash)
     if o.identity then
       local v = resolved[o.name]
       if v == nil then v = opts[o.name] end
-      if o.secret then
+      if o.key and v ~= nil then
+        -- Part in clear, part secret (a proxy URL's credentials).
+        local clear, secret = o.key(v)
+        parts[#parts + 1] = o.name .. "=" .. clear
+        secrets[#secrets + 1] = secret
+      elseif o.secret then
         -- A token function stands for the user's tokens (a new closure per
         -- request must not split the pool); the user is in the key.
         secrets[#secrets + 1] = type(v) == "function" and "token function" or tostring(v)

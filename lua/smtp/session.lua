@@ -7,6 +7,7 @@ local errors = require "smtp.errors"
 local transcript = require "smtp.transcript"
 local submit = require "smtp.submit"
 local options = require "smtp.options"
+local proxy = require "smtp.proxy"
 local prepare = require("smtp.job").prepare
 
 local M = {}
@@ -122,6 +123,12 @@ function Session:_read()
     end
     return nil, "lost", code, msg
   end
+  return self:_input(data)
+end
+
+-- Feeds bytes the server sent to the engine (from the transport, or what a
+-- proxy's handshake read past its reply): true, or nil, "protocol", msg.
+function Session:_input(data)
   -- Kept (a reference, no copy) so that a reply the engine cannot parse
   -- still reaches the transcript.
   self._last_input = data
@@ -592,7 +599,8 @@ end
 -- opts (built by M.connect): helo, lmtp, trace (a printer from the debug
 -- option, or nil), states (trace the engine's transitions: debug = 2),
 -- limits, pipelining, insecure_auth, implicit_tls and tls (the TLS options
--- for its handshake), chunking, window, dkim.
+-- for its handshake), chunking, window, dkim; pending: what the server sent
+-- that was read with a proxy's reply (smtp.proxy), fed before any read.
 function M.open(transport, opts)
   local self = setmetatable({
     engine = core.engine(opts.limits),
@@ -608,6 +616,18 @@ function M.open(transport, opts)
   self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
   if opts.insecure_auth then self.engine:set_insecure_auth(true) end
   self.helo = opts.helo
+  if opts.pending and opts.pending ~= "" then
+    -- The server's first bytes, read with a proxy's reply. Under implicit
+    -- TLS the server waits for the client's hello: bytes before it are not
+    -- the server's TLS.
+    if opts.implicit_tls then
+      self:close()
+      return errors.fail("protocol", "bytes arrived through the proxy before the TLS handshake",
+        { stage = "tls" })
+    end
+    local ok, _, msg = self:_input(opts.pending)
+    if not ok then return errors.fail("protocol", msg, { stage = "greeting" }) end
+  end
   if opts.implicit_tls then
     local ok, err, info = self:_handshake(opts.tls, "tls")
     if not ok then return nil, err, info end
@@ -819,7 +839,10 @@ function M.connect(opts, fresh, deadline)
       or string.format("to ('%s', %s)", host, tostring(port)))
   end
 
-  local transport = opts.transport
+  local transport, pending = opts.transport, nil
+  if opts.proxy and (opts.path or transport) then
+    return errors.fail("argument", "'proxy' cannot be used with '" .. (opts.path and "path" or "transport") .. "'")
+  end
   if not transport then
     local tmod = require("smtp.transport")
     local topts = { path = opts.path }
@@ -832,10 +855,17 @@ function M.connect(opts, fresh, deadline)
       topts.fresh = fresh
     end
     local code, msg
-    transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
-    if not transport then
-      local kind = code == "timeout" and "timeout" or "connect"
-      return errors.fail(kind, msg, { stage = "connect", temporary = true })
+    if opts.proxy then
+      local connect = function(phost, pport) return tmod.connect(phost, pport, timeout, deadline, topts) end
+      transport, pending, msg = proxy.connect(proxy.parse(opts.proxy), host, port, timeout, deadline,
+        connect, trace, tmod.in_nginx())
+      if not transport then return nil, pending, msg end
+    else
+      transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
+      if not transport then
+        local kind = code == "timeout" and "timeout" or "connect"
+        return errors.fail(kind, msg, { stage = "connect", temporary = true })
+      end
     end
   end
   local session_opts = {
@@ -851,6 +881,7 @@ function M.connect(opts, fresh, deadline)
     chunking = opts.chunking,
     window = opts.window,
     dkim = opts.dkim,
+    pending = pending,
   }
   if transport.getreusedtimes and transport:getreusedtimes() > 0 then
     -- From the pool: resumed from the state kept with this very connection.

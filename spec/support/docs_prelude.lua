@@ -32,7 +32,8 @@ local function record(what, ok, err)
   if not ok then failures[#failures + 1] = what .. ": " .. tostring(err) end
 end
 
-local TLS_OPTIONS = { "tls", "verify", "servername", "cafile", "capath", "cert", "key", "path" }
+-- and the proxy: the debug server is reached directly
+local TLS_OPTIONS = { "tls", "verify", "servername", "cafile", "capath", "cert", "key", "path", "proxy" }
 
 -- The call's options, pointed at the local servers.
 local function adapt(opts)

@@ -173,6 +173,9 @@ local function spawn(argv, stdout_file, stderr_file)
   return self
 end
 
+-- For the helpers of other servers (spec/support/proxies.lua).
+M.spawn = spawn
+
 -- Closing the popen handle waits for the process: only do it once it died.
 function Proc:_reap()
   if self.handle then

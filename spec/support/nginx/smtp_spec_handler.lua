@@ -16,7 +16,7 @@ end
 -- One message through the public API: the transport is whatever
 -- smtp.transport picks (it must be the cosocket one in here).
 -- Args: host, port, from, to, subject, text, timeout, deadline, tls,
--- servername, verify (0: off), cafile, cert, key; blocking=1 forces the
+-- servername, verify (0: off), cafile, cert, key, proxy; blocking=1 forces the
 -- blocking C socket (the control case: it stalls the worker).
 function M.send()
   local smtp = require "smtp"
@@ -43,6 +43,7 @@ function M.send()
     cafile = arg("cafile"),
     cert = arg("cert"),
     key = arg("key"),
+    proxy = arg("proxy"),
   }
   local elapsed = now() - t0
   if res then
@@ -58,13 +59,13 @@ end
 
 -- Two sessions through smtp.connect: the first goes back to the pool with
 -- s:setkeepalive (RSET first), the second comes from it and sends at once,
--- with no greeting, EHLO, STARTTLS or AUTH.
+-- with no greeting, EHLO, STARTTLS or AUTH. Arg proxy: through that proxy.
 function M.session_pool()
   local smtp = require "smtp"
   local out = {}
   for i = 1, 2 do
     local s, err = smtp.connect{ host = "127.0.0.1", port = num("port", 25), tls = "none",
-                                 helo = "pool.test", timeout = 5 }
+                                 helo = "pool.test", timeout = 5, proxy = arg("proxy") }
     if not s then
       ngx.say("connect ", i, " failed: ", err)
       return
