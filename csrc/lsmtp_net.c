@@ -432,7 +432,7 @@ static void push_ctx_key(lua_State *L, const smtp_tls_opts *o)
     lua_concat(L, lua_gettop(L) - top);
 }
 
-/* sock:starttls{ servername=, verify=, cafile=, capath=, cert=, key= }
+/* sock:starttls{ servername=, verify=, cafile=, capath=, cert=, key=, server= }
  * -> true | nil, code, msg. Verification is on unless verify == false.
  * The context comes from the TLS cache (built on first use), and a session
  * kept from an earlier connection to the same server is offered. */
@@ -442,7 +442,7 @@ static int l_socket_starttls(lua_State *L)
     smtp_tls_opts o;
     lsmtp_tls_ctx *cu;
     lsmtp_tls_session *su;
-    const char *skey;
+    const char *skey, *server;
     size_t skey_len;
     int rc, cache, ckey;
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -452,6 +452,9 @@ static int l_socket_starttls(lua_State *L)
     o.capath = opt_field(L, 2, "capath");
     o.cert = opt_field(L, 2, "cert");
     o.key = opt_field(L, 2, "key");
+    /* Through a proxy the socket's peer is the proxy: the caller names the
+     * server behind it, so that two servers never share a session slot. */
+    server = opt_field(L, 2, "server");
     lua_getfield(L, 2, "verify");
     o.verify = !(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
     lua_pop(L, 1);
@@ -487,7 +490,7 @@ static int l_socket_starttls(lua_State *L)
     }
     /* cu stays on the stack: an eviction cannot free it under us */
     lua_pushvalue(L, ckey);
-    lua_pushfstring(L, " peer=%s ", u->net.peer);
+    lua_pushfstring(L, " peer=%s ", server != NULL ? server : u->net.peer);
     key_part(L, o.servername);
     lua_concat(L, 3);
     skey = lua_tolstring(L, -1, &skey_len);

@@ -399,7 +399,8 @@ describe("proxy #proxy", function()
       assert.equal("timeout", info.kind, err)
       assert.equal("connect", info.stage)
       assert.equal("http", info.proxy)
-      assert.is_true(took >= 0.7 and took < 2, "took " .. took)
+      -- under 4 s: well short of the 6 s the whole trickle takes, with room for a loaded machine
+      assert.is_true(took >= 0.7 and took < 4, "took " .. took)
     end)
 
     it("truncated: the proxy closes inside its headers", function()

@@ -320,7 +320,7 @@ describe("TLS #tls", function()
         end
         error("no complete reply: " .. buf)
       end
-      local function tls_session()   -- up to TLS and EHLO again (the ticket comes with its reply)
+      local function tls_session(server)   -- up to TLS and EHLO again (the ticket comes with its reply)
         local sock = core.socket()
         sock:settimeouts(5)
         assert(sock:connect("127.0.0.1", pf.ports.plain))
@@ -329,7 +329,7 @@ describe("TLS #tls", function()
         reply(sock)
         assert(sock:send("STARTTLS\r\n"))
         assert.matches("^220", reply(sock))
-        assert(sock:starttls{ servername = "localhost", cafile = C.ca })
+        assert(sock:starttls{ servername = "localhost", cafile = C.ca, server = server })
         assert(sock:send("EHLO " .. HELO .. "\r\n"))
         assert.matches("^250", reply(sock))
         local version, _, resumed = sock:tls_info()
@@ -350,6 +350,15 @@ describe("TLS #tls", function()
         assert.is_true(r)
         assert.equal(1, core.tls_cache().sessions)
       end
+      -- Through a proxy the socket's peer is the proxy and the caller names
+      -- the server behind it: another server, another slot, no resumption.
+      local _, r1 = tls_session("mx1.example:25")
+      local _, r2 = tls_session("mx2.example:25")
+      local _, r3 = tls_session("mx1.example:25")
+      assert.is_false(r1)
+      assert.is_false(r2)
+      assert.is_true(r3)
+      assert.equal(3, core.tls_cache().sessions)
     end)
 
     it("a changed CA file gives a new context and no resumption across it", function()

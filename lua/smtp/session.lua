@@ -834,6 +834,9 @@ function M.connect(opts, fresh, deadline)
   local timeout = opts.timeout or 30
   deadline = deadline or (opts.deadline and (core.now() + opts.deadline)) or nil
   local tls_opts = tls_options(opts, host)
+  -- through a proxy the socket's peer is the proxy: TLS sessions are kept
+  -- per server behind it
+  if opts.proxy then tls_opts.server = host .. ":" .. tostring(port) end
   if trace then
     trace("connect", opts.path and ("to " .. opts.path)
       or string.format("to ('%s', %s)", host, tostring(port)))
