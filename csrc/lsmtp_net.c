@@ -407,8 +407,10 @@ static const char *opt_field(lua_State *L, int t, const char *name)
 /* lua_pushfstring piece for an optional string: "<len>:<s>", "-" for none. */
 static const char *key_part(lua_State *L, const char *v)
 {
-    if (v == NULL)
-        return lua_pushliteral(L, "-");
+    if (v == NULL) {
+        lua_pushliteral(L, "-"); /* a void macro in LuaJIT's lua.h */
+        return lua_tostring(L, -1);
+    }
     return lua_pushfstring(L, "%d:%s", (int)strlen(v), v);
 }
 
