@@ -550,7 +550,7 @@ static int l_socket_peer_certificate(lua_State *L)
     return 1;
 }
 
-/* sock:peer() -> "address:port" ("[v6]:port") connected to | nil */
+/* sock:peername() -> "address:port" ("[v6]:port") connected to | nil */
 static int l_socket_peer(lua_State *L)
 {
     lsmtp_socket *u = check_socket(L);
@@ -571,7 +571,7 @@ static const luaL_Reg socket_methods[] = {
     {"starttls", l_socket_starttls},
     {"tls_info", l_socket_tls_info},
     {"peer_certificate", l_socket_peer_certificate},
-    {"peer", l_socket_peer},
+    {"peername", l_socket_peer},
     {"__gc", l_socket_close},
     {NULL, NULL},
 };

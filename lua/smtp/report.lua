@@ -29,8 +29,8 @@ function M.connected(rep, transport)
   rep.timings.connect = core.now() - rep.t0
   if rep.path then
     rep.address = rep.path
-  elseif transport and transport.peer then
-    rep.address = address_of(transport:peer())
+  elseif transport and transport.peername then
+    rep.address = address_of(transport:peername())
   end
 end
 

@@ -342,7 +342,7 @@ end
 
 -- "address:port" when the host was an address (nginx does not say which
 -- address a name resolved to); nil otherwise.
-function Cosocket:peer()
+function Cosocket:peername()
   if not self.address then return nil end
   if self.address:find(":", 1, true) then return "[" .. self.address .. "]:" .. tostring(self.port) end
   return self.address .. ":" .. tostring(self.port)
