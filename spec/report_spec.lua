@@ -234,7 +234,20 @@ describe("the send report", function()
       assert.equal(reports[1].timings.connect, r.timings.connect)
       if i > 1 then assert.are_not.equal(reports[1].timings, r.timings) end
     end
-    -- a session's own send
+    -- a session's own send, and one refused before it was sent
+    local srv2 = servers.fake{ timeout = 10, steps = plain_steps() }
+    local s2 = assert(smtp.connect{ host = "127.0.0.1", port = srv2.port, helo = HELO, timeout = 5,
+                                    tls = "none" })
+    local res = assert(s2:send(msg()))
+    check_timings(res.session.timings, { "connect", "transaction" })
+    local bad, _, binfo = s2:sendmail(FROM, TO, "Subject: x\r\n\r\n" .. string.rep("x", 1000) .. "\r\n")
+    local bad2, _, binfo2 = s2:send{ from = FROM }
+    s2:quit()
+    assert.is_nil(bad)
+    assert.equal("argument", binfo.kind)
+    assert.equal(srv2.port, binfo.session.port)
+    assert.is_nil(bad2)
+    assert.equal(srv2.port, binfo2.session.port)
   end)
 
   it("LMTP: protocol is lmtp", function()
@@ -491,6 +504,14 @@ describe("the send report", function()
       assert.is_true(at > assert(err:find("send: 'QUIT\\r\\n'", 1, true)))
       assert.matches("smtp%-send: timings: connect %d+%.%d%d%d s, transaction %d+%.%d%d%d s," ..
         " total %d+%.%d%d%d s\n$", err)
+    end)
+
+    it("-v: a failure to connect still prints what is known, before the error", function()
+      local port = servers.free_port()
+      local code, _, err = run(args(port, { "-v", "--timeout", "2" }))
+      assert.equal(75, code)
+      assert.matches("\nsmtp%-send: session: 127%.0%.0%.1 port " .. port .. ", smtp, no TLS\n" ..
+        "smtp%-send: timings: connect %d+%.%d%d%d s, total %d+%.%d%d%d s\nsmtp%-send: connect: ", err)
     end)
 
     it("--json: one line of JSON on stdout per message, success and failure", function()

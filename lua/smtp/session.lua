@@ -741,7 +741,7 @@ end
 function Session:send(spec)
   options.check(spec, "message", 2)
   local job, err, info = prepare(spec, self.dkim)
-  if not job then return nil, err, info end
+  if not job then return sendreport.on_failure(self._report, nil, err, info) end
   return self:transaction(job)
 end
 
@@ -751,7 +751,7 @@ function Session:sendmail(from, rcpts, raw)
   local spec = { envelope = { from = from, to = rcpts }, message = raw }
   options.check(spec, "message", 2)
   local job, err, info = prepare(spec, self.dkim)
-  if not job then return nil, err, info end
+  if not job then return sendreport.on_failure(self._report, nil, err, info) end
   return self:transaction(job)
 end
 
