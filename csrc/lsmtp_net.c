@@ -546,6 +546,33 @@ static int l_socket_tls_info(lua_State *L)
     return 3;
 }
 
+/* sock:peer_certificate() -> the server certificate of the TLS handshake
+ * (DER) | nil: for core.tls_cert_info. */
+static int l_socket_peer_certificate(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    size_t len = smtp_tls_peer_der(u->tls, NULL, 0);
+    unsigned char *buf;
+    if (len == 0)
+        return 0;
+    /* a userdata: freed by the collector even if pushing the string fails */
+    buf = lua_newuserdata(L, len);
+    if (smtp_tls_peer_der(u->tls, buf, len) != len)
+        return 0;
+    lua_pushlstring(L, (const char *)buf, len);
+    return 1;
+}
+
+/* sock:peername() -> "address:port" ("[v6]:port") connected to | nil */
+static int l_socket_peer(lua_State *L)
+{
+    lsmtp_socket *u = check_socket(L);
+    if (u->net.fd < 0 || u->net.peer[0] == '\0')
+        return 0;
+    lua_pushstring(L, u->net.peer);
+    return 1;
+}
+
 static const luaL_Reg socket_methods[] = {
     {"settimeouts", l_socket_settimeouts},
     {"connect", l_socket_connect},
@@ -556,6 +583,8 @@ static const luaL_Reg socket_methods[] = {
     {"close", l_socket_close},
     {"starttls", l_socket_starttls},
     {"tls_info", l_socket_tls_info},
+    {"peer_certificate", l_socket_peer_certificate},
+    {"peername", l_socket_peer},
     {"__gc", l_socket_close},
     {NULL, NULL},
 };
@@ -652,10 +681,51 @@ static int l_resolve(lua_State *L)
     return 1;
 }
 
+/* core.tls_cert_info(der) -> { subject =, issuer =, not_after =, san = {
+ * "DNS:x", "IP:x", ... } } | nil, "tls", message: what smtp_tls_cert_info
+ * reads from a certificate, for the send report of both transports. Empty
+ * values are left out. */
+static int l_tls_cert_info(lua_State *L)
+{
+    size_t len;
+    const char *der = luaL_checklstring(L, 1, &len);
+    smtp_cert_info *ci;
+    int i;
+    /* about 9 KB: a userdata rather than the C stack */
+    ci = lua_newuserdata(L, sizeof *ci);
+    if (smtp_tls_cert_info(der, len, ci) != 0)
+        return push_result(L, SMTP_E_TLS, "the server certificate cannot be parsed");
+    lua_createtable(L, 0, 4);
+    if (ci->subject[0]) {
+        lua_pushstring(L, ci->subject);
+        lua_setfield(L, -2, "subject");
+    }
+    if (ci->issuer[0]) {
+        lua_pushstring(L, ci->issuer);
+        lua_setfield(L, -2, "issuer");
+    }
+    if (ci->not_after[0]) {
+        lua_pushstring(L, ci->not_after);
+        lua_setfield(L, -2, "not_after");
+    }
+    lua_createtable(L, ci->nsan, 0);
+    for (i = 0; i < ci->nsan; i++) {
+        lua_pushstring(L, ci->san[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "san");
+    if (ci->san_more > 0) {
+        lua_pushinteger(L, ci->san_more);
+        lua_setfield(L, -2, "san_more");
+    }
+    return 1;
+}
+
 static const luaL_Reg net_functions[] = {
     {"socket", l_socket_new},
     {"resolve", l_resolve},
     {"tls_check_name", l_tls_check_name},
+    {"tls_cert_info", l_tls_cert_info},
     {"tls_cache", l_tls_cache},
     {"tls_cache_clear", l_tls_cache_clear},
     {NULL, NULL},

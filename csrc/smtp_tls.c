@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -492,6 +493,128 @@ int smtp_tls_check_name(const void *der, size_t len, const char *servername, cha
     r = name_matches(cert, servername, why, size);
     X509_free(cert);
     return r;
+}
+
+/* ---- certificate details for a report --------------------------------- */
+
+/* name as one line, RFC 2253, UTF-8 kept (not escaped as \XX). */
+static void name_line(const X509_NAME *name, char *out, size_t size)
+{
+    BIO *b;
+    char *p;
+    long n;
+
+    out[0] = '\0';
+    if (name == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
+        return;
+    if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        n = BIO_get_mem_data(b, &p);
+        if (n > 0) {
+            size_t len = (size_t)n < size - 1 ? (size_t)n : size - 1;
+            size_t i;
+            memcpy(out, p, len);
+            out[len] = '\0';
+            for (i = 0; i < len; i++)
+                if (out[i] == '\0')
+                    out[i] = '?';
+        }
+    }
+    BIO_free(b);
+}
+
+/* One subjectAltName as "DNS:x" or "IP:x"; 0 for any other kind. */
+static int san_text(const GENERAL_NAME *g, char *out, size_t size)
+{
+    if (g->type == GEN_DNS) {
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+        int len = ASN1_STRING_length(g->d.dNSName);
+        size_t i, o = 4;
+        memcpy(out, "DNS:", 4);
+        for (i = 0; i < (size_t)(len > 0 ? len : 0) && o < size - 1; i++) {
+            unsigned char c = d[i];
+            out[o++] = (char)(c < 0x20 || c == 0x7f ? '?' : c);
+        }
+        out[o] = '\0';
+        return 1;
+    }
+    if (g->type == GEN_IPADD) {
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
+        int len = ASN1_STRING_length(g->d.iPAddress);
+        char ip[INET6_ADDRSTRLEN];
+        if (!((len == 4 && inet_ntop(AF_INET, d, ip, sizeof ip)) ||
+              (len == 16 && inet_ntop(AF_INET6, d, ip, sizeof ip))))
+            snprintf(ip, sizeof ip, "(%d octets)", len);
+        snprintf(out, size, "IP:%s", ip);
+        return 1;
+    }
+    return 0;
+}
+
+int smtp_tls_cert_info(const void *der, size_t len, smtp_cert_info *out)
+{
+    const unsigned char *p = der;
+    X509 *cert;
+    GENERAL_NAMES *sans;
+    const ASN1_TIME *na;
+    struct tm tm;
+    int i;
+
+    memset(out, 0, sizeof *out);
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return SMTP_E_TLS;
+    ERR_clear_error();
+    cert = d2i_X509(NULL, &p, (long)len);
+    if (cert == NULL || p != (const unsigned char *)der + len) {
+        X509_free(cert);
+        ERR_clear_error();
+        return SMTP_E_TLS;
+    }
+    name_line(X509_get_subject_name(cert), out->subject, sizeof out->subject);
+    name_line(X509_get_issuer_name(cert), out->issuer, sizeof out->issuer);
+    na = X509_get0_notAfter(cert);
+    memset(&tm, 0, sizeof tm);
+    if (na != NULL && ASN1_TIME_to_tm(na, &tm) == 1 &&
+        strftime(out->not_after, sizeof out->not_after, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        out->not_after[0] = '\0';
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != GEN_DNS && g->type != GEN_IPADD)
+            continue;
+        if (out->nsan >= SMTP_CERT_SAN_MAX) {
+            out->san_more++;
+            continue;
+        }
+        if (san_text(g, out->san[out->nsan], sizeof out->san[out->nsan]))
+            out->nsan++;
+    }
+    GENERAL_NAMES_free(sans);
+    X509_free(cert);
+    ERR_clear_error();
+    return SMTP_OK;
+}
+
+size_t smtp_tls_peer_der(const smtp_tls *t, unsigned char *buf, size_t size)
+{
+    X509 *cert;
+    int n;
+
+    if (t == NULL)
+        return 0;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    cert = SSL_get1_peer_certificate(t->ssl);
+#else
+    cert = SSL_get_peer_certificate(t->ssl);
+#endif
+    if (cert == NULL)
+        return 0;
+    n = i2d_X509(cert, NULL);
+    if (n > 0 && buf != NULL && (size_t)n <= size) {
+        unsigned char *q = buf;
+        n = i2d_X509(cert, &q);
+    }
+    X509_free(cert);
+    return n > 0 ? (size_t)n : 0;
 }
 
 /* ---- set-up -------------------------------------------------------------- */

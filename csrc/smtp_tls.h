@@ -105,6 +105,36 @@ int smtp_tls_start(smtp_tls **out, smtp_net *n, const smtp_tls_opts *o, double d
 int smtp_tls_check_name(const void *der, size_t len, const char *servername, char *why,
                         size_t size);
 
+/* What a report says of a server's certificate (smtp_tls_cert_info), in
+ * fixed, bounded buffers: longer values are cut (always NUL-terminated),
+ * and subjectAltNames past SMTP_CERT_SAN_MAX are counted in san_more. */
+#define SMTP_CERT_NAME_MAX 512
+#define SMTP_CERT_SAN_MAX 32
+#define SMTP_CERT_SAN_LEN 260
+
+typedef struct smtp_cert_info {
+    char subject[SMTP_CERT_NAME_MAX]; /* one line, RFC 2253 ("CN=localhost,O=x"), UTF-8 */
+    char issuer[SMTP_CERT_NAME_MAX];
+    char not_after[24];               /* ISO 8601 UTC: "2036-12-03T08:55:58Z"; "" unknown */
+    int nsan;                         /* entries in san */
+    int san_more;                     /* DNS/IP entries left out (more than SMTP_CERT_SAN_MAX) */
+    char san[SMTP_CERT_SAN_MAX][SMTP_CERT_SAN_LEN]; /* "DNS:mail.example", "IP:192.0.2.1" */
+} smtp_cert_info;
+
+/* Reads subject, issuer, end of validity and the DNS and IP
+ * subjectAltNames of the DER certificate der (len bytes) into out: the one
+ * place both transports take them from (the C one from its own handshake,
+ * the OpenResty one from the certificate nginx's handshake got). Control
+ * characters and NULs in names come out escaped (RFC 2253) or as '?'.
+ * Returns 0, or SMTP_E_TLS when der is not exactly one certificate. Checks
+ * nothing. */
+int smtp_tls_cert_info(const void *der, size_t len, smtp_cert_info *out);
+
+/* The server certificate of t's handshake (also after resumption), DER:
+ * its length when buf is NULL or size is too small (nothing written), else
+ * the length written into buf; 0 when there is none. */
+size_t smtp_tls_peer_der(const smtp_tls *t, unsigned char *buf, size_t size);
+
 /* ---- reuse: contexts and sessions ----------------------------------------
  * Building a context loads the trust store (the system bundle: about 20 ms
  * of CPU) and the client certificate; resuming a session skips the

@@ -177,9 +177,11 @@ describe("#resty smtp inside nginx", function()
       for _, st in ipairs({ txn(n) }) do steps[#steps + 1] = st end
     end
     local srv = servers.fake{ steps = steps, timeout = 4 }
-    local status, body = ngx_srv:get("/session_pool?" .. query{ port = srv.port })
+    local status, body = ngx_srv:get("/session_pool?" .. query{ port = srv.port, report = 1 })
     assert.equal(200, status)
-    assert.equal("send1=250 reused1=false keepalive1=true send2=250 reused2=true keepalive2=true\n", body)
+    -- reportN: the send report's `reused`
+    assert.equal("send1=250 reused1=false report1=false keepalive1=true send2=250 reused2=true" ..
+      " report2=true keepalive2=true\n", body)
     local received, errs = srv:received(), srv:errors()
     srv:stop()
     assert.is_nil(errs:find("MISMATCH", 1, true), errs)
@@ -401,6 +403,19 @@ describe("#resty smtp inside nginx", function()
       local found
       for _, m in ipairs(tls_srv:messages()) do found = found or m.subject == "over STARTTLS" end
       assert.is_true(found)
+    end)
+
+    it("smtp.send: the send report of a cosocket (TLS details through the FFI)", function()
+      if not have_tls then return pending("needs openssl and LuaSec") end
+      local _, body = ngx_srv:get("/send?" .. query{ port = tls_srv.port, tls = "starttls",
+        servername = "localhost", subject = "report", report = 1 })
+      assert.matches("^ok 250 ", body)
+      assert.matches("\nreport address=127.0.0.1 port=" .. tls_srv.port .. " protocol=smtp" ..
+        " version=TLSv1%.[23] cipher=true verified=true subject=CN=localhost" ..
+        " issuer=CN=lua%-smtp Test CA san=DNS:localhost,IP:127.0.0.1 reused=false connect=true tls=true\n", body)
+      _, body = ngx_srv:get("/send?" .. query{ port = tls_srv.port, tls = "starttls",
+        servername = "localhost", verify = 0, subject = "report unverified", report = 1 })
+      assert.matches("verified=false subject=CN=localhost", body, 1, true)
     end)
 
     it("smtp.send: implicit TLS, verified", function()

@@ -96,6 +96,38 @@
 ---@field message_id? string for messages built here
 ---@field replies? table<string, smtp.Reply> LMTP: each recipient's final reply
 ---@field retried_stale? boolean OpenResty: the pooled connection was stale, the message went on a fresh one
+---@field session smtp.Report the send report
+
+---@class smtp.Certificate
+---@field subject? string one line, RFC 2253
+---@field issuer? string
+---@field not_after? string ISO 8601 UTC, "2036-12-02T09:03:22Z"
+---@field san string[] "DNS:name", "IP:address"
+
+---@class smtp.ReportTls
+---@field version? string "TLSv1.3"
+---@field cipher? string
+---@field verified boolean chain and name checked
+---@field peer? smtp.Certificate the server's certificate
+
+---@class smtp.Timings seconds, monotonic clock
+---@field connect? number
+---@field tls? number
+---@field auth? number
+---@field transaction? number this message's transaction
+---@field total number from the start of the connection to this result
+
+---@class smtp.Report
+---@field host? string
+---@field address? string the address connected to, or the Unix socket's path
+---@field proxy? string through a proxy: the proxy's address (then address is nil)
+---@field port? integer
+---@field protocol "smtp"|"lmtp"
+---@field tls? smtp.ReportTls
+---@field auth? string the SASL mechanism
+---@field capabilities? table<string, string|true>
+---@field reused boolean the connection came from nginx's pool
+---@field timings smtp.Timings
 
 ---@alias smtp.Stage "connect"|"greeting"|"hello"|"starttls"|"tls"|"auth"|"pending"|"mail"|"rcpt"|"data"|"data_end"
 
@@ -111,6 +143,7 @@
 ---@field replies? table<string, smtp.Reply>
 ---@field retried_stale? boolean OpenResty: a stale pooled connection was found and a fresh one tried
 ---@field retry_error? string why that fresh connection failed (the message was not sent)
+---@field session smtp.Report the send report: what was known when it failed
 
 ---@class smtp.Failure
 ---@field error string "kind: readable text"

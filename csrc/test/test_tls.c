@@ -480,6 +480,18 @@ static void check_good_exchange(const char *servername, const char *want_sni, in
     }
     snprintf(name, sizeof name, "%s: cipher named, no error text", label);
     CHECK(smtp_tls_cipher(t)[0] != '\0' && n.errmsg[0] == '\0', name);
+    {
+        /* the server certificate for the report: DER that reads back */
+        unsigned char der[4096];
+        smtp_cert_info ci;
+        size_t dlen = smtp_tls_peer_der(t, NULL, 0);
+        snprintf(name, sizeof name, "%s: peer certificate for the report", label);
+        CHECK(dlen > 0 && dlen <= sizeof der && smtp_tls_peer_der(t, der, 8) == dlen &&
+                  smtp_tls_peer_der(t, der, sizeof der) == dlen &&
+                  smtp_tls_cert_info(der, dlen, &ci) == SMTP_OK &&
+                  strcmp(ci.subject, "CN=localhost") == 0,
+              name);
+    }
 
     /* One byte first: the rest of the record stays inside OpenSSL, and must
      * come back without waiting, even with a deadline already past. */
@@ -658,6 +670,35 @@ static void test_name_rule(void)
                   "handshake: DNS SAN 127.0.0.1 for the address");
     check_refused(path("dnsip.pem"), "mail.example.org", path("ca.pem"), "hostname mismatch",
                   NULL, "handshake: partial wildcard");
+}
+
+/* smtp_tls_cert_info: what the send report says of a certificate. */
+static void test_cert_info(void)
+{
+    unsigned char *good = NULL, *dnsip = NULL;
+    int good_len = load_der(path("good.pem"), &good);
+    int dnsip_len = load_der(path("dnsip.pem"), &dnsip);
+    smtp_cert_info ci;
+
+    CHECK(good_len > 0 && dnsip_len > 0, "cert info: certificates load");
+    CHECK(smtp_tls_cert_info(good, (size_t)good_len, &ci) == SMTP_OK, "cert info: parses");
+    CHECK(strcmp(ci.subject, "CN=localhost") == 0, "cert info: subject, RFC 2253");
+    CHECK(strcmp(ci.issuer, "CN=lua-smtp test CA") == 0, "cert info: issuer");
+    CHECK(strlen(ci.not_after) == 20 && ci.not_after[4] == '-' && ci.not_after[10] == 'T' &&
+              ci.not_after[19] == 'Z',
+          "cert info: not_after, ISO 8601 UTC");
+    CHECK(ci.nsan == 2 && ci.san_more == 0 && strcmp(ci.san[0], "DNS:localhost") == 0 &&
+              strcmp(ci.san[1], "IP:127.0.0.1") == 0,
+          "cert info: DNS and IP subjectAltNames");
+    CHECK(smtp_tls_cert_info(dnsip, (size_t)dnsip_len, &ci) == SMTP_OK && ci.nsan == 3 &&
+              strcmp(ci.san[1], "DNS:*.example.test") == 0,
+          "cert info: DNS names as they are");
+    CHECK(smtp_tls_cert_info(good, (size_t)good_len - 1, &ci) == SMTP_E_TLS &&
+              ci.subject[0] == '\0',
+          "cert info: a cut certificate is refused");
+    CHECK(smtp_tls_cert_info(NULL, 0, &ci) == SMTP_E_TLS, "cert info: nothing is refused");
+    OPENSSL_free(good);
+    OPENSSL_free(dnsip);
 }
 
 static void test_no_verify(void)
@@ -1271,6 +1312,7 @@ int main(void)
     test_verification_failures();
     test_partial_wildcard_flag();
     test_name_rule();
+    test_cert_info();
     test_no_verify();
     test_refused_before_handshake();
     test_handshake_timeout();

@@ -9,6 +9,7 @@ local submit = require "smtp.submit"
 local options = require "smtp.options"
 local proxy = require "smtp.proxy"
 local prepare = require("smtp.job").prepare
+local sendreport = require "smtp.report"
 
 local M = {}
 local Session = {}
@@ -357,6 +358,7 @@ function Session:_handshake(tls_opts, stage)
       trace("tls", "handshake WITHOUT certificate verification (verify = false)")
     end
   end
+  local t0 = core.now()
   local ok, code, msg = self.transport:starttls(tls_opts)
   if not ok then
     self:close()
@@ -364,12 +366,13 @@ function Session:_handshake(tls_opts, stage)
     return errors.fail(kind, msg or code, { stage = stage, temporary = kind ~= "tls" })
   end
   self.tls = true
+  sendreport.tls(self._report, self.transport, tls_opts.verify, core.now() - t0)
   if self.transport.tls_info then
     local version, cipher, resumed = self.transport:tls_info()
     -- resumed: an earlier session with this server (same name, same checks)
     -- was taken up again; the transport checked the name once more.
     self.tls_resumed = resumed == true
-    if trace then
+    if trace and version then
       trace("tls", tostring(version) .. " " .. tostring(cipher) .. (resumed and " (resumed session)" or ""))
     end
   end
@@ -515,7 +518,7 @@ M.check_envelope = submit.check_envelope
 -- message_id, dsn, eightbit, utf8_headers } (see smtp.submit).
 function Session:transaction(job)
   if self.closed then
-    return errors.fail("closed", "session is closed", { temporary = true })
+    return sendreport.on_failure(self._report, errors.fail("closed", "session is closed", { temporary = true }))
   end
   local r = self:_submit({ job }, { window = 1 })
   return r[1][1], r[1][2], r[1][3]
@@ -525,7 +528,9 @@ end
 function Session:submit(jobs, opts)
   if self.closed then
     local out = {}
-    for i = 1, #jobs do out[i] = { errors.fail("closed", "session is closed", { temporary = true }) } end
+    for i = 1, #jobs do
+      out[i] = { sendreport.on_failure(self._report, errors.fail("closed", "session is closed", { temporary = true })) }
+    end
     return out
   end
   return self:_submit(jobs, opts)
@@ -564,7 +569,7 @@ function Session:_submit(jobs, opts)
   self._wrote_body = false
   local results = submit.submit(self, jobs, opts)
   if not (first_use and self._reconnect and found_stale(results, self._wrote_body)) then
-    return results
+    return self:_reported(results)
   end
   if self.trace then
     self.trace("info", "the pooled connection was stale; once more on a fresh connection")
@@ -577,7 +582,7 @@ function Session:_submit(jobs, opts)
       if type(r[3]) == "table" then r[3].retried_stale, r[3].retry_error = true, ferr end
     end
     self.retried_stale = true
-    return results
+    return self:_reported(results)
   end
   -- The fresh session takes this one's place: the caller's object goes on.
   for k in pairs(self) do self[k] = nil end
@@ -589,6 +594,22 @@ function Session:_submit(jobs, opts)
   for _, r in ipairs(results) do
     local t = r[1] or r[3]
     if type(t) == "table" then t.retried_stale = true end
+  end
+  return self:_reported(results)
+end
+
+-- Gives each result (or failure's info) its report: the session's, with
+-- its own transaction's time (submit's results.started and .ended).
+function Session:_reported(results)
+  local rep = self._report
+  local now = core.now()
+  local started, ended = results.started or {}, results.ended or {}
+  for i, r in ipairs(results) do
+    local t = r[1] or r[3]
+    if type(t) == "table" and t.session == nil then
+      local s0, e0 = started[i], ended[i] or now
+      t.session = sendreport.snapshot(rep, self, s0 and e0 - s0, e0)
+    end
   end
   return results
 end
@@ -609,8 +630,10 @@ function M.open(transport, opts)
     lmtp = opts.lmtp or false,
     capabilities = {},
     closed = false,
+    _report = opts.report or sendreport.new(nil, nil, nil, opts.lmtp and "lmtp"),
     _traced = 0, _partial = "",
   }, Session)
+  self._report.session = self
   if opts.pipelining == false then self.engine:set_pipelining(false) end
   if opts.states and self.trace then self.engine:set_trace(true); self._states = true end
   self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
@@ -657,8 +680,10 @@ function Session:setkeepalive(timeout, size)
     self:close()
     return nil, err, info
   end
+  local tr = self._report and self._report.tls_report or {}
   local state = M.encode_state{ ehlo = self._ehlo_text or "", lmtp = self.lmtp, tls = self.tls,
-                                authenticated = self.authenticated }
+                                authenticated = self.authenticated, tls_version = tr.version,
+                                tls_cipher = tr.cipher, verified = tr.verified }
   self.closed = true
   self.engine:close()
   local kok, code, msg = self.transport:setkeepalive(timeout, size, state)
@@ -667,23 +692,34 @@ function Session:setkeepalive(timeout, size)
 end
 
 -- What a pooled connection must remember to be resumed, as the string the
--- transport keeps with that connection: "lua-smtp 1", the protocol, TLS,
--- the mechanism it authenticated with ("-": none), then the EHLO reply.
+-- transport keeps with that connection: "lua-smtp 2", the protocol, TLS,
+-- the mechanism it authenticated with ("-": none), for the report the TLS
+-- version, cipher ("-": unknown) and whether the certificate was verified
+-- (1 or 0), then the EHLO reply.
+local function word(v)
+  if type(v) ~= "string" or v == "" or v:find("[%s%c]") then return "-" end
+  return v
+end
+
 function M.encode_state(st)
   local auth = st.authenticated
   if type(auth) ~= "string" or auth == "" or auth:find("[%s%c]") then auth = auth and "yes" or "-" end
-  return string.format("lua-smtp 1 %s %s %s\n%s", st.lmtp and "lmtp" or "smtp",
-    st.tls and "tls" or "plain", auth, st.ehlo or "")
+  return string.format("lua-smtp 2 %s %s %s %s %s %d\n%s", st.lmtp and "lmtp" or "smtp",
+    st.tls and "tls" or "plain", auth, word(st.tls_version), word(st.tls_cipher),
+    st.verified and 1 or 0, st.ehlo or "")
 end
 
 -- The table encode_state was given, or nil for anything else.
 function M.decode_state(s)
   if type(s) ~= "string" then return nil end
-  local proto, tls, auth, ehlo = s:match("^lua%-smtp 1 (%a+) (%a+) (%S+)\n(.*)$")
+  local proto, tls, auth, version, cipher, verified, ehlo =
+    s:match("^lua%-smtp 2 (%a+) (%a+) (%S+) (%S+) (%S+) ([01])\n(.*)$")
   if not proto then return nil end
   local authenticated = false
   if auth == "yes" then authenticated = true elseif auth ~= "-" then authenticated = auth end
-  return { lmtp = proto == "lmtp", tls = tls == "tls", authenticated = authenticated, ehlo = ehlo }
+  return { lmtp = proto == "lmtp", tls = tls == "tls", authenticated = authenticated, ehlo = ehlo,
+           tls_version = version ~= "-" and version or nil, tls_cipher = cipher ~= "-" and cipher or nil,
+           verified = verified == "1" }
 end
 
 -- A session on a pooled connection, from the state setkeepalive left:
@@ -699,8 +735,11 @@ function M.resume(transport, opts, state)
     authenticated = state.authenticated,
     helo = opts.helo,
     reused = true,
+    _report = opts.report or sendreport.new(nil, nil, nil, state.lmtp and "lmtp"),
     _traced = 0, _partial = "",
   }, Session)
+  self._report.session = self
+  sendreport.tls_from_state(self._report, state)
   if opts.pipelining == false then self.engine:set_pipelining(false) end
   if opts.states and self.trace then self.engine:set_trace(true); self._states = true end
   self.chunking, self.window, self.dkim = opts.chunking, opts.window, opts.dkim
@@ -722,7 +761,7 @@ end
 function Session:send(spec)
   options.check(spec, "message", 2)
   local job, err, info = prepare(spec, self.dkim)
-  if not job then return nil, err, info end
+  if not job then return sendreport.on_failure(self._report, nil, err, info) end
   return self:transaction(job)
 end
 
@@ -732,7 +771,7 @@ function Session:sendmail(from, rcpts, raw)
   local spec = { envelope = { from = from, to = rcpts }, message = raw }
   options.check(spec, "message", 2)
   local job, err, info = prepare(spec, self.dkim)
-  if not job then return nil, err, info end
+  if not job then return sendreport.on_failure(self._report, nil, err, info) end
   return self:transaction(job)
 end
 
@@ -818,7 +857,7 @@ end
 -- against smtp.options) say: the session, or the failure triple.
 -- fresh: never a pooled connection; deadline: the absolute deadline of a
 -- call this connection is part of (a retry on a fresh connection).
-function M.connect(opts, fresh, deadline)
+local function connect(opts, fresh, deadline, rep)
   local creds, cerr, cinfo = credentials(opts)
   if creds == nil then return nil, cerr, cinfo end
   local trace = transcript.printer(opts.debug)
@@ -859,12 +898,14 @@ function M.connect(opts, fresh, deadline)
     end
     local code, msg
     if opts.proxy then
-      local connect = function(phost, pport) return tmod.connect(phost, pport, timeout, deadline, topts) end
+      local dial = function(phost, pport) return tmod.connect(phost, pport, timeout, deadline, topts) end
       transport, pending, msg = proxy.connect(proxy.parse(opts.proxy), host, port, timeout, deadline,
-        connect, trace, tmod.in_nginx())
+        dial, trace, tmod.in_nginx())
       if not transport then return nil, pending, msg end
+      sendreport.connected(rep, transport, true)
     else
       transport, code, msg = tmod.connect(host, port, timeout, deadline, topts)
+      sendreport.connected(rep, transport)
       if not transport then
         local kind = code == "timeout" and "timeout" or "connect"
         return errors.fail(kind, msg, { stage = "connect", temporary = true })
@@ -885,7 +926,9 @@ function M.connect(opts, fresh, deadline)
     window = opts.window,
     dkim = opts.dkim,
     pending = pending,
+    report = rep,
   }
+  if opts.transport then sendreport.connected(rep, transport) end
   if transport.getreusedtimes and transport:getreusedtimes() > 0 then
     -- From the pool: resumed from the state kept with this very connection.
     -- Without one (pooled by other code, or its state was lost) nobody
@@ -911,7 +954,9 @@ function M.connect(opts, fresh, deadline)
   ok, err, info = upgrade(s, opts, mode, tls_opts, creds)
   if not ok then return nil, err, info end
   if creds then
+    local ta = core.now()
     ok, err, info = s:auth(creds)
+    sendreport.auth(rep, core.now() - ta)
     if not ok then
       s:quit()
       if s._fresh_token and not opts._refreshed and not opts.transport then
@@ -924,6 +969,25 @@ function M.connect(opts, fresh, deadline)
     end
   end
   return s
+end
+
+-- The port a connection with these options goes to.
+function M.port_of(opts)
+  local mode = opts.tls or "auto"
+  return opts.port or (mode == "implicit" and 465 or 25)
+end
+
+-- A report for a call that has not connected (yet): what the options say.
+function M.report_before(opts, t0)
+  return sendreport.new(opts.host or "localhost", M.port_of(opts), opts.path, opts.protocol, t0)
+end
+
+-- Connects, says hello, upgrades to TLS and authenticates as opts say:
+-- the session, or the failure triple, whose info carries the report of
+-- what was known when it failed (info.session).
+function M.connect(opts, fresh, deadline)
+  local rep = M.report_before(opts)
+  return sendreport.on_failure(rep, connect(opts, fresh, deadline, rep))
 end
 
 M.Session = Session

@@ -257,7 +257,10 @@ end
 function M.submit(self, jobs, opts)
   opts = opts or {}
   local eng = self.engine
-  local results, recs = {}, {}
+  -- results.started[i] / results.ended[i]: when transaction i began (its
+  -- MAIL was staged) and ended (its outcome came), for its report.
+  local started, ended = {}, {}
+  local results, recs = { started = started, ended = ended }, {}
   local n, nextj, inflight = #jobs, 1, 0
   local asked = opts.window or self.window
   local window = asked or 8
@@ -320,6 +323,7 @@ function M.submit(self, jobs, opts)
       retry[#retry + 1] = rec.i
       return
     end
+    ended[rec.i] = core.now()
     if kind == "done" then
       results[rec.i] = outcome_done(self, rec, code, enhanced, text)
     else
@@ -421,6 +425,7 @@ function M.submit(self, jobs, opts)
       return true
     end
     local id = code  -- on success: the transaction's id
+    started[i], ended[i] = core.now(), nil
     for _, rcpt in ipairs(params.to) do
       local rok, _, rmsg = eng:rcpt(rcpt, params.rcpt and params.rcpt(rcpt))
       if not rok then

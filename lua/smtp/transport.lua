@@ -5,7 +5,10 @@
 --   starttls(opts) -> true | nil, code, msg
 --   settimeouts(timeout, deadline)        close()
 -- with codes timeout, closed, connect, tls, io. The cosocket transport also
--- has setkeepalive(timeout, size) and getreusedtimes().
+-- has setkeepalive(timeout, size) and getreusedtimes(). For the send report
+-- (smtp.report), optionally: peername() -> "address:port", tls_info() ->
+-- version, cipher, resumed, peer_certificate() -> the server's certificate
+-- (DER).
 local M = {}
 
 -- Inside nginx (lua-nginx-module, stream-lua or the resty CLI): ngx.socket.tcp

@@ -70,7 +70,11 @@ Message (compose mode):
 Delivery:
   --dsn LIST             delivery status notifications, e.g.
                          ret=hdrs,notify=failure+delay,envid=ID,orcpt
-  -v, --verbose          SMTP transcript on stderr; -vv with time stamps
+  -v, --verbose          SMTP transcript on stderr, then the send report
+                         (server, TLS, certificate, timings); -vv with time
+                         stamps
+  --json                 the result (or the failure) with its send report
+                         as one line of JSON on stdout
   --dry-run              print the message on stdout and the envelope on
                          stderr; connect to nothing
   --progress, --no-progress
@@ -472,6 +476,65 @@ local function describe(code, enhanced, text)
   return require("smtp.errors").describe(code, enhanced, text)
 end
 
+local function seconds(v)
+  return v and string.format("%.3f s", v) or nil
+end
+
+-- The send report (a result's or a failure's `session`) in a few lines,
+-- for -v.
+function M.report_lines(r)
+  local out = {}
+  local where
+  if r.port then
+    where = tostring(r.host) .. (r.address and r.address ~= r.host and " (" .. r.address .. ")" or "") ..
+      " port " .. r.port
+  else
+    where = tostring(r.address or r.host)
+  end
+  out[1] = "session: " .. where .. ", " .. tostring(r.protocol) ..
+    (r.tls and "" or ", no TLS") .. (r.auth and ", AUTH " .. r.auth or "") ..
+    (r.reused and ", reused connection" or "")
+  local t = r.tls
+  if t then
+    out[#out + 1] = "tls: " .. tostring(t.version) .. " " .. tostring(t.cipher) ..
+      (t.verified and ", certificate verified" or ", certificate NOT verified")
+    local p = t.peer
+    if p then
+      out[#out + 1] = "certificate: " .. tostring(p.subject) .. "; issuer " .. tostring(p.issuer) ..
+        "; until " .. tostring(p.not_after) ..
+        (p.san and p.san[1] and "; " .. table.concat(p.san, ", ") or "")
+    end
+  end
+  local tm, parts = r.timings or {}, {}
+  for _, k in ipairs({ "connect", "tls", "auth", "transaction", "total" }) do
+    if tm[k] then parts[#parts + 1] = k .. " " .. seconds(tm[k]) end
+  end
+  if parts[1] then out[#out + 1] = "timings: " .. table.concat(parts, ", ") end
+  return out
+end
+
+local function print_report(r)
+  if type(r) ~= "table" then return end
+  for _, line in ipairs(M.report_lines(r)) do
+    io.stderr:write(printable("smtp-send: " .. line), "\n")
+  end
+end
+
+-- --json: one line for the message: the result with ok = true, or
+-- { ok = false, error =, info = }.
+local function print_json(res, err, info)
+  local json = require "smtp.cli.json"
+  local obj
+  if res then
+    obj = { ok = true }
+    for k, v in pairs(res) do obj[k] = v end
+  else
+    obj = { ok = false, error = err, info = info }
+  end
+  io.stdout:write(json.encode(obj, { arrays = { accepted = true, san = true } }), "\n")
+  io.stdout:flush()
+end
+
 -- The size of the message on the wire (line ends as CRLF), for the bar.
 local function wire_size(job)
   if job.object and job.object.size then return job.object.size end
@@ -554,7 +617,11 @@ local function run(argv, getenv)
   if unwatch then unwatch() end
   if not called then error(res, 0) end
   if bar then bar:finish(res ~= nil) end
-  if not res then die(M.exit_code(info), err) end
+  if opts.json then print_json(res, err, info) end
+  if not res then
+    if opts.verbose > 0 then print_report(info and info.session) end
+    die(M.exit_code(info), err)
+  end
 
   for _, r in ipairs(job.envelope.to) do
     local rep = res.refused and res.refused[r]
@@ -568,6 +635,7 @@ local function run(argv, getenv)
     io.stderr:write(printable(string.format("smtp-send: sent to %d recipient%s: %s", n, n == 1 and "" or "s",
       describe(res.code, res.enhanced, res.message))), "\n")
   end
+  if opts.verbose > 0 then print_report(res.session) end
   return EX.OK
 end
 

@@ -29,7 +29,7 @@ local long = {
   dsn = { arg = true, list = true },
   helo = { arg = true }, timeout = { arg = true },
   config = { arg = true }, account = { arg = true },
-  verbose = {}, ["dry-run"] = {}, help = {}, version = {},
+  verbose = {}, json = {}, ["dry-run"] = {}, help = {}, version = {},
   progress = {}, ["no-progress"] = {},
   ["read-recipients"] = { key = "t" },
 }

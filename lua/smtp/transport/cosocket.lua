@@ -198,7 +198,37 @@ local function load_peer_api()
     return peer_api, peer_api_err
   end
   peer_api = { ffi = ffi, get0_peer = get0_peer, i2d = i2d }
+  -- For the send report only (optional): the session's version and cipher.
+  for _, decl in ipairs({
+    "typedef struct ssl_cipher_st SSL_CIPHER;",
+    "int SSL_SESSION_get_protocol_version(const SSL_SESSION *s);",
+    "const SSL_CIPHER *SSL_SESSION_get0_cipher(const SSL_SESSION *s);",
+    "const char *SSL_CIPHER_get_name(const SSL_CIPHER *c);",
+  }) do
+    pcall(ffi.cdef, decl)
+  end
+  pcall(function()
+    peer_api.version = ffi.C.SSL_SESSION_get_protocol_version
+    peer_api.cipher = ffi.C.SSL_SESSION_get0_cipher
+    peer_api.cipher_name = ffi.C.SSL_CIPHER_get_name
+  end)
   return peer_api
+end
+
+local TLS_VERSIONS = { [0x0301] = "TLSv1", [0x0302] = "TLSv1.1", [0x0303] = "TLSv1.2",
+                       [0x0304] = "TLSv1.3" }
+
+-- The version ("TLSv1.3") and cipher of a finished handshake's session, as
+-- far as the FFI tells (nil when it cannot).
+local function session_params(sess)
+  local api = load_peer_api()
+  if not (api and api.version and api.cipher_name) or type(sess) ~= "cdata" or sess == nil then
+    return nil
+  end
+  local version = TLS_VERSIONS[tonumber(api.version(sess))]
+  local c = api.cipher(sess)
+  local name = c ~= nil and api.cipher_name(c)
+  return version, (name ~= nil and name) and api.ffi.string(name) or nil
 end
 
 -- The server's certificate (DER) from the session of a finished handshake;
@@ -276,9 +306,12 @@ function Cosocket:starttls(opts)
     end
     return nil, "tls", msg
   end
+  -- The certificate for the send report (and the name check).
+  local der, why = peer_certificate(sess)
+  self._peer_der = der
+  self._tls_version, self._tls_cipher = session_params(sess)
   if verify then
     -- Fails closed: no certificate to check is a failed check.
-    local der, why = peer_certificate(sess)
     local matched, _, msg
     if not der then
       msg = "cannot check the certificate name: " .. tostring(why)
@@ -294,6 +327,25 @@ function Cosocket:starttls(opts)
   end
   self.tls = true
   return true
+end
+
+-- For the send report: the TLS version and cipher, as the C socket's.
+function Cosocket:tls_info()
+  if not self.tls then return nil end
+  return self._tls_version, self._tls_cipher, false
+end
+
+-- The server's certificate (DER) from the handshake, or nil.
+function Cosocket:peer_certificate()
+  return self._peer_der
+end
+
+-- "address:port" when the host was an address (nginx does not say which
+-- address a name resolved to); nil otherwise.
+function Cosocket:peername()
+  if not self.address then return nil end
+  if self.address:find(":", 1, true) then return "[" .. self.address .. "]:" .. tostring(self.port) end
+  return self.address .. ":" .. tostring(self.port)
 end
 
 function Cosocket:close()
@@ -514,6 +566,9 @@ function M.connect(host, port, timeout, deadline, opts)
   -- Host names need a `resolver` in nginx.conf; "localhost" (the library's
   -- default host) is common enough to spare users that.
   local target = host == "localhost" and "127.0.0.1" or host
+  if not path and (target:match("^%d+%.%d+%.%d+%.%d+$") or target:find(":", 1, true)) then
+    self.address, self.port = target:match("^%[(.*)%]$") or target, nport
+  end
   -- nginx's own default pool name
   self.pool = (opts and opts.pool) or (target .. ":" .. nport)
   local function attempt()

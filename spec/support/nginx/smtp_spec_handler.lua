@@ -52,6 +52,19 @@ function M.send()
     ngx.say("error ", tostring(err))
     ngx.say("kind=", tostring(info and info.kind), " stage=", tostring(info and info.stage))
   end
+  if arg("report") == "1" then
+    -- the send report, for the report spec: what the cosocket transport knows
+    local r = (res or info or {}).session or {}
+    local t = r.tls or {}
+    local p = t.peer or {}
+    ngx.say("report address=", tostring(r.address), " port=", tostring(r.port),
+      " protocol=", tostring(r.protocol), " version=", tostring(t.version),
+      " cipher=", tostring(t.cipher ~= nil), " verified=", tostring(t.verified),
+      " subject=", tostring(p.subject), " issuer=", tostring(p.issuer),
+      " san=", table.concat(p.san or {}, ","), " reused=", tostring(r.reused),
+      " connect=", tostring(type((r.timings or {}).connect) == "number"),
+      " tls=", tostring(type((r.timings or {}).tls) == "number"))
+  end
   ngx.say("transport=", transport and "socket" or
     (require("smtp.transport").in_nginx() and "cosocket" or "socket"))
   ngx.say(string.format("elapsed=%.3f", elapsed))
@@ -74,6 +87,9 @@ function M.session_pool()
                               subject = "pooled " .. i, text = "x\n" }
     out[#out + 1] = string.format("send%d=%s reused%d=%s", i, res and res.code or serr, i,
       tostring(s.reused == true))
+    if arg("report") == "1" then
+      out[#out + 1] = string.format("report%d=%s", i, tostring(res and res.session.reused))
+    end
     local ok, kerr = s:setkeepalive(10, 4)
     out[#out + 1] = "keepalive" .. i .. "=" .. tostring(ok or kerr)
   end
