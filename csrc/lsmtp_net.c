@@ -405,11 +405,13 @@ static const char *opt_field(lua_State *L, int t, const char *name)
 }
 
 /* lua_pushfstring piece for an optional string: "<len>:<s>", "-" for none. */
-static const char *key_part(lua_State *L, const char *v)
+static void key_part(lua_State *L, const char *v)
 {
+    /* lua_pushliteral is void in Lua 5.1 and LuaJIT: nothing returned. */
     if (v == NULL)
-        return lua_pushliteral(L, "-");
-    return lua_pushfstring(L, "%d:%s", (int)strlen(v), v);
+        lua_pushliteral(L, "-");
+    else
+        lua_pushfstring(L, "%d:%s", (int)strlen(v), v);
 }
 
 /* Pushes the cache key of the context that o asks for. */
