@@ -819,11 +819,14 @@ function M.connect(opts, fresh, deadline)
       or string.format("to ('%s', %s)", host, tostring(port)))
   end
 
-  local transport = opts.transport
+  -- opts.transport: a connected transport object, or the name of one to
+  -- make ("socket", "copas", "cqueues").
+  local given = type(opts.transport) ~= "string" and opts.transport or nil
+  local transport = given
   if not transport then
     local tmod = require("smtp.transport")
-    local topts = { path = opts.path }
-    if tmod.in_nginx() and not opts.path then
+    local topts = { path = opts.path, kind = opts.transport }
+    if tmod.in_nginx() and not opts.path and opts.transport == nil then
       -- Pooled connections are shared only by identical settings: every
       -- option that is part of a session's identity (smtp.options).
       topts.pool = require("smtp.transport.cosocket").pool_name(opts,
@@ -859,13 +862,13 @@ function M.connect(opts, fresh, deadline)
     local state = M.decode_state(transport.pooled_state and transport:pooled_state())
     local reused = state and M.resume(transport, session_opts, state)
     if reused then
-      if not opts.transport then
+      if not given then
         reused._reconnect = function() return M.connect(opts, true, deadline) end
       end
       return reused
     end
     transport:close()
-    if opts.transport or fresh then
+    if given or fresh then
       return errors.fail("connect", "a pooled connection without the state to resume it",
         { stage = "connect", temporary = true })
     end
@@ -880,7 +883,7 @@ function M.connect(opts, fresh, deadline)
     ok, err, info = s:auth(creds)
     if not ok then
       s:quit()
-      if s._fresh_token and not opts._refreshed and not opts.transport then
+      if s._fresh_token and not opts._refreshed and not given then
         -- The server closed the connection on the refused token: once more
         -- on a new one, with the fresh token.
         local again = setmetatable({ token = s._fresh_token, _refreshed = true }, { __index = opts })
