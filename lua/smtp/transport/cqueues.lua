@@ -175,7 +175,10 @@ end
 function Cq:tls_info()
   if not self.ssl then return nil end
   local info = self.ssl:getCipherInfo() or {}
-  return self.ssl:getVersion(), info.name, false
+  -- luaossl gives the protocol's number: OpenSSL's names for it
+  local v = self.ssl:getVersion()
+  local names = { [0x0301] = "TLSv1", [0x0302] = "TLSv1.1", [0x0303] = "TLSv1.2", [0x0304] = "TLSv1.3" }
+  return names[v] or tostring(v), info.name, false
 end
 
 function Cq:close()

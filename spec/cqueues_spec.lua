@@ -1,0 +1,5 @@
+-- transport = "cqueues": the sends yield to a cqueues controller
+-- (spec/support/evloop.lua). Pending where cqueues is not installed.
+require("spec.support.evloop").describe("cqueues", {
+  describe = describe, it = it, pending = pending, setup = setup, teardown = teardown, assert = assert,
+})
