@@ -247,7 +247,8 @@ function M.describe(name, env)
                   { close = true } } },
     }
     for _, case in ipairs(hostile) do
-      local title = case.what .. ": kind " .. case.kind .. ", stage " .. case.stage .. ", as with the blocking transport"
+      local title = case.what .. ": kind " .. case.kind .. ", stage " .. case.stage ..
+        ", as with the blocking transport"
       it(title, function()
         local srv = servers.fake{ steps = case.steps, connections = 2, timeout = 20 }
         local opts = message{ host = "127.0.0.1", port = srv.port, tls = "none" }
