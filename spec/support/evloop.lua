@@ -295,6 +295,38 @@ function M.describe(name, env)
       end)
     end
 
+    it("a server that stops reading in the middle of the data: the write times out, as with the blocking" ..
+       " transport", function()
+      -- one server per transport: the first connection's silence would
+      -- delay the second one's greeting
+      local function stalling()
+        return servers.fake{ timeout = 30, steps = { GREET, EHLO, CAPS,
+          { expect = "^MAIL" }, { send = "250 ok\r\n" }, { expect = "^RCPT" }, { send = "250 ok\r\n" },
+          { expect = "^DATA" }, { send = "354 go\r\n" }, { sleep = 3 }, { close = true } } }
+      end
+      local srv, srv2 = stalling(), stalling()
+      -- far more than the socket buffers of both ends hold (15 MB), raw:
+      -- composing it would take longer than the timeout
+      local big = "Subject: big\r\n\r\n" .. string.rep(string.rep("x", 76) .. "\r\n", 200000)
+      local opts = message{ host = "127.0.0.1", port = srv.port, tls = "none", timeout = 0.5, message = big,
+        envelope = { from = FROM, to = TO } }
+      opts.from, opts.to, opts.subject, opts.text = nil, nil, nil, nil
+      local t0 = socket.gettime()
+      local r1, e1, i1 = smtp.send(opts)
+      local blocking = socket.gettime() - t0
+      opts.transport, opts.port = name, srv2.port
+      local r2, e2, i2, took = send_in_loop(name, opts)
+      srv:stop()
+      srv2:stop()
+      assert.is_nil(r1)
+      assert.is_nil(r2)
+      assert.equal("timeout", i1.kind, e1)
+      assert.equal(e1, e2)
+      assert.equal(i1.stage, i2.stage)
+      assert.is_true(blocking < 2, "the blocking transport took " .. blocking .. " s")
+      assert.is_true(took >= 0.45 and took < 2, "took " .. took .. " s")
+    end)
+
     it("a refused connection: kind connect, stage connect", function()
       local port = servers.free_port()
       local r, e, info = send_in_loop(name, message{ transport = name, host = "127.0.0.1", port = port,

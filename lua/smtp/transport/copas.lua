@@ -16,7 +16,8 @@
 -- every wait for a reply checks its time each time the loop selects (the
 -- stand-in's dirty(), which LuaSocket's select calls), so timeouts fire at
 -- the loop's next turn after they are due, which comes soon when the loop
--- runs with a timeout (copas.loop(0.1), copas.step(0.1)). Where copas has
+-- runs with a timeout (copas.loop(0.1), copas.step(0.1)); a wait for
+-- writing is checked the same way (see _park). Where copas has
 -- timers, a watchdog thread per connection sleeps until the current
 -- operation is due, so the loop turns then whatever its timeout, and a
 -- wait for the socket to drain ends by shutting the socket down.
@@ -81,6 +82,11 @@ function Waiter:getfd() return self.t:_fd() end
 function Waiter:dirty()
   local t = self.t
   if t.due and core.now() >= t.due then return true end
+  if self.write_poll then
+    -- a wait for writing parked with the readers (a copas without timers)
+    local _, writable = socket.select(nil, { self }, 0)
+    if writable and writable[1] then return true end
+  end
   return t.conn ~= nil and t.conn.dirty ~= nil and t.conn:dirty() or false
 end
 
@@ -105,13 +111,19 @@ function Copas:_fd()
 end
 
 -- Parks the thread until the socket is readable ("wantread") or writable.
+-- On a copas without timers, a wait for writing is parked with the
+-- readers too, where dirty() sees its time and polls for writability at
+-- each turn of the loop: slower when the socket buffer is full, but bounded
+-- by the timeout whatever the server does.
 function Copas:_park(want)
   local w = self.waiter
   w.fresh = true
-  if want == "wantwrite" then
+  if want == "wantwrite" and self.wd then
     copas.send(w, "x")
   else
+    w.write_poll = want == "wantwrite"
     copas.receive(w, RECV_SIZE)
+    w.write_poll = false
   end
 end
 
