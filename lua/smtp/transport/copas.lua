@@ -131,20 +131,32 @@ end
 -- progress is due, then wakes the loop; a wait for writing is ended by
 -- shutting the socket down (readiness with an error), since select asks
 -- dirty() of readers only.
+-- copas 3 and later call them pause(s) and pauseforever(); sleep(-1) is
+-- the older spelling of the latter.
+local function nap(seconds)
+  if copas.pause then return copas.pause(seconds) end
+  return copas.sleep(seconds)
+end
+
+local function hibernate()
+  if copas.pauseforever then return copas.pauseforever() end
+  return copas.sleep(-1)
+end
+
 local function watchdog(self)
   while not self.closed do
     local due = self.due
     if not due then
       self.wd_at = nil
-      copas.sleep(-1)
+      hibernate()
     else
       local left = due - core.now()
       if left <= 0 then
         if self.due == due and self.waiting == "wantwrite" then self:_shutdown() end
-        if self.due == due then self.wd_at = nil; copas.sleep(-1) end
+        if self.due == due then self.wd_at = nil; hibernate() end
       else
         self.wd_at = due
-        copas.sleep(left)
+        nap(left)
       end
     end
   end
