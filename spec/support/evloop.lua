@@ -435,6 +435,17 @@ function M.describe(name, env)
         end)
       end
 
+      it("a client certificate (cert, key) for a server that demands one", function()
+        if not need() then return end
+        local mtls = nginx.slow_server{ delay = 0, cert = C.good, key = C.good_key, client_ca = C.ca, max_time = 60 }
+        local res, err = send_in_loop(name, message{ transport = name, host = "localhost", port = mtls.port,
+          tls = "starttls", cafile = C.ca, cert = C.client, key = C.client_key, subject = "with a client cert" })
+        local out = mtls:output()
+        mtls:stop()
+        assert.is_table(res, err)
+        assert.matches("CLIENT lua-smtp test client", out, 1, true)
+      end)
+
       it("verify = false connects to the wrong host's certificate, and the transcript says so", function()
         if not need() then return end
         local lines, dbg = recorder()
