@@ -327,6 +327,35 @@ function M.describe(name, env)
       assert.is_true(took >= 0.45 and took < 2, "took " .. took .. " s")
     end)
 
+    it("a session (smtp.connect) sends several messages in a thread of the loop", function()
+      local d = drivers[name]()
+      local out = {}
+      d.spawn(function()
+        local s, err = smtp.connect{ transport = name, host = "127.0.0.1", port = slow.port, tls = "none",
+          helo = "client.example", timeout = 5 }
+        assert(s, err)
+        for i = 1, 2 do
+          local r, e = s:send{ from = FROM, to = TO, subject = "session " .. i, text = "hello\n" }
+          out[i] = r or e
+        end
+        out.results = s:send_many({ { from = FROM, to = TO, subject = "many 1", text = "one\n" },
+                                    { from = FROM, to = TO, subject = "many 2", text = "two\n" } })
+        s:quit()
+      end)
+      assert.is_true(d.run(30), "the loop did not finish")
+      assert.equal(250, out[1].code, tostring(out[1]))
+      assert.equal(250, out[2].code, tostring(out[2]))
+      assert.equal(250, out.results[1].code)
+      assert.equal(250, out.results[2].code)
+    end)
+
+    it("outside the loop: a connect failure that says where it must run", function()
+      local r, e, info = smtp.send(message{ transport = name, host = "127.0.0.1", port = slow.port, tls = "none" })
+      assert.is_nil(r)
+      assert.equal("connect", info.kind)
+      assert.matches("transport \"" .. name .. "\" must run ", e, 1, true)
+    end)
+
     it("a refused connection: kind connect, stage connect", function()
       local port = servers.free_port()
       local r, e, info = send_in_loop(name, message{ transport = name, host = "127.0.0.1", port = port,
