@@ -97,8 +97,11 @@ build = {
       ["smtp.submit"] = "lua/smtp/submit.lua",
       ["smtp.extensions"] = "lua/smtp/extensions.lua",
       ["smtp.transport"] = "lua/smtp/transport.lua",
+      ["smtp.transport.copas"] = "lua/smtp/transport/copas.lua",
       ["smtp.transport.cosocket"] = "lua/smtp/transport/cosocket.lua",
+      ["smtp.transport.cqueues"] = "lua/smtp/transport/cqueues.lua",
       ["smtp.transport.socket"] = "lua/smtp/transport/socket.lua",
+      ["smtp.transport.tls_lua"] = "lua/smtp/transport/tls_lua.lua",
    },
    install = {
       bin = {

@@ -4,7 +4,7 @@
 # missing (scripts/apt-install.sh: no service is left running); otherwise
 # it prints the command. Nothing is installed when everything is present.
 DEMO="gcc make pkg-config libssl-dev libidn-dev libidn2-dev ca-certificates lua5.4 liblua5.4-dev lua-socket"
-TEST="$DEMO openssl lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-sec lua-check luarocks postfix dovecot-core dovecot-lmtpd nginx libnginx-mod-http-lua lua-resty-core python3 python3-dkim python3-nacl curl dante-server tinyproxy"
+TEST="$DEMO openssl lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-busted lua-sec lua-copas lua-coxpcall lua-cqueues lua-luaossl lua-check luarocks postfix dovecot-core dovecot-lmtpd nginx libnginx-mod-http-lua lua-resty-core python3 python3-dkim python3-nacl curl dante-server tinyproxy"
 case "${1:-test}" in
   demo) PKGS=$DEMO ;;
   *) PKGS=$TEST ;;

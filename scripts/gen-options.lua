@@ -134,6 +134,7 @@ t[#t + 1] = [[
 ---@class smtp.Report
 ---@field host? string
 ---@field address? string the address connected to, or the Unix socket's path
+---@field proxy? string through a proxy: the proxy's address (then address is nil)
 ---@field port? integer
 ---@field protocol "smtp"|"lmtp"
 ---@field tls? smtp.ReportTls

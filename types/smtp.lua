@@ -30,7 +30,7 @@
 ---@field window? integer send_many: unset, up to 8 transactions in flight, each body after its envelope replies; n > 1: blind BDAT windows
 ---@field limits? { max_line?: integer, max_lines?: integer, max_output?: integer } what one server reply may cost in memory: octets per line, lines, octets in all
 ---@field pool_size? integer nginx: connections kept per pool (setkeepalive)
----@field transport? table|userdata an already connected transport (advanced: see lua/smtp/transport.lua)
+---@field transport? "socket"|"copas"|"cqueues"|table|userdata copas: inside a copas thread; cqueues: in a coroutine of a cqueues controller (docs/api.md#event-loops-copas-and-cqueues); socket: the blocking C socket; or an already connected transport (lua/smtp/transport.lua)
 ---@field dkim? smtp.Dkim|smtp.Dkim[]|false DKIM-sign every message (given to smtp.connect) or this one; false: not this one
 
 ---@class smtp.MessageOptions

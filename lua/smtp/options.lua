@@ -320,9 +320,15 @@ M.list = {
   { name = "pool_size", luals = 'integer',
     where = "c", valid = function(v) return integer(v) and v >= 1 end,
     want = "a positive whole number", doc = "nginx: connections kept per pool (setkeepalive)" },
-  { name = "transport", luals = 'table|userdata',
-    where = "c", valid = function(v) return type(v) == "table" or type(v) == "userdata" end,
-    want = "a transport object", doc = "an already connected transport (advanced: see lua/smtp/transport.lua)" },
+  { name = "transport", luals = '"socket"|"copas"|"cqueues"|table|userdata',
+    where = "c", valid = function(v)
+      return v == "socket" or v == "copas" or v == "cqueues" or type(v) == "table" or type(v) == "userdata"
+    end,
+    want = "\"socket\", \"copas\", \"cqueues\" or a transport object",
+    default = "nginx cosockets in nginx, else \"socket\"",
+    doc = "copas: inside a copas thread; cqueues: in a coroutine of a cqueues controller" ..
+      " (docs/api.md#event-loops-copas-and-cqueues); socket: the blocking C socket;" ..
+      " or an already connected transport (lua/smtp/transport.lua)" },
   -- the message
   { name = "from", luals = 'string|table',
     where = "m", valid = addresses, want = "an address string or a list",

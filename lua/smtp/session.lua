@@ -881,14 +881,17 @@ local function connect(opts, fresh, deadline, rep)
       or string.format("to ('%s', %s)", host, tostring(port)))
   end
 
-  local transport, pending = opts.transport, nil
-  if opts.proxy and (opts.path or transport) then
+  -- opts.transport: a connected transport object, or the name of one to
+  -- make ("socket", "copas", "cqueues").
+  local given = type(opts.transport) ~= "string" and opts.transport or nil
+  local transport, pending = given, nil
+  if opts.proxy and (opts.path or given) then
     return errors.fail("argument", "'proxy' cannot be used with '" .. (opts.path and "path" or "transport") .. "'")
   end
   if not transport then
     local tmod = require("smtp.transport")
-    local topts = { path = opts.path }
-    if tmod.in_nginx() and not opts.path then
+    local topts = { path = opts.path, kind = opts.transport }
+    if tmod.in_nginx() and not opts.path and opts.transport == nil then
       -- Pooled connections are shared only by identical settings: every
       -- option that is part of a session's identity (smtp.options).
       topts.pool = require("smtp.transport.cosocket").pool_name(opts,
@@ -928,7 +931,7 @@ local function connect(opts, fresh, deadline, rep)
     pending = pending,
     report = rep,
   }
-  if opts.transport then sendreport.connected(rep, transport) end
+  if given then sendreport.connected(rep, transport) end
   if transport.getreusedtimes and transport:getreusedtimes() > 0 then
     -- From the pool: resumed from the state kept with this very connection.
     -- Without one (pooled by other code, or its state was lost) nobody
@@ -936,13 +939,13 @@ local function connect(opts, fresh, deadline, rep)
     local state = M.decode_state(transport.pooled_state and transport:pooled_state())
     local reused = state and M.resume(transport, session_opts, state)
     if reused then
-      if not opts.transport then
+      if not given then
         reused._reconnect = function() return M.connect(opts, true, deadline) end
       end
       return reused
     end
     transport:close()
-    if opts.transport or fresh then
+    if given or fresh then
       return errors.fail("connect", "a pooled connection without the state to resume it",
         { stage = "connect", temporary = true })
     end
@@ -959,7 +962,7 @@ local function connect(opts, fresh, deadline, rep)
     sendreport.auth(rep, core.now() - ta)
     if not ok then
       s:quit()
-      if s._fresh_token and not opts._refreshed and not opts.transport then
+      if s._fresh_token and not opts._refreshed and not given then
         -- The server closed the connection on the refused token: once more
         -- on a new one, with the fresh token.
         local again = setmetatable({ token = s._fresh_token, _refreshed = true }, { __index = opts })

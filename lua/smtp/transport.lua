@@ -1,6 +1,8 @@
 -- Chooses the transport for a connection: OpenResty cosockets inside nginx
 -- (where a blocking socket would stall the worker), the blocking C socket
--- everywhere else. Both speak the same small interface:
+-- everywhere else, or the one the transport option names ("socket",
+-- "copas", "cqueues": event loops are never guessed). All speak the same
+-- small interface:
 --   send(s, i) -> n | nil, code, msg      receive() -> bytes | nil, code, msg
 --   starttls(opts) -> true | nil, code, msg
 --   settimeouts(timeout, deadline)        close()
@@ -24,9 +26,19 @@ M.in_nginx = in_nginx
 
 -- host, port; timeout: seconds per operation; deadline: absolute
 -- smtp.core.now() time or nil; opts: { path = unix socket path } and, for
--- cosockets, { pool = name, pool_size = n, backlog = n } for nginx's pool.
+-- cosockets, { pool = name, pool_size = n, backlog = n } for nginx's pool;
+-- { kind = "socket" | "copas" | "cqueues" }: that transport, wherever it runs.
+local named = {
+  copas = "smtp.transport.copas",
+  cqueues = "smtp.transport.cqueues",
+}
+
 function M.connect(host, port, timeout, deadline, opts)
-  if in_nginx() then
+  local kind = opts and opts.kind
+  if named[kind] then
+    return require(named[kind]).connect(host, port, timeout, deadline, opts)
+  end
+  if in_nginx() and kind ~= "socket" then
     return require("smtp.transport.cosocket").connect(host, port, timeout, deadline, opts)
   end
   return require("smtp.transport.socket").connect(host, port, timeout, deadline, opts and opts.path)
