@@ -138,9 +138,7 @@ end
 
 -- Stops every process started through this module and not yet stopped.
 function M.stop_all()
-  local list = {}
-  for p in pairs(live) do list[#list + 1] = p end
-  for _, p in ipairs(list) do p:stop() end
+  util.stop_all(live)
 end
 
 ---------------------------------------------------------------------------

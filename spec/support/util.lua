@@ -251,6 +251,18 @@ function M.wait_port(port, timeout, pid)
   end)
 end
 
+-- Does an SMTP or LMTP server on 127.0.0.1:port greet (220)?  It is sent
+-- QUIT then.
+function M.greets(port)
+  local c = socket().tcp()
+  c:settimeout(2)
+  if not c:connect("127.0.0.1", port) then c:close() return false end
+  local line = c:receive("*l")
+  if line then c:send("QUIT\r\n") end
+  c:close()
+  return line ~= nil and line:match("^220") ~= nil
+end
+
 local HAVE_PROC = M.file_exists("/proc/self/stat")
 
 -- Is the process with this PID still running?  A zombie counts as dead.
@@ -263,6 +275,29 @@ function M.alive(pid)
   end
   if not M.execute("kill -0 " .. pid .. " 2>/dev/null") then return false end
   return not M.capture("ps -o stat= -p " .. pid .. " 2>/dev/null"):match("^%s*Z")
+end
+
+-- Calls :stop() on every key of the set live (the objects a support
+-- module started and has not stopped yet).
+function M.stop_all(live)
+  local list = {}
+  for x in pairs(live) do list[#list + 1] = x end
+  for _, x in ipairs(list) do x:stop() end
+end
+
+-- Calls start_once(opts) up to 3 times, again only while it failed
+-- because a port was taken in the meantime (its third result is true);
+-- returns what it started, or raises its last error at the caller's
+-- caller (the spec that called X.start).
+function M.start_retrying(start_once, opts)
+  local last
+  for _ = 1, 3 do
+    local started, err, busy = start_once(opts)
+    if started then return started end
+    last = err
+    if not busy then break end
+  end
+  error(last, 3)
 end
 
 -- Starts argv (a list of words) through io.popen as "echo $$; exec ...":
