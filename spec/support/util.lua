@@ -13,7 +13,8 @@
 --   package.path = root .. "/?.lua;" .. package.path
 --
 -- LuaSocket is loaded only by the helpers that need a socket or a clock
--- (free_port, port_open, wait_port, poll, wait_for, sleep), so that a
+-- (free_port, port_open, wait_port, poll, wait_for, sleep, connect,
+-- greets), so that a
 -- script measuring its own memory or running without LuaSocket can use
 -- the rest.  Works with Lua 5.1 .. 5.4 and LuaJIT.
 
@@ -249,6 +250,24 @@ function M.wait_port(port, timeout, pid)
     if pid and not M.alive(pid) then return false end
     return nil
   end)
+end
+
+-- A LuaSocket client connected to 127.0.0.1:port, with a 5 s timeout.
+function M.connect(port)
+  local c = assert(socket().connect("127.0.0.1", port))
+  c:settimeout(5)
+  return c
+end
+
+-- One (possibly multi-line) SMTP reply read from c: code, lines.
+function M.read_reply(c)
+  local lines = {}
+  while true do
+    local line, err = c:receive("*l")
+    assert(line, "no reply: " .. tostring(err))
+    lines[#lines + 1] = line
+    if line:sub(4, 4) ~= "-" then return tonumber(line:sub(1, 3)), lines end
+  end
 end
 
 -- Does an SMTP or LMTP server on 127.0.0.1:port greet (220)?  It is sent
