@@ -12,6 +12,7 @@ local socket = require "socket"
 local nginx = require "spec.support.nginx"
 local servers = require "spec.support.servers"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 
 local available, why = nginx.available()
 
@@ -51,21 +52,13 @@ describe("#resty smtp inside nginx", function()
   setup(function()
     local trusted
     if have_tls then
-      local p = io.popen("mktemp -d")
-      local dir = p:read("*l")
-      p:close()
+      local dir = util.mkdtemp("lua-smtp-resty")
       pki = certs.make(dir)
-      os.execute("chmod 755 '" .. dir .. "'")
+      util.execute("chmod 755 " .. util.shell_quote(dir))
       -- nginx trusts one file: the test CA and the name specs' CA
       trusted = dir .. "/trusted.pem"
-      local out = assert(io.open(trusted, "wb"))
-      for _, ca in ipairs({ pki.ca, NAMES .. "ca.crt" }) do
-        local f = assert(io.open(ca, "rb"))
-        out:write(f:read("*a"))
-        f:close()
-      end
-      out:close()
-      os.execute("chmod 644 '" .. trusted .. "'")
+      util.write_file(trusted, assert(util.read_file(pki.ca)) .. assert(util.read_file(NAMES .. "ca.crt")))
+      util.execute("chmod 644 " .. util.shell_quote(trusted))
     end
     ngx_srv = nginx.start{ ca = trusted }
     dbg = servers.debug_server{}
@@ -77,7 +70,7 @@ describe("#resty smtp inside nginx", function()
     if slow then slow:stop() end
     servers.stop_all()
     nginx.stop_all()
-    if pki then os.execute("rm -rf '" .. pki.dir .. "'") end
+    if pki then util.remove_tree(pki.dir) end
   end)
 
   it("sends a message through a cosocket", function()
