@@ -28,21 +28,8 @@ local function shared_certs()
   return C
 end
 
-local function recorder()
-  local lines = {}
-  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-end
-
-local function find_line(lines, s)
-  for i, l in ipairs(lines) do
-    if l:find(s, 1, true) then return i end
-  end
-  return nil
-end
-
-local function exact(s)
-  return "^" .. s:gsub("%p", "%%%0") .. "$"
-end
+local recorder, exact = servers.recorder, servers.exact
+local function find_line(lines, s) return (servers.find_line(lines, s, true)) end
 
 -- Checks a transcript for one AUTH exchange: the AUTH line shows the
 -- mechanism and at most "<redacted>"; every line the client sent until the

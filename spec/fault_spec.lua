@@ -39,31 +39,14 @@ local MESSAGE2 = message({ TO, TO2 })
 
 -- ---- script building ---------------------------------------------------------
 
--- A Lua pattern matching exactly this line (given with or without CRLF).
-local function exact(line)
-  line = line:gsub("\r\n$", "")
-  return "^" .. line:gsub("%p", "%%%0") .. "$"
-end
-
-local function say(bytes) return { send = bytes } end
-local function hear(line) return { expect = exact(line) } end
+local say, hear = servers.say, servers.hear
 
 local GREET = say("220 fake.test ESMTP\r\n")
 local EHLO_PLAIN = "250-fake.test\r\n250 8BITMIME\r\n"
 local EHLO_PIPE = "250-fake.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
 
 -- Flattens steps and lists of steps into one script step list.
-local function script(...)
-  local out = {}
-  for _, item in ipairs({ ... }) do
-    if item[1] ~= nil then
-      for _, st in ipairs(item) do out[#out + 1] = st end
-    else
-      out[#out + 1] = item
-    end
-  end
-  return out
-end
+local script = servers.steps
 
 -- Greeting and a sequential (no PIPELINING) EHLO exchange.
 local OPEN = { GREET, hear(C.ehlo), say(EHLO_PLAIN) }

@@ -23,33 +23,11 @@ local SERVER_TIMEOUT = 10                     -- fake server: seconds in all
 
 -- ---- the wire ------------------------------------------------------------------
 
-local function literal(s) return (s:gsub("%p", "%%%0")) end
-
-local function say(bytes) return { send = bytes } end
-local function hear(line) return { expect = "^" .. literal(line) .. "$" } end
+local literal, say, hear, ehlo_reply, steps =
+  servers.literal, servers.say, servers.hear, servers.ehlo_reply, servers.steps
 -- A command line starting with prefix (parameters may follow).
 local function hear_start(prefix) return { expect = "^" .. literal(prefix) } end
 
-local function ehlo_reply(caps)
-  local lines = { "fake.test" }
-  for _, c in ipairs(caps) do lines[#lines + 1] = c end
-  local out = {}
-  for i, l in ipairs(lines) do out[i] = "250" .. (i < #lines and "-" or " ") .. l .. "\r\n" end
-  return say(table.concat(out))
-end
-
--- Steps, or lists of steps, flattened into one step list.
-local function steps(...)
-  local out = {}
-  for _, item in ipairs({ ... }) do
-    if item[1] ~= nil and type(item[1]) == "table" then
-      for _, st in ipairs(item) do out[#out + 1] = st end
-    else
-      out[#out + 1] = item
-    end
-  end
-  return out
-end
 
 -- Greeting and the EHLO (or LHLO) exchange offering caps.
 local function opening(caps, verb)

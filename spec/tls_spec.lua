@@ -23,23 +23,7 @@ local function shared_certs()
   return C
 end
 
--- A transcript collector for the debug option: lines "kind: text".
-local function recorder()
-  local lines = {}
-  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-end
-
-local function find_line(lines, pattern, plain)
-  for i, l in ipairs(lines) do
-    if l:find(pattern, 1, plain) then return i, l end
-  end
-  return nil
-end
-
--- A Lua pattern matching exactly this text.
-local function exact(s)
-  return "^" .. s:gsub("%p", "%%%0") .. "$"
-end
+local recorder, find_line, exact = servers.recorder, servers.find_line, servers.exact
 
 local GREET = { send = "220 fake.test ESMTP\r\n" }
 

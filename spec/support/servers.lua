@@ -5,6 +5,8 @@
 --   local dbg = servers.debug_server{ max_messages = 1 }  -- bin/smtp-debug-server
 --   local sink = servers.sink{ "-d", dir .. "/%M." }      -- Postfix smtp-sink
 --   ... srv.port, srv.pid, srv:received(), dbg:output(), x:wait(t), x:stop()
+--   servers.steps(servers.say("220 hi\r\n"), servers.hear("EHLO x"), ...)
+--   servers.recorder(), servers.find_line(lines, text, plain): transcripts
 --
 -- Each process is started through io.popen as "echo $$; exec SERVER >file",
 -- so the PID we hold is the server itself and this Lua process is its
@@ -179,6 +181,61 @@ local function serialise(v, indent)
 end
 
 M.serialise = serialise
+
+---------------------------------------------------------------------------
+-- building fake-server scripts, reading transcripts
+---------------------------------------------------------------------------
+
+-- s with every Lua pattern magic character escaped.
+function M.literal(s) return (s:gsub("%p", "%%%0")) end
+
+-- A Lua pattern matching exactly this line (given with or without CRLF).
+function M.exact(line)
+  return "^" .. M.literal((line:gsub("\r\n$", ""))) .. "$"
+end
+
+-- Script steps: send bytes; expect exactly this command line.
+function M.say(bytes) return { send = bytes } end
+function M.hear(line) return { expect = M.exact(line) } end
+
+-- The server's EHLO reply step: "250-fake.test", then caps (a list), the
+-- last with "250 ".
+function M.ehlo_reply(caps)
+  local lines = { "fake.test" }
+  for _, c in ipairs(caps) do lines[#lines + 1] = c end
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = "250" .. (i < #lines and "-" or " ") .. l .. "\r\n" end
+  return M.say(table.concat(out))
+end
+
+-- Steps, or lists of steps, flattened into one step list.
+function M.steps(...)
+  local out = {}
+  for _, item in ipairs({ ... }) do
+    if item[1] ~= nil and type(item[1]) == "table" then
+      for _, st in ipairs(item) do out[#out + 1] = st end
+    else
+      out[#out + 1] = item
+    end
+  end
+  return out
+end
+
+-- A collector for the `debug` option: the list of lines "kind: text" and
+-- the function to pass as debug.
+function M.recorder()
+  local lines = {}
+  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
+end
+
+-- The index and text of the first line matching pattern (plain: a plain
+-- substring), or nil.
+function M.find_line(lines, pattern, plain)
+  for i, l in ipairs(lines) do
+    if l:find(pattern, 1, plain) then return i, l end
+  end
+  return nil
+end
 
 ---------------------------------------------------------------------------
 -- public constructors
