@@ -26,36 +26,20 @@
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local root = here .. "/.."
 local luav = _VERSION:gsub("Lua ", "lua")
-package.path = root .. "/lua/?.lua;" .. package.path
+package.path = root .. "/lua/?.lua;" .. root .. "/?.lua;" .. package.path
 package.cpath = root .. "/build/" .. (os.getenv("LUA") or luav) .. "/?.so;" .. package.cpath
 
 local smtp = require "smtp"
 local core = require "smtp.core"
+local util = require "spec.support.util"
 
 local FROM, TO = "a@x.test", { "b@y.test" }
 local HOST = "127.0.0.1"
 
 -- The same message as bench/smtplib_client.py and bench/luasocket_client.lua
 -- build: a few headers and lines of 70 characters of text, CRLF line ends,
--- SIZE octets in all.
-local BASE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod " ..
-  "tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis " ..
-  "nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. "
-local function make_message(size)
-  local head = "From: bench <a@x.test>\r\nTo: <b@y.test>\r\nSubject: bench\r\n\r\n"
-  local parts, n, i = { head }, #head, 0
-  local twice = BASE .. BASE
-  while n < size do
-    local off = (i * 7) % #BASE
-    local want = math.min(70, size - n - 2)
-    if want < 1 then want = 1 end
-    local line = twice:sub(off + 1, off + want) .. "\r\n"
-    parts[#parts + 1] = line
-    n = n + #line
-    i = i + 1
-  end
-  return table.concat(parts)
-end
+-- SIZE octets in all (spec/support/util.lua).
+local make_message = util.bench_message
 
 local function usage()
   io.stderr:write("usage: lua_smtp_client.lua sendmail|send_many|oneshot COUNT SIZE PORT [WINDOW]\n" ..

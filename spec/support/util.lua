@@ -179,6 +179,42 @@ end
 
 M.root = repo_root()
 
+-- Decodes RFC 2047 words (UTF-8, B or Q) as a reader does: white space
+-- between two adjacent encoded words disappears.  (smtp.core decodes
+-- base64.)
+function M.decode_words(v)
+  local core = require "smtp.core"
+  v = v:gsub("(%?=)%s+(=%?)", "%1%2")
+  return (v:gsub("=%?UTF%-8%?([BQ])%?(.-)%?=", function(kind, payload)
+    if kind == "B" then return assert(core.b64decode(payload)) end
+    payload = payload:gsub("_", " ")
+    return (payload:gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end))
+end
+
+-- The message every bench client sends (bench/lua_smtp_client.lua,
+-- bench/luasocket_client.lua; bench/smtplib_client.py builds the same): a
+-- few headers and lines of up to 70 characters of text, CRLF line ends,
+-- size octets in all.
+local BENCH_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod " ..
+  "tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis " ..
+  "nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. "
+function M.bench_message(size)
+  local head = "From: bench <a@x.test>\r\nTo: <b@y.test>\r\nSubject: bench\r\n\r\n"
+  local parts, n, i = { head }, #head, 0
+  local twice = BENCH_TEXT .. BENCH_TEXT
+  while n < size do
+    local off = (i * 7) % #BENCH_TEXT
+    local want = math.min(70, size - n - 2)
+    if want < 1 then want = 1 end
+    local line = twice:sub(off + 1, off + want) .. "\r\n"
+    parts[#parts + 1] = line
+    n = n + #line
+    i = i + 1
+  end
+  return table.concat(parts)
+end
+
 ---------------------------------------------------------------------------
 -- keys
 ---------------------------------------------------------------------------
