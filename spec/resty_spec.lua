@@ -118,7 +118,9 @@ describe("#resty smtp inside nginx", function()
       " (serial would be %.1f s)\n", single, elapsed, 50 * single))
     assert.equal(50, ok)
     -- one worker: a blocking socket would serialise them (50 x single)
-    assert.is_true(elapsed < 5 * single, string.format("50 sessions took %.2f s, one takes %.2f s",
+    -- serial would be 50 x single: 10 x says "concurrent" with room for a
+    -- loaded 2-CPU machine (no speed target: bench/ has those)
+    assert.is_true(elapsed < 10 * single, string.format("50 sessions took %.2f s, one takes %.2f s",
       elapsed, single))
     local got = {}
     for _, m in ipairs(slow:messages()) do got[m.subject] = true end
@@ -126,14 +128,16 @@ describe("#resty smtp inside nginx", function()
   end)
 
   it("times out an operation after `timeout` seconds", function()
-    local very_slow = nginx.slow_server{ delay = 3, max_time = 10 }
+    -- the greeting comes after 10 s: the bound (5 s) says the 0.3 s timeout
+    -- stopped it, with room for a loaded machine (no speed target)
+    local very_slow = nginx.slow_server{ delay = 10, max_time = 20 }
     local status, body = ngx_srv:get("/send?" .. query{ port = very_slow.port, timeout = 0.3 })
     very_slow:stop()
     assert.equal(200, status)
     assert.matches("^error timeout: ", body)
     assert.matches("stage=greeting", body, 1, true)
     local elapsed = tonumber(body:match("elapsed=([%d%.]+)"))
-    assert.is_true(elapsed >= 0.29 and elapsed < 1.5, "took " .. tostring(elapsed))
+    assert.is_true(elapsed >= 0.29 and elapsed < 5, "took " .. tostring(elapsed))
   end)
 
   it("stops at the deadline although each reply comes in time", function()
@@ -142,8 +146,11 @@ describe("#resty smtp inside nginx", function()
     local status, body = ngx_srv:get("/send?" .. query{ port = slow.port, timeout = 5, deadline = 0.5 })
     assert.equal(200, status)
     assert.matches("^error timeout: ", body)
+    -- the error proves the deadline stopped it (the whole session would
+    -- succeed in 1.4 s); the bound only says it did not wait for the 5 s
+    -- timeout, with room for a loaded machine
     local elapsed = tonumber(body:match("elapsed=([%d%.]+)"))
-    assert.is_true(elapsed >= 0.49 and elapsed < 1.0, "took " .. tostring(elapsed))
+    assert.is_true(elapsed >= 0.49 and elapsed < 4, "took " .. tostring(elapsed))
   end)
 
   it("reports a refused connection as a connect error", function()
@@ -336,7 +343,9 @@ describe("#resty smtp inside nginx", function()
     fast:stop()
     io.stderr:write(string.format("# blocking socket in nginx: 1 session %.2f s; 4 at once %.2f s\n",
       single, elapsed))
-    assert.is_true(elapsed > 3 * single, string.format("4 took %.2f s, one %.2f s", elapsed, single))
+    -- concurrent would be about 1 x single, serialised 4 x: 2 x tells them
+    -- apart even when a loaded machine made the single run slow
+    assert.is_true(elapsed > 2 * single, string.format("4 took %.2f s, one %.2f s", elapsed, single))
   end)
 
   describe("transport TLS", function()

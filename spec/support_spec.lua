@@ -207,6 +207,7 @@ describe("spec support", function()
       local t0 = socket.gettime()
       assert.is_true(srv:wait(5))
       local took = socket.gettime() - t0
+      -- its own 0.5 s, with room for a loaded 2-CPU machine (no speed target)
       assert.is_true(took < 3, "took " .. took)
       assert.matches("TIMEOUT", srv:errors())
       c:close()
