@@ -271,12 +271,9 @@ function M.slow_server(opts)
   local proc = spawn(argv, out, err)
   setmetatable(proc, SlowServer)
   proc.cleanup[#proc.cleanup + 1] = function() os.remove(out) os.remove(err) end
-  local port = poll(START_TIMEOUT, function()
-    local p = proc:output():match("PORT (%d+)\n")
-    if p then return tonumber(p) end
-    if not alive(proc.pid) then return false end
-    return nil
-  end)
+  local port = tonumber(util.poll_alive(START_TIMEOUT, proc.pid, function()
+    return proc:output():match("PORT (%d+)\n")
+  end))
   if not port then
     local e = proc:errors()
     proc:stop()

@@ -130,12 +130,7 @@ end
 
 -- Waits for a pattern to appear in the output file; returns the capture.
 function Proc:_wait_output(pattern, timeout)
-  return poll(timeout or START_TIMEOUT, function()
-    local m = self:output():match(pattern)
-    if m then return m end
-    if not alive(self.pid) then return false end
-    return nil
-  end)
+  return util.poll_alive(timeout or START_TIMEOUT, self.pid, function() return self:output():match(pattern) end)
 end
 
 -- Stops every process started through this module and not yet stopped.
@@ -338,10 +333,8 @@ function M.sink_unix(flags)
   argv[#argv + 1] = "unix:" .. path
   argv[#argv + 1] = "16"
   local proc = spawn(argv, tmpname(), tmpname())
-  local up = poll(START_TIMEOUT, function()
-    if execute("test -S " .. util.shell_quote(path)) then return true end
-    if not alive(proc.pid) then return false end
-    return nil
+  local up = util.poll_alive(START_TIMEOUT, proc.pid, function()
+    return execute("test -S " .. util.shell_quote(path))
   end)
   if not up then
     local err = proc:errors()

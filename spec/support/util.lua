@@ -278,14 +278,21 @@ function M.port_open(port, host)
   return ok ~= nil
 end
 
--- Waits (at most timeout seconds) until port accepts connections: true;
--- nil on timeout; false as soon as the process pid (when given) is gone.
-function M.wait_port(port, timeout, pid)
+-- poll for a process that is starting: cond()'s first true value; nil on
+-- timeout; false as soon as the process pid (when given) is gone.
+function M.poll_alive(timeout, pid, cond)
   return M.poll(timeout, function()
-    if M.port_open(port) then return true end
+    local v = cond()
+    if v then return v end
     if pid and not M.alive(pid) then return false end
     return nil
   end)
+end
+
+-- Waits (at most timeout seconds) until port accepts connections: true;
+-- nil on timeout; false as soon as the process pid (when given) is gone.
+function M.wait_port(port, timeout, pid)
+  return M.poll_alive(timeout, pid, function() return M.port_open(port) end)
 end
 
 -- A LuaSocket client connected to 127.0.0.1:port, with a 5 s timeout.
