@@ -133,6 +133,19 @@ function Proc:_wait_output(pattern, timeout)
   return util.poll_alive(timeout or START_TIMEOUT, self.pid, function() return self:output():match(pattern) end)
 end
 
+-- Waits for the port the process prints (pattern captures it), sets
+-- self.port and returns self; stops it and raises when it does not come up.
+function Proc:_port_from_output(pattern, what)
+  local port = self:_wait_output(pattern)
+  if not port then
+    local err = self:errors()
+    self:stop()
+    error(what .. " did not start: " .. err)
+  end
+  self.port = tonumber(port)
+  return self
+end
+
 -- Stops every process started through this module and not yet stopped.
 function M.stop_all()
   util.stop_all(live)
@@ -258,14 +271,7 @@ function M.fake(script)
   proc.record_file = record_file
   proc.temp_files[#proc.temp_files + 1] = script_file
   proc.temp_files[#proc.temp_files + 1] = record_file
-  local port = proc:_wait_output("PORT (%d+)\n")
-  if not port then
-    local err = proc:errors()
-    proc:stop()
-    error("fake server did not start: " .. err)
-  end
-  proc.port = tonumber(port)
-  return proc
+  return proc:_port_from_output("PORT (%d+)\n", "fake server")
 end
 
 -- servers.debug_server{ max_messages = N, quiet = bool, port = N, args = {...} }
@@ -279,14 +285,7 @@ function M.debug_server(opts)
   if opts.quiet then argv[#argv + 1] = "--quiet" end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local proc = spawn(argv, tmpname(), tmpname())
-  local port = proc:_wait_output("^listening on [^\n]*:(%d+)\n")
-  if not port then
-    local err = proc:errors()
-    proc:stop()
-    error("smtp-debug-server did not start: " .. err)
-  end
-  proc.port = tonumber(port)
-  return proc
+  return proc:_port_from_output("^listening on [^\n]*:(%d+)\n", "smtp-debug-server")
 end
 
 local is_root = util.is_root
