@@ -49,14 +49,8 @@ local function usage()
 end
 
 local mode = arg[1]
-local ok_n, fail_n, shown = 0, 0, 0
-local function failed(i, err)
-  fail_n = fail_n + 1
-  if shown < 5 then
-    shown = shown + 1
-    io.stderr:write(string.format("lua-smtp: message %s failed: %s\n", tostring(i), tostring(err)))
-  end
-end
+local ok_n = 0
+local failed = util.failure_counter("lua-smtp")
 
 local count, t0, t1
 if mode == "file" then
@@ -136,5 +130,5 @@ else
 end
 
 print(string.format("RESULT client=lua-smtp mode=%s ok=%d fail=%d elapsed=%.6f",
-  mode, ok_n, fail_n, t1 - t0))
-os.exit((fail_n == 0 and ok_n == count) and 0 or 1)
+  mode, ok_n, failed(), t1 - t0))
+os.exit((failed() == 0 and ok_n == count) and 0 or 1)

@@ -49,14 +49,8 @@ if nodelay then
     return c
   end
 end
-local ok_n, fail_n, shown = 0, 0, 0
-local function failed(i, err)
-  fail_n = fail_n + 1
-  if shown < 5 then
-    shown = shown + 1
-    io.stderr:write(string.format(NAME .. ": message %s failed: %s\n", tostring(i), tostring(err)))
-  end
-end
+local ok_n = 0
+local failed = util.failure_counter(NAME)
 
 local count, t0, t1
 if mode == "file" then
@@ -108,5 +102,5 @@ else
 end
 
 print(string.format("RESULT client=%s mode=%s ok=%d fail=%d elapsed=%.6f",
-  NAME, mode, ok_n, fail_n, t1 - t0))
-os.exit((fail_n == 0 and ok_n == count) and 0 or 1)
+  NAME, mode, ok_n, failed(), t1 - t0))
+os.exit((failed() == 0 and ok_n == count) and 0 or 1)

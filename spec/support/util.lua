@@ -215,6 +215,21 @@ function M.bench_message(size)
   return table.concat(parts)
 end
 
+-- For the bench clients: failed(i, err) counts a failed message and shows
+-- the first five on stderr ("<name>: message <i> failed: <err>");
+-- failed() returns the count.
+function M.failure_counter(name)
+  local n = 0
+  return function(i, err)
+    if i == nil then return n end
+    n = n + 1
+    if n <= 5 then
+      io.stderr:write(string.format("%s: message %s failed: %s\n", name, tostring(i), tostring(err)))
+    end
+    return n
+  end
+end
+
 ---------------------------------------------------------------------------
 -- keys
 ---------------------------------------------------------------------------
