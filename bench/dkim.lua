@@ -7,23 +7,21 @@
 --   RESULT case=<name> unit=<us_per_msg|ms_per_mb> value=<number>
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local root = here .. "/.."
-package.path = root .. "/lua/?.lua;" .. package.path
+package.path = root .. "/lua/?.lua;" .. root .. "/?.lua;" .. package.path
 package.cpath = root .. "/build/" .. (os.getenv("LUA") or _VERSION:gsub("Lua ", "lua")) .. "/?.so;" ..
   package.cpath
 local job = require "smtp.job"
+local util = require "spec.support.util"
 
 local N = tonumber(arg[1]) or 2000
 local MB = tonumber(arg[2]) or 20
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir))
-assert(os.execute("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. dir ..
-  "/rsa.pem 2>/dev/null"))
-assert(os.execute("openssl genpkey -algorithm ED25519 -out " .. dir .. "/ed.pem 2>/dev/null"))
-local function read(p) local f = assert(io.open(p, "rb")) local s = f:read("*a") f:close() return s end
-local keys = { rsa = read(dir .. "/rsa.pem"), ed = read(dir .. "/ed.pem") }
-os.execute("rm -rf " .. dir)
+local dir = util.mkdtemp("lua-smtp-bench-dkim")
+local keys = {
+  rsa = assert(util.read_file(util.openssl_key(dir .. "/rsa.pem", "rsa"))),
+  ed = assert(util.read_file(util.openssl_key(dir .. "/ed.pem", "ed25519"))),
+}
+util.remove_tree(dir)
 
 local SIGNERS = {
   unsigned = false,

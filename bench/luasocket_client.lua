@@ -23,29 +23,14 @@
 local socket = require "socket"
 local smtp = require "socket.smtp"
 local ltn12 = require "ltn12"
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../?.lua;" .. package.path
+local util = require "spec.support.util"
 
 local FROM, TO = "<a@x.test>", "<b@y.test>"
 local HOST = "127.0.0.1"
 
 -- The same message as bench/lua_smtp_client.lua builds.
-local BASE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod " ..
-  "tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis " ..
-  "nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. "
-local function make_message(size)
-  local head = "From: bench <a@x.test>\r\nTo: <b@y.test>\r\nSubject: bench\r\n\r\n"
-  local parts, n, i = { head }, #head, 0
-  local twice = BASE .. BASE
-  while n < size do
-    local off = (i * 7) % #BASE
-    local want = math.min(70, size - n - 2)
-    if want < 1 then want = 1 end
-    local line = twice:sub(off + 1, off + want) .. "\r\n"
-    parts[#parts + 1] = line
-    n = n + #line
-    i = i + 1
-  end
-  return table.concat(parts)
-end
+local make_message = util.bench_message
 
 local function usage()
   io.stderr:write("usage: luasocket_client.lua loop|oneshot COUNT SIZE PORT\n" ..
@@ -64,14 +49,8 @@ if nodelay then
     return c
   end
 end
-local ok_n, fail_n, shown = 0, 0, 0
-local function failed(i, err)
-  fail_n = fail_n + 1
-  if shown < 5 then
-    shown = shown + 1
-    io.stderr:write(string.format(NAME .. ": message %s failed: %s\n", tostring(i), tostring(err)))
-  end
-end
+local ok_n = 0
+local failed = util.failure_counter(NAME)
 
 local count, t0, t1
 if mode == "file" then
@@ -123,5 +102,5 @@ else
 end
 
 print(string.format("RESULT client=%s mode=%s ok=%d fail=%d elapsed=%.6f",
-  NAME, mode, ok_n, fail_n, t1 - t0))
-os.exit((fail_n == 0 and ok_n == count) and 0 or 1)
+  NAME, mode, ok_n, failed(), t1 - t0))
+os.exit((failed() == 0 and ok_n == count) and 0 or 1)

@@ -19,6 +19,7 @@ package.path = "./lua/?.lua;./?.lua;" .. package.path
 package.cpath = "./build/lua5.4/?.so;" .. package.cpath
 
 local postfix = require "spec.support.postfix"
+local util = require "spec.support.util"
 local socket = require "socket"
 
 local TARGET_MB = 16
@@ -47,26 +48,12 @@ if not postfix.available() then
   os.exit(0)
 end
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a") or ""
-  local ok, _, code = p:close()
-  return out, ok == true or (type(ok) == "number" and ok == 0), code
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a") or ""
-  f:close()
-  return s
-end
+local q, sh = util.shell_quote, util.capture
+local function read(path) return util.read_file(path) or "" end
 
 -- the attachment, once
 local file = work .. "/attachment.bin"
-local _, made = sh("dd if=/dev/urandom of=" .. q(file) .. " bs=1M count=" .. size_mb .. " status=none")
+local made = util.execute("dd if=/dev/urandom of=" .. q(file) .. " bs=1M count=" .. size_mb .. " status=none")
 assert(made, "dd failed")
 local want_sha = sh("sha256sum < " .. q(file)):match("^(%x+)")
 

@@ -30,12 +30,14 @@
 -- ./build/<interpreter>/?.so).
 
 local interpreter = (arg and arg[-1] or "lua5.4"):match("[^/]*$")
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = "./lua/?.lua;./lua/?/init.lua;" .. here .. "/../?.lua;" .. package.path
 package.cpath = (os.getenv("SOAK_CPATH") or ("./build/" .. interpreter .. "/?.so")) .. ";" .. package.cpath
 
 local smtp = require "smtp"
 local core = require "smtp.core"
 local socket = require "socket"
+local util = require "spec.support.util"
 local has_lfs, lfs = pcall(require, "lfs")
 
 local function env_num(name, default)
@@ -69,13 +71,7 @@ local RAW = table.concat({
 -- process figures
 ---------------------------------------------------------------------------
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = util.read_file
 
 local function rss_kb()
   local s = read_file("/proc/self/status") or ""
@@ -131,29 +127,10 @@ end
 -- smtp-sink
 ---------------------------------------------------------------------------
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local sh_quote, alive = util.shell_quote, util.alive
 
 local function find_sink()
-  local p = os.getenv("SOAK_SINK")
-  if p then return p end
-  for _, c in ipairs{ "/usr/sbin/smtp-sink", "/usr/bin/smtp-sink" } do
-    if read_file(c) then return c end
-  end
-  return nil
-end
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
-
-local function alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if not stat then return false end
-  local st = stat:match("%) (%a)")
-  return st ~= nil and st ~= "Z" and st ~= "X"
+  return os.getenv("SOAK_SINK") or util.find_program("smtp-sink", { "/usr/sbin/smtp-sink", "/usr/bin/smtp-sink" })
 end
 
 local Sink = {}
@@ -163,7 +140,7 @@ local function start_sink()
   local path = assert(find_sink(), "smtp-sink not found (apt-get install postfix)")
   local is_root = (read_file("/proc/self/status") or ""):match("\nUid:%s*0%s") ~= nil
   for _ = 1, 5 do
-    local port = free_port()
+    local port = util.free_port()
     local out = os.tmpname()
     -- "echo $$; exec": the PID we read is smtp-sink's own.  Its stdout
     -- (the -c counter) and stderr go to a file, not to our pipe.
@@ -172,16 +149,7 @@ local function start_sink()
     local h = assert(io.popen(cmd, "r"))
     local pid = tonumber(h:read("*l"))
     local sink = setmetatable({ pid = pid, port = port, out = out, handle = h }, Sink)
-    local t0 = socket.gettime()
-    while socket.gettime() - t0 < 5 do
-      local c = socket.tcp()
-      c:settimeout(0.2)
-      local ok = c:connect("127.0.0.1", port)
-      c:close()
-      if ok then return sink end
-      if not alive(pid) then break end
-      socket.sleep(0.02)
-    end
+    if util.wait_port(port, 5, pid) then return sink end
     io.stderr:write("soak: smtp-sink on port ", port, " did not start: ", read_file(out) or "", "\n")
     sink:stop()
   end

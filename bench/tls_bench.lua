@@ -33,6 +33,7 @@ package.cpath = "./build/" .. (os.getenv("LUA") or "lua5.4") .. "/?.so;" .. pack
 local core = require "smtp.core"
 local postfix = require "spec.support.postfix"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 
 local N = tonumber(arg[1]) or 200
 local REPS = tonumber(arg[2]) or 3
@@ -42,15 +43,14 @@ local PY = os.getenv("PYTHON") or "/usr/bin/python3"
 local SIZE = 1024
 local CLIENT_CPU, SERVER_CPU = "1", "0"
 
-local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true end
+local sh, have = util.shell_quote, util.which
 
 if not postfix.available() then
   print("SKIP postfix or dovecot-core missing, or not root")
   os.exit(0)
 end
 
-local tmp = assert(io.popen("mktemp -d /tmp/lua-smtp-tlsbench.XXXXXX")):read("*l")
+local tmp = util.mkdtemp("lua-smtp-tlsbench")
 local C = certs.make(tmp .. "/certs")
 -- Messages are discarded once queued (Postfix's discard transport): the
 -- harness's own delivery, a pipe to /bin/sh per message, would cost the
@@ -72,7 +72,7 @@ end
 
 local function cleanup()
   pf:stop()
-  os.execute("rm -rf " .. sh(tmp))
+  util.remove_tree(tmp)
 end
 
 -- Every server process on SERVER_CPU; processes forked later inherit it.

@@ -31,7 +31,7 @@ local function script_dir()
   return src:match("^(.*)/[^/]*$") or "."
 end
 local root = script_dir() .. "/.."
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
+package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/?.lua;" .. package.path
 local interp = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
 package.cpath = root .. "/build/" .. interp .. "/?.so;" .. package.cpath
 
@@ -232,13 +232,7 @@ end
 
 -- ---- driver -------------------------------------------------------------------------
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("a")
-  f:close()
-  return d
-end
+local read_file = require("spec.support.util").read_file
 
 local function load_seeds(dir)
   local seeds = {}
@@ -262,7 +256,7 @@ local function run_one(s)
 end
 
 if arg[1] == "replay" then
-  local s = assert(read_file(arg[2]), "cannot read " .. tostring(arg[2]))
+  local s = assert((read_file(arg[2])), "cannot read " .. tostring(arg[2]))
   local msg = run_one(s)
   if msg then
     print("FAIL: " .. msg)

@@ -35,6 +35,7 @@
 local socket = require "socket"
 local postfix = require "spec.support.postfix"
 local nginx = require "spec.support.nginx"
+local sutil = require "spec.support.util"
 
 local util = postfix.util
 local M = {}
@@ -49,13 +50,7 @@ function M.available()
   return true
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = sutil.read_file
 
 local function lines(text)
   local out = {}

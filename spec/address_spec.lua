@@ -11,16 +11,8 @@ end
 
 local function mailbox(name, addr) return { name = name, address = addr } end
 
--- Decodes RFC 2047 words (UTF-8, B or Q) as a reader does: white space
--- between two adjacent encoded words disappears.
-local function decode_words(v)
-  v = v:gsub("(%?=)%s+(=%?)", "%1%2")
-  return (v:gsub("=%?UTF%-8%?([BQ])%?(.-)%?=", function(kind, payload)
-    if kind == "B" then return assert(core.b64decode(payload)) end
-    payload = payload:gsub("_", " ")
-    return (payload:gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-  end))
-end
+-- Decodes RFC 2047 words (UTF-8, B or Q) as a reader does.
+local decode_words = require("spec.support.util").decode_words
 
 -- Every line of a folded value (first line counted from col).
 local function lines_of(value, col)

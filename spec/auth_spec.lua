@@ -9,6 +9,7 @@ local smtp = require "smtp"
 local core = require "smtp.core"
 local servers = require "spec.support.servers"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 local postfix = require "spec.support.postfix"
 
 local HELO = "client.example"
@@ -22,36 +23,13 @@ local function b64(s) return (core.b64encode(s, 0)) end
 
 local tmp, C
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local function shared_certs()
-  if not C then
-    local p = assert(io.popen("mktemp -d /tmp/lua-smtp-auth.XXXXXX"))
-    tmp = p:read("*l")
-    p:close()
-    assert(tmp and tmp ~= "", "mktemp -d failed")
-    C = certs.make(tmp .. "/certs")
-  end
+  if not C then C, tmp = certs.in_temp_dir("lua-smtp-auth") end
   return C
 end
 
-local function recorder()
-  local lines = {}
-  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-end
-
-local function find_line(lines, s)
-  for i, l in ipairs(lines) do
-    if l:find(s, 1, true) then return i end
-  end
-  return nil
-end
-
-local function exact(s)
-  return "^" .. s:gsub("%p", "%%%0") .. "$"
-end
+local recorder, exact = servers.recorder, servers.exact
+local function find_line(lines, s) return (servers.find_line(lines, s, true)) end
 
 -- Checks a transcript for one AUTH exchange: the AUTH line shows the
 -- mechanism and at most "<redacted>"; every line the client sent until the
@@ -95,7 +73,7 @@ describe("AUTH #auth", function()
   lazy_teardown(function()
     servers.stop_all()
     postfix.stop_all()
-    if tmp then os.execute("rm -rf " .. sh_quote(tmp)) end
+    util.remove_tree(tmp)
   end)
 
   after_each(function()

@@ -7,6 +7,7 @@
 -- the user's own configuration never leaks in.
 
 local servers = require "spec.support.servers"
+local util = require "spec.support.util"
 local options = require "smtp.cli.options"
 local config = require "smtp.cli.config"
 local progress = require "smtp.cli.progress"
@@ -22,48 +23,12 @@ local LUA = os.getenv("LUA_SERVER") or "lua5.4"
 -- helpers
 ---------------------------------------------------------------------------
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
-
-local function sh(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
--- The exit status from os.execute's results, in Lua 5.1 (a wait status)
--- and 5.2+ (true|nil, "exit"|"signal", code).
-local function status(a, how, code)
-  if type(a) == "number" then
-    if a > 255 then return math.floor(a / 256) end
-    return a
-  end
-  if how == "exit" then return code end
-  if how == "signal" then return 128 + code end
-  return a and 0 or 1
-end
+local q, read_file, write_file = util.shell_quote, util.read_file, util.write_file
+local sh, status = util.execute, util.exit_status
 
 local tmpdirs = {}
 local function tmpdir()
-  local p = io.popen("mktemp -d 2>/dev/null")
-  local d = p:read("*l")
-  p:close()
-  assert(d and d ~= "", "mktemp -d failed")
+  local d = util.mkdtemp("lua-smtp-cli")
   tmpdirs[#tmpdirs + 1] = d
   return d
 end

@@ -8,31 +8,13 @@ local smtp = require "smtp"
 local core = require "smtp.core"
 local servers = require "spec.support.servers"
 local postfix = require "spec.support.postfix"
+local util = require "spec.support.util"
 
 local PYTHON = "/usr/bin/python3"
 local FROM, TO = "sender@example.org", "rcpt@example.net"
 
-local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok = p:close()
-  return ok == true or ok == 0, out
-end
+local sh_quote, write, run = util.shell_quote, util.write_file, util.run
+local function read(path) return assert(util.read_file(path)) end
 
 local function have_dkimpy()
   return run(PYTHON .. " -c 'import dkim, nacl'")
@@ -43,13 +25,10 @@ end
 local dir, keys, records
 
 local function make_keys()
-  dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. sh_quote(dir)))
-  local function openssl(args) assert(run("openssl " .. args)) end
-  openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. sh_quote(dir .. "/rsa.pem"))
-  openssl("genpkey -algorithm ED25519 -out " .. sh_quote(dir .. "/ed.pem"))
-  openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:768 -out " .. sh_quote(dir .. "/short.pem"))
+  dir = util.mkdtemp("lua-smtp-dkim")
+  util.openssl_key(dir .. "/rsa.pem", "rsa")
+  util.openssl_key(dir .. "/ed.pem", "ed25519")
+  util.openssl_key(dir .. "/short.pem", "rsa:768")
   local _, rsa_pub = run("openssl pkey -in " .. sh_quote(dir .. "/rsa.pem") .. " -pubout -outform DER | base64 -w0")
   local _, ed_pub = run("openssl pkey -in " .. sh_quote(dir .. "/ed.pem") ..
     " -pubout -outform DER | tail -c 32 | base64 -w0")
@@ -171,7 +150,7 @@ describe("DKIM #dkim", function()
 
   teardown(function()
     servers.stop_all()
-    if dir then os.execute("rm -rf " .. sh_quote(dir)) end
+    util.remove_tree(dir)
   end)
 
   describe("the RFC 8463 example (fixed vector)", function()

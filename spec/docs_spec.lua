@@ -9,40 +9,12 @@
 -- shows as pending. Also: README.md has at most 250 lines, and every
 -- relative link between these files resolves.
 local servers = require "spec.support.servers"
+local util = require "spec.support.util"
 
 local README_MAX_LINES = 250
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Output and exit status of a shell command (Lua 5.1 and LuaJIT's close
--- gives no status, so the shell prints it).
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"DOCS-EXIT:$?\""))
-  local out = p:read("*a")
-  p:close()
-  local status = tonumber(out:match("DOCS%-EXIT:(%d+)%s*$"))
-  return status, (out:gsub("DOCS%-EXIT:%d+%s*$", ""))
-end
-
-local function lines_of(s)
-  local out = {}
-  for line in (s .. "\n"):gmatch("([^\n]*)\n") do out[#out + 1] = line end
-  if s:sub(-1) == "\n" then out[#out] = nil end
-  return out
-end
+local function read(path) return assert(util.read_file(path)) end
+local write, sh_quote, lines_of = util.write_file, util.shell_quote, util.lines
 
 -- ---- the documents and their examples -----------------------------------------------
 
@@ -108,13 +80,6 @@ local FIXTURES = {
 
 local INTERP = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
 
-local function root_dir()
-  local p = assert(io.popen("pwd"))
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
 -- ---- links ---------------------------------------------------------------------------
 
 -- GitHub's heading anchors: lower case, punctuation and symbols dropped,
@@ -137,11 +102,7 @@ local function anchors(text)
   return set
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.file_exists
 
 local function normalise(path)
   local parts = {}
@@ -200,17 +161,11 @@ describe("documentation #docs", function()
     local base_env
 
     setup(function()
-      root = root_dir()
-      scratch = os.tmpname()
-      os.remove(scratch)
-      assert(os.execute("mkdir -p " .. sh_quote(scratch)))
+      root = util.root
+      scratch = util.mkdtemp("lua-smtp-docs")
       for name, content in pairs(FIXTURES) do write(scratch .. "/" .. name, content) end
-      for name, alg in pairs({ ["dkim-rsa.pem"] = "RSA -pkeyopt rsa_keygen_bits:2048",
-                               ["dkim-ed25519.pem"] = "ED25519" }) do
-        local status, out = run("openssl genpkey -algorithm " .. alg .. " -out " ..
-          sh_quote(scratch .. "/" .. name))
-        assert(status == 0, out)
-      end
+      util.openssl_key(scratch .. "/dkim-rsa.pem", "rsa")
+      util.openssl_key(scratch .. "/dkim-ed25519.pem", "ed25519")
       dbg = servers.debug_server{ quiet = true }
       base_env = table.concat({
         "LUA_PATH=" .. sh_quote(root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;"),
@@ -221,7 +176,7 @@ describe("documentation #docs", function()
 
     teardown(function()
       if dbg then dbg:stop() end
-      if scratch then os.execute("rm -rf " .. sh_quote(scratch)) end
+      util.remove_tree(scratch)
     end)
 
     -- A scripted server that offers AUTH and takes any credentials, for
@@ -252,7 +207,7 @@ describe("documentation #docs", function()
       local srv = ex.code:find("user%s*=") and auth_server()
       -- env's options (-u) come before its assignments.
       local env = extra_env .. " " .. base_env .. (srv and (" DOCS_AUTH_PORT=" .. srv.port) or "")
-      local status, out = run("cd " .. sh_quote(scratch) .. " && env " .. env .. " timeout 60 " ..
+      local _, out, status = util.run("cd " .. sh_quote(scratch) .. " && env " .. env .. " timeout 60 " ..
         INTERP .. " " .. sh_quote(root .. "/spec/support/docs_prelude.lua") .. " " .. sh_quote(file))
       if srv then
         local errs = srv:errors()

@@ -7,29 +7,11 @@ local servers = require "spec.support.servers"
 local FROM, TO, TO2 = "sender@example.org", "rcpt@example.net", "other@example.net"
 local BODY = "Subject: x\r\n\r\nhello\r\n"
 
-local function say(bytes) return { send = bytes } end
-local function hear(line) return { expect = "^" .. line:gsub("%p", "%%%0") .. "$" } end
+local say, hear, steps = servers.say, servers.hear, servers.steps
 local GREET = say("220 fake ESMTP\r\n")
 local EHLO = "EHLO client.test"
 
-local function ehlo_reply(...)
-  local caps = { "fake.test", ... }
-  local out = {}
-  for i, c in ipairs(caps) do out[i] = "250" .. (i < #caps and "-" or " ") .. c .. "\r\n" end
-  return say(table.concat(out))
-end
-
-local function steps(...)
-  local out = {}
-  for _, item in ipairs({ ... }) do
-    if item[1] ~= nil then
-      for _, st in ipairs(item) do out[#out + 1] = st end
-    else
-      out[#out + 1] = item
-    end
-  end
-  return out
-end
+local function ehlo_reply(...) return servers.ehlo_reply({ ... }) end
 
 local BYE = { hear("QUIT"), say("221 bye\r\n") }
 

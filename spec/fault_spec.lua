@@ -39,31 +39,14 @@ local MESSAGE2 = message({ TO, TO2 })
 
 -- ---- script building ---------------------------------------------------------
 
--- A Lua pattern matching exactly this line (given with or without CRLF).
-local function exact(line)
-  line = line:gsub("\r\n$", "")
-  return "^" .. line:gsub("%p", "%%%0") .. "$"
-end
-
-local function say(bytes) return { send = bytes } end
-local function hear(line) return { expect = exact(line) } end
+local say, hear = servers.say, servers.hear
 
 local GREET = say("220 fake.test ESMTP\r\n")
 local EHLO_PLAIN = "250-fake.test\r\n250 8BITMIME\r\n"
 local EHLO_PIPE = "250-fake.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
 
 -- Flattens steps and lists of steps into one script step list.
-local function script(...)
-  local out = {}
-  for _, item in ipairs({ ... }) do
-    if item[1] ~= nil then
-      for _, st in ipairs(item) do out[#out + 1] = st end
-    else
-      out[#out + 1] = item
-    end
-  end
-  return out
-end
+local script = servers.steps
 
 -- Greeting and a sequential (no PIPELINING) EHLO exchange.
 local OPEN = { GREET, hear(C.ehlo), say(EHLO_PLAIN) }
@@ -350,11 +333,17 @@ describe("smtp.send against a faulty server #socket", function()
   -- #timing: these measure elapsed time against the timeout; under valgrind
   -- the client itself runs many times slower, so that run leaves them out
   -- (scripts/valgrind.sh); ASan and every other run keep them.
+  -- The bounds say "stopped by the 1 s timeout (or deadline), not by the
+  -- server": never before it (0.9), and well before the fake server's own
+  -- 8 s end or the 9 s the trickle would take, with LATE seconds to spare
+  -- for a loaded 2-CPU machine (three other suites running at once).
+  -- They are not speed targets: those are bench/'s.
+  local LATE = 2.5
   describe("silence #timing", function()
     it("no greeting at all -> timeout after the timeout option", function()
       local r = run({ { read = "all" } }, { timeout = 1 })
       failed(r, "timeout", { temporary = true, stage = "greeting", code = false })
-      assert.is_true(r.elapsed >= 0.9 and r.elapsed <= 1.1, "took " .. r.elapsed)
+      assert.is_true(r.elapsed >= 0.9 and r.elapsed < 1 + LATE, "took " .. r.elapsed)
       assert.equal("", r.sent)
     end)
 
@@ -363,7 +352,7 @@ describe("smtp.send against a faulty server #socket", function()
         hear(C.data), say("354 go\r\n"), { read = "data" }), { timeout = 1 })
       failed(r, "timeout", { temporary = true, stage = "data_end", code = false })
       assert.matches("may or may not", r.err, 1, true)
-      assert.is_true(r.elapsed >= 0.9 and r.elapsed <= 1.1, "took " .. r.elapsed)
+      assert.is_true(r.elapsed >= 0.9 and r.elapsed < 1 + LATE, "took " .. r.elapsed)
       assert.equal(C.ehlo .. C.mail .. C.rcpt .. C.data .. MESSAGE, r.sent)
     end)
 
@@ -373,7 +362,7 @@ describe("smtp.send against a faulty server #socket", function()
         { trickle = "250 2.1.0 sender ok, said one byte at a time\r\n", interval = 0.2 }),
         { timeout = 2, deadline = 1 })
       failed(r, "timeout", { temporary = true, stage = "mail", code = false })
-      assert.is_true(r.elapsed >= 0.9 and r.elapsed <= 1.1, "took " .. r.elapsed)
+      assert.is_true(r.elapsed >= 0.9 and r.elapsed < 1 + LATE, "took " .. r.elapsed)
       assert.equal(C.ehlo .. C.mail, r.sent)
     end)
   end)
@@ -402,21 +391,25 @@ describe("smtp.send against a faulty server #socket", function()
       collectgarbage()
       collectgarbage()
       local before = collectgarbage("count")
+      -- the client's timeout raised to 10 s: a client that waited for the
+      -- end of the reply would take that long (or the server's 8 s); the
+      -- bound (5 s) leaves room for a loaded machine, it is no speed target
       local r = run(script(GREET, hear(C.ehlo),
-        { sendfn = "return string.rep('250-x\\r\\n', 100000)" }))
+        { sendfn = "return string.rep('250-x\\r\\n', 100000)" }), { timeout = 10 })
       collectgarbage()
       collectgarbage()
       local grown = collectgarbage("count") - before
       failed(r, "protocol", { temporary = false, stage = "hello" })
-      assert.is_true(r.elapsed < 1, "took " .. r.elapsed)
+      assert.is_true(r.elapsed < 5, "took " .. r.elapsed)
       assert.is_true(grown < 4096, "Lua heap grew by " .. grown .. " KB")
       assert.equal(C.ehlo, r.sent)
     end)
 
     it("a 100 KB line without a line end -> protocol #timing", function()
-      local r = run({ { sendfn = "return '220 ' .. string.rep('x', 100000)" } })
+      -- timeout 10 s, bound 5 s: as above, "did not wait for the line end"
+      local r = run({ { sendfn = "return '220 ' .. string.rep('x', 100000)" } }, { timeout = 10 })
       failed(r, "protocol", { temporary = false, stage = "greeting" })
-      assert.is_true(r.elapsed < 1, "took " .. r.elapsed)
+      assert.is_true(r.elapsed < 5, "took " .. r.elapsed)
       assert.equal("", r.sent)
     end)
 
@@ -555,15 +548,17 @@ describe("smtp.send against a faulty server #socket", function()
   describe("connecting", function()
     it("connection refused -> connect, temporary", function()
       local port = servers.free_port()
+      -- timeout 10 s, bound 5 s: refused at once, not after a connect
+      -- timeout, with room for a loaded machine (no speed target)
       local t0 = core.now()
-      local res, err, info = smtp.send(opts(port))
+      local res, err, info = smtp.send(opts(port, { timeout = 10 }))
       assert.is_nil(res)
       assert.equal("connect", info.kind, err)
       assert.matches("^connect: ", err)
       assert.is_true(info.temporary)
       assert.equal("connect", info.stage)
       assert.is_nil(info.code)
-      assert.is_true(core.now() - t0 < 1)
+      assert.is_true(core.now() - t0 < 5)
     end)
 
     it("smtp.connect reports a refused greeting the same way", function()

@@ -23,33 +23,11 @@ local SERVER_TIMEOUT = 10                     -- fake server: seconds in all
 
 -- ---- the wire ------------------------------------------------------------------
 
-local function literal(s) return (s:gsub("%p", "%%%0")) end
-
-local function say(bytes) return { send = bytes } end
-local function hear(line) return { expect = "^" .. literal(line) .. "$" } end
+local literal, say, hear, ehlo_reply, steps =
+  servers.literal, servers.say, servers.hear, servers.ehlo_reply, servers.steps
 -- A command line starting with prefix (parameters may follow).
 local function hear_start(prefix) return { expect = "^" .. literal(prefix) } end
 
-local function ehlo_reply(caps)
-  local lines = { "fake.test" }
-  for _, c in ipairs(caps) do lines[#lines + 1] = c end
-  local out = {}
-  for i, l in ipairs(lines) do out[i] = "250" .. (i < #lines and "-" or " ") .. l .. "\r\n" end
-  return say(table.concat(out))
-end
-
--- Steps, or lists of steps, flattened into one step list.
-local function steps(...)
-  local out = {}
-  for _, item in ipairs({ ... }) do
-    if item[1] ~= nil and type(item[1]) == "table" then
-      for _, st in ipairs(item) do out[#out + 1] = st end
-    else
-      out[#out + 1] = item
-    end
-  end
-  return out
-end
 
 -- Greeting and the EHLO (or LHLO) exchange offering caps.
 local function opening(caps, verb)
@@ -714,11 +692,17 @@ describe("delivery guarantees #socket", function()
     local LMTP_DATA = { "PIPELINING", "ENHANCEDSTATUSCODES" }
     local LMTP_BDAT = { "PIPELINING", "CHUNKING", "ENHANCEDSTATUSCODES" }
 
+    -- "promptly": the client's timeout is 10 s here, so a client that
+    -- waited for a reply that never comes would take 10 s (or the server's
+    -- 10 s); the bound (5 s) leaves room for a loaded 2-CPU machine. It is
+    -- no speed target (those are bench/'s).
+    local PROMPT = 5
     local function lmtp(caps, finals)
       return run(serving(caps, {
         { "^DATA$", "354 go ahead\r\n", data = finals },
         { "^BDAT ", "250 2.0.0 chunk ok\r\n", last = finals },
-      }, "LHLO"), send{ protocol = "lmtp", envelope = { from = FROM, to = { TO, TO2, TO3 } }, message = RAW })
+      }, "LHLO"), send{ protocol = "lmtp", timeout = 10, envelope = { from = FROM, to = { TO, TO2, TO3 } },
+        message = RAW })
     end
 
     for _, v in ipairs({ { "BDAT", LMTP_BDAT }, { "DATA", LMTP_DATA } }) do
@@ -731,7 +715,7 @@ describe("delivery guarantees #socket", function()
         assert.equal(250, res.replies[TO] and res.replies[TO].code, ctx(r))
         assert.equal(452, res.replies[TO2] and res.replies[TO2].code, ctx(r))
         assert.equal(250, res.replies[TO3] and res.replies[TO3].code, ctx(r))
-        assert.is_true(r.elapsed < 1.5, "took " .. r.elapsed .. " s " .. ctx(r))
+        assert.is_true(r.elapsed < PROMPT, "took " .. r.elapsed .. " s " .. ctx(r))
         assert.equal(1, ends_of_data(r.items), ctx(r))
         clean(r)
       end)
@@ -743,7 +727,7 @@ describe("delivery guarantees #socket", function()
         assert.equal(550, r.info.replies[TO] and r.info.replies[TO].code, ctx(r))
         assert.equal(452, r.info.replies[TO2] and r.info.replies[TO2].code, ctx(r))
         assert.equal(554, r.info.replies[TO3] and r.info.replies[TO3].code, ctx(r))
-        assert.is_true(r.elapsed < 1.5, "took " .. r.elapsed .. " s " .. ctx(r))
+        assert.is_true(r.elapsed < PROMPT, "took " .. r.elapsed .. " s " .. ctx(r))
         clean(r)
       end)
     end
@@ -806,13 +790,16 @@ describe("delivery guarantees #socket", function()
       end
     end
 
-    it("a server answering every line with 334 -> auth or protocol within 2 s, few lines", function()
+    it("a server answering every line with 334 -> auth or protocol, promptly, few lines", function()
+      -- the server answers 334 for 10 s: a client that kept answering would
+      -- take that long; the bound (5 s) leaves room for a loaded 2-CPU
+      -- machine, it is no speed target
       local r = run(steps(opening({ "AUTH PLAIN LOGIN", "PIPELINING" }),
-        { serve = { { "", "334 VXNlcm5hbWU6\r\n" } } }), connect_only{ auth = "LOGIN" }, 4)
+        { serve = { { "", "334 VXNlcm5hbWU6\r\n" } } }), connect_only{ auth = "LOGIN" }, 10)
       assert.is_nil(r.res, "connect succeeded " .. ctx(r))
       assert.is_table(r.info, ctx(r))
       assert.is_true(r.info.kind == "auth" or r.info.kind == "protocol", "kind " .. ctx(r))
-      assert.is_true(r.elapsed < 2, "took " .. r.elapsed .. " s " .. ctx(r))
+      assert.is_true(r.elapsed < 5, "took " .. r.elapsed .. " s " .. ctx(r))
       local after, seen = 0, false
       for _, it_ in ipairs(r.items) do
         if seen then after = after + 1 end

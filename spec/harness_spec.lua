@@ -9,41 +9,15 @@
 local socket = require "socket"
 local servers = require "spec.support.servers"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 local postfix = require "spec.support.postfix"
 
 local have_ssl, ssl = pcall(require, "ssl")
 local have_mime, mime = pcall(require, "mime")
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local sh_quote, run = util.shell_quote, util.run
 
--- runs a shell command; returns success, combined output
-local function run(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"EXIT=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local code = tonumber(out:match("EXIT=(%d+)%s*$"))
-  out = out:gsub("EXIT=%d+%s*$", "")
-  return code == 0, out
-end
-
-local function connect(port)
-  local c = assert(socket.connect("127.0.0.1", port))
-  c:settimeout(5)
-  return c
-end
-
--- one (possibly multi-line) reply: code, lines
-local function reply(c)
-  local lines = {}
-  while true do
-    local line, err = c:receive("*l")
-    assert(line, "no reply: " .. tostring(err))
-    lines[#lines + 1] = line
-    if line:sub(4, 4) ~= "-" then return tonumber(line:sub(1, 3)), lines end
-  end
-end
+local connect, reply = util.connect, util.read_reply
 
 local function cmd(c, line)
   assert(c:send(line .. "\r\n"))
@@ -79,22 +53,7 @@ local function b64(s)
   return (mime.b64(s))
 end
 
-local function mktemp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/lua-smtp-harness.XXXXXX"))
-  local d = p:read("*l")
-  p:close()
-  assert(d and d ~= "", "mktemp -d failed")
-  return d
-end
-
-local function wait_for(timeout, cond)
-  local deadline = socket.gettime() + timeout
-  while socket.gettime() < deadline do
-    if cond() then return true end
-    socket.sleep(0.02)
-  end
-  return cond() and true or false
-end
+local wait_for = util.wait_for
 
 -- zombies whose parent is PID 1: { pid =, comm = }
 local function orphan_zombies()
@@ -112,10 +71,7 @@ local tmp      -- temp dir of this file
 local C        -- certs.make(tmp .. "/certs")
 
 local function shared_certs()
-  if not C then
-    tmp = tmp or mktemp_dir()
-    C = certs.make(tmp .. "/certs")
-  end
+  if not C then C, tmp = certs.in_temp_dir("lua-smtp-harness") end
   return C
 end
 
@@ -123,7 +79,7 @@ describe("test harness", function()
   lazy_teardown(function()
     servers.stop_all()
     postfix.stop_all()
-    if tmp then os.execute("rm -rf " .. sh_quote(tmp)) end
+    util.remove_tree(tmp)
   end)
 
   describe("certs #tls", function()
@@ -200,9 +156,11 @@ describe("test harness", function()
       local f = assert(io.open(C.good, "rb"))
       local before = f:read("*a")
       f:close()
+      -- the unchanged certificate below proves the reuse; the time only
+      -- says no key was made (seven RSA keys), with room for a loaded machine
       local t0 = socket.gettime()
       local again = certs.make(C.dir)
-      assert.is_true(socket.gettime() - t0 < 0.5)
+      assert.is_true(socket.gettime() - t0 < 3)
       assert.same(C, again)
       f = assert(io.open(C.good, "rb"))
       assert.equal(before, f:read("*a"))
@@ -212,12 +170,9 @@ describe("test harness", function()
 
   describe("fake server TLS #tls", function()
     local function need()
-      if not have_ssl then
-        pending("LuaSec is not installed")
-        return false
-      end
-      if not certs.available() then
-        pending("openssl is not installed")
+      local why = certs.missing(true)
+      if why then
+        pending(why)
         return false
       end
       shared_certs()
@@ -542,7 +497,8 @@ describe("test harness", function()
       assert.is_false(ok)
       assert.matches("expected 1 message", err, 1, true)
       assert.matches("maillog", err, 1, true)
-      assert.is_true(socket.gettime() - t0 < 2)
+      -- its 0.3 s, not the default 10 s (room for a loaded machine)
+      assert.is_true(socket.gettime() - t0 < 5)
     end)
 
     it("stops, leaving no process of the instance behind", function()

@@ -5,22 +5,13 @@
 -- that is not in that table.
 
 local cli = require "smtp.cli.main"
+local util = require "spec.support.util"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
 local MAN = ROOT .. "/man/smtp-send.1"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function lines(text)
-  local out = {}
-  for line in (text .. "\n"):gmatch("([^\n]*)\n") do out[#out + 1] = line end
-  return out
-end
+local function read(path) return assert(util.read_file(path)) end
+local lines = util.lines
 
 -- The lines of the section called name (after its .SH line, up to the next .SH).
 local function section(text, name)

@@ -5,6 +5,7 @@ local core = require "smtp.core"
 local message = require "smtp.message"
 local mime = require "smtp.mime"
 local mimetypes = require "smtp.mimetypes"
+local util = require "spec.support.util"
 
 local DATE = "Thu, 01 Jan 2026 00:00:00 +0000"
 local MSGID = "<fixed.1@example.org>"
@@ -70,16 +71,8 @@ local function longest_line(s)
   return n
 end
 
--- Decodes RFC 2047 words (UTF-8, B or Q) the way a reader unfolds them:
--- whitespace between adjacent encoded words disappears.
-local function decode_words(v)
-  v = v:gsub("(%?=)%s+(=%?)", "%1%2")
-  return (v:gsub("=%?UTF%-8%?([BQ])%?(.-)%?=", function(kind, payload)
-    if kind == "B" then return assert(core.b64decode(payload)) end
-    payload = payload:gsub("_", " ")
-    return (payload:gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-  end))
-end
+-- Decodes RFC 2047 words (UTF-8, B or Q) the way a reader unfolds them.
+local decode_words = util.decode_words
 
 local function utf8_valid(s)
   local rest = s:gsub("[\240-\244][\128-\191][\128-\191][\128-\191]", "")
@@ -89,9 +82,7 @@ end
 
 local function tmpfile(content)
   local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
+  util.write_file(path, content)
   return path
 end
 

@@ -3,6 +3,7 @@
 -- spec/support/mime_check.py). Every message must parse without a single
 -- defect, and every header and part must come back exactly.
 local smtp = require "smtp"
+local util = require "spec.support.util"
 
 local CHECK = "spec/support/mime_check.py"
 
@@ -17,24 +18,14 @@ end
 local PYTHON = find_python()
 local has_json, json = pcall(require, "dkjson")
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote, write_file = util.shell_quote, util.write_file
 
 local function hex(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
 local function sha256_file(path)
-  local p = assert(io.popen("sha256sum " .. shell_quote(path)))
-  local out = p:read("*a")
-  p:close()
+  local out = util.capture("sha256sum " .. shell_quote(path))
   return assert(out:match("^(%x+)"), "sha256sum failed: " .. out)
 end
 

@@ -12,6 +12,7 @@ local socket = require "socket"
 local nginx = require "spec.support.nginx"
 local servers = require "spec.support.servers"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 
 local available, why = nginx.available()
 
@@ -51,21 +52,13 @@ describe("#resty smtp inside nginx", function()
   setup(function()
     local trusted
     if have_tls then
-      local p = io.popen("mktemp -d")
-      local dir = p:read("*l")
-      p:close()
+      local dir = util.mkdtemp("lua-smtp-resty")
       pki = certs.make(dir)
-      os.execute("chmod 755 '" .. dir .. "'")
+      util.execute("chmod 755 " .. util.shell_quote(dir))
       -- nginx trusts one file: the test CA and the name specs' CA
       trusted = dir .. "/trusted.pem"
-      local out = assert(io.open(trusted, "wb"))
-      for _, ca in ipairs({ pki.ca, NAMES .. "ca.crt" }) do
-        local f = assert(io.open(ca, "rb"))
-        out:write(f:read("*a"))
-        f:close()
-      end
-      out:close()
-      os.execute("chmod 644 '" .. trusted .. "'")
+      util.write_file(trusted, assert(util.read_file(pki.ca)) .. assert(util.read_file(NAMES .. "ca.crt")))
+      util.execute("chmod 644 " .. util.shell_quote(trusted))
     end
     ngx_srv = nginx.start{ ca = trusted }
     dbg = servers.debug_server{}
@@ -77,7 +70,7 @@ describe("#resty smtp inside nginx", function()
     if slow then slow:stop() end
     servers.stop_all()
     nginx.stop_all()
-    if pki then os.execute("rm -rf '" .. pki.dir .. "'") end
+    if pki then util.remove_tree(pki.dir) end
   end)
 
   it("sends a message through a cosocket", function()
@@ -125,7 +118,9 @@ describe("#resty smtp inside nginx", function()
       " (serial would be %.1f s)\n", single, elapsed, 50 * single))
     assert.equal(50, ok)
     -- one worker: a blocking socket would serialise them (50 x single)
-    assert.is_true(elapsed < 5 * single, string.format("50 sessions took %.2f s, one takes %.2f s",
+    -- serial would be 50 x single: 10 x says "concurrent" with room for a
+    -- loaded 2-CPU machine (no speed target: bench/ has those)
+    assert.is_true(elapsed < 10 * single, string.format("50 sessions took %.2f s, one takes %.2f s",
       elapsed, single))
     local got = {}
     for _, m in ipairs(slow:messages()) do got[m.subject] = true end
@@ -133,14 +128,16 @@ describe("#resty smtp inside nginx", function()
   end)
 
   it("times out an operation after `timeout` seconds", function()
-    local very_slow = nginx.slow_server{ delay = 3, max_time = 10 }
+    -- the greeting comes after 10 s: the bound (5 s) says the 0.3 s timeout
+    -- stopped it, with room for a loaded machine (no speed target)
+    local very_slow = nginx.slow_server{ delay = 10, max_time = 20 }
     local status, body = ngx_srv:get("/send?" .. query{ port = very_slow.port, timeout = 0.3 })
     very_slow:stop()
     assert.equal(200, status)
     assert.matches("^error timeout: ", body)
     assert.matches("stage=greeting", body, 1, true)
     local elapsed = tonumber(body:match("elapsed=([%d%.]+)"))
-    assert.is_true(elapsed >= 0.29 and elapsed < 1.5, "took " .. tostring(elapsed))
+    assert.is_true(elapsed >= 0.29 and elapsed < 5, "took " .. tostring(elapsed))
   end)
 
   it("stops at the deadline although each reply comes in time", function()
@@ -149,8 +146,11 @@ describe("#resty smtp inside nginx", function()
     local status, body = ngx_srv:get("/send?" .. query{ port = slow.port, timeout = 5, deadline = 0.5 })
     assert.equal(200, status)
     assert.matches("^error timeout: ", body)
+    -- the error proves the deadline stopped it (the whole session would
+    -- succeed in 1.4 s); the bound only says it did not wait for the 5 s
+    -- timeout, with room for a loaded machine
     local elapsed = tonumber(body:match("elapsed=([%d%.]+)"))
-    assert.is_true(elapsed >= 0.49 and elapsed < 1.0, "took " .. tostring(elapsed))
+    assert.is_true(elapsed >= 0.49 and elapsed < 4, "took " .. tostring(elapsed))
   end)
 
   it("reports a refused connection as a connect error", function()
@@ -345,7 +345,9 @@ describe("#resty smtp inside nginx", function()
     fast:stop()
     io.stderr:write(string.format("# blocking socket in nginx: 1 session %.2f s; 4 at once %.2f s\n",
       single, elapsed))
-    assert.is_true(elapsed > 3 * single, string.format("4 took %.2f s, one %.2f s", elapsed, single))
+    -- concurrent would be about 1 x single, serialised 4 x: 2 x tells them
+    -- apart even when a loaded machine made the single run slow
+    assert.is_true(elapsed > 2 * single, string.format("4 took %.2f s, one %.2f s", elapsed, single))
   end)
 
   describe("transport TLS", function()

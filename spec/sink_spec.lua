@@ -3,6 +3,7 @@
 -- what the server received, and the refusals and disconnects its flags make.
 local smtp = require "smtp"
 local servers = require "spec.support.servers"
+local util = require "spec.support.util"
 
 local FROM, TO, TO2 = "sender@example.org", "rcpt@example.net", "other@example.net"
 
@@ -50,35 +51,13 @@ local function base(port, extra)
   return o
 end
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local list_dir, read_all = util.list_dir, util.read_file
 
 -- A fresh directory smtp-sink can write to even after dropping to nobody.
 local function dump_dir()
-  local p = assert(io.popen("mktemp -d 2>/dev/null"))
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp -d failed")
-  assert(os.execute("chmod 1777 " .. shell_quote(dir)))
+  local dir = util.mkdtemp("lua-smtp-sink")
+  assert(util.execute("chmod 1777 " .. util.shell_quote(dir)))
   return dir
-end
-
-local function list_dir(dir)
-  local p = assert(io.popen("ls -1 " .. shell_quote(dir) .. " 2>/dev/null"))
-  local names = {}
-  for name in p:lines() do names[#names + 1] = name end
-  p:close()
-  table.sort(names)
-  return names
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 -- Waits (at most 3 s) until the dump directory holds n complete files.
@@ -108,7 +87,7 @@ describe("smtp against Postfix smtp-sink #sink", function()
 
   after_each(function()
     servers.stop_all()
-    for _, d in ipairs(dirs) do os.execute("rm -rf " .. shell_quote(d)) end
+    for _, d in ipairs(dirs) do util.remove_tree(d) end
     dirs = {}
   end)
 

@@ -8,9 +8,9 @@ local smtp = require "smtp"
 local socket = require "socket"
 local servers = require "spec.support.servers"
 local certs = require "spec.support.certs"
+local util = require "spec.support.util"
 local postfix = require "spec.support.postfix"
 
-local have_ssl = pcall(require, "ssl")
 
 local HELO = "client.example"
 local EHLO = "EHLO " .. HELO .. "\r\n"
@@ -18,38 +18,12 @@ local FROM, TO = "sender@example.org", "rcpt@example.net"
 
 local tmp, C
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local function shared_certs()
-  if not C then
-    local p = assert(io.popen("mktemp -d /tmp/lua-smtp-tls.XXXXXX"))
-    tmp = p:read("*l")
-    p:close()
-    assert(tmp and tmp ~= "", "mktemp -d failed")
-    C = certs.make(tmp .. "/certs")
-  end
+  if not C then C, tmp = certs.in_temp_dir("lua-smtp-tls") end
   return C
 end
 
--- A transcript collector for the debug option: lines "kind: text".
-local function recorder()
-  local lines = {}
-  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-end
-
-local function find_line(lines, pattern, plain)
-  for i, l in ipairs(lines) do
-    if l:find(pattern, 1, plain) then return i, l end
-  end
-  return nil
-end
-
--- A Lua pattern matching exactly this text.
-local function exact(s)
-  return "^" .. s:gsub("%p", "%%%0") .. "$"
-end
+local recorder, find_line, exact = servers.recorder, servers.find_line, servers.exact
 
 local GREET = { send = "220 fake.test ESMTP\r\n" }
 
@@ -103,7 +77,7 @@ describe("TLS #tls", function()
   lazy_teardown(function()
     servers.stop_all()
     postfix.stop_all()
-    if tmp then os.execute("rm -rf " .. sh_quote(tmp)) end
+    util.remove_tree(tmp)
   end)
 
   after_each(function()
@@ -111,12 +85,9 @@ describe("TLS #tls", function()
   end)
 
   local function need_fake()
-    if not have_ssl then
-      pending("LuaSec is not installed (the fake server needs it for TLS)")
-      return false
-    end
-    if not certs.available() then
-      pending("openssl is not installed")
+    local why = certs.missing(true)
+    if why then
+      pending(why .. " (the fake server needs it for TLS)")
       return false
     end
     shared_certs()

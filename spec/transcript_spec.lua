@@ -11,9 +11,7 @@ local FIXTURES = servers.root .. "/spec/fixtures/"
 local DATE = "Thu, 01 Jan 2026 12:00:00 +0000"
 
 -- A Lua pattern matching exactly this line.
-local function exact(line)
-  return "^" .. line:gsub("%p", "%%%0") .. "$"
-end
+local exact = servers.exact
 
 -- Reads a fixture: the fake server's steps, the client's exact bytes, and
 -- the message as the client framed it (the C lines after the 354).

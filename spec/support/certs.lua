@@ -19,47 +19,24 @@
 --   wronghost_key, selfsigned, selfsigned_key, other_ca, other_ca_key,
 --   client, client_key
 -- and raises an error with openssl's output when something fails.
--- certs.available() tells whether the openssl binary is there.
+-- certs.available() tells whether the openssl binary is there;
+-- certs.in_temp_dir(prefix) makes a set in a fresh temporary directory;
+-- certs.missing(luasec) says why TLS specs cannot run (nil: they can).
 --
 -- Works with Lua 5.1 .. 5.4.
 
+local util = require "spec.support.util"
+
 local M = {}
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(content))
-  f:close()
-end
-
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local shell_quote, execute, write_file, file_exists =
+  util.shell_quote, util.execute, util.write_file, util.file_exists
+local read_file = util.read_file
 
 local function absolute(dir)
   if dir:sub(1, 1) == "/" then return dir end
-  local p = io.popen("pwd")
-  local cwd = p and p:read("*l") or "."
-  if p then p:close() end
+  local cwd = util.capture("pwd"):gsub("%s+$", "")
+  if cwd == "" then cwd = "." end
   dir = dir:gsub("^%./", "")
   return cwd .. "/" .. dir
 end
@@ -244,6 +221,22 @@ function M.make(dir)
   end
   write_file(dir .. "/" .. MARKER, "ok\n")
   return result
+end
+
+-- A full set made in a fresh temporary directory /tmp/<prefix>.XXXXXX
+-- (its certs/ folder): the certs.make table and that directory, which the
+-- caller removes (util.remove_tree) when done.
+function M.in_temp_dir(prefix)
+  local tmp = util.mkdtemp(prefix)
+  return M.make(tmp .. "/certs"), tmp
+end
+
+-- Why the TLS specs cannot run here (LuaSec missing when luasec is true,
+-- openssl missing), or nil when they can.
+function M.missing(luasec)
+  if luasec and not pcall(require, "ssl") then return "LuaSec is not installed" end
+  if not M.available() then return "openssl is not installed" end
+  return nil
 end
 
 return M

@@ -60,8 +60,7 @@
 -- the auth and log processes run as Dovecot's own unprivileged users.
 -- Works with Lua 5.1 .. 5.4 and LuaJIT.
 
-local socket = require "socket"
-local servers = require "spec.support.servers"
+local util = require "spec.support.util"
 local postfix = require "spec.support.postfix"
 
 local U = postfix.util
@@ -272,23 +271,12 @@ function DV:_fail(what)
   return msg
 end
 
--- the LMTP greeting on the TCP listener: 220 ... (Dovecot ready.)
-local function greets(port)
-  local c = socket.tcp()
-  c:settimeout(2)
-  if not c:connect("127.0.0.1", port) then c:close() return false end
-  local line = c:receive("*l")
-  if line then c:send("QUIT\r\n") end
-  c:close()
-  return line ~= nil and line:match("^220") ~= nil
-end
-
 local function start_once(opts)
   local dir = U.mkdtemp("lua-smtp-lmtp")
   local dv = setmetatable({
     dir = dir,
     instance = "lua-smtp-lmtp-" .. dir:match("([^.]+)$"),
-    port = servers.free_port(),
+    port = util.free_port(),
     path = dir .. "/run/lmtp",
     users = {},
     full = {},
@@ -328,7 +316,7 @@ local function start_once(opts)
     dir .. "/dovecot.out")
   local up = U.poll(opts.timeout or 15, function()
     if not U.alive(dv.proc.pid) then return false end
-    if U.execute("test -S " .. q(dv.path)) and greets(dv.port) then return true end
+    if U.execute("test -S " .. q(dv.path)) and util.greets(dv.port) then return true end
     return nil
   end)
   if up and dv.pidns then
@@ -347,21 +335,12 @@ end
 
 function M.start(opts)
   assert(M.available(), "dovecot_lmtp.start: needs root, dovecot-core and dovecot-lmtpd")
-  opts = opts or {}
-  local last
-  for _ = 1, 3 do
-    local dv, err, busy = start_once(opts)
-    if dv then return dv end
-    last = err
-    if not busy then break end
-  end
-  error(last, 2)
+  local dv = util.start_retrying(start_once, opts or {})
+  return dv
 end
 
 function M.stop_all()
-  local list = {}
-  for dv in pairs(live) do list[#list + 1] = dv end
-  for _, dv in ipairs(list) do dv:stop() end
+  util.stop_all(live)
 end
 
 return M

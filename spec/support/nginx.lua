@@ -19,6 +19,7 @@
 -- Works with Lua 5.1 .. 5.4 and LuaSocket.
 
 local socket = require "socket"
+local util = require "spec.support.util"
 
 local M = {}
 
@@ -26,132 +27,27 @@ M.modules_dir = os.getenv("NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
 
 local START_TIMEOUT = 10
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote, execute, write_file, exists, which, poll, free_port, is_root, alive =
+  util.shell_quote, util.execute, util.write_file, util.file_exists, util.which,
+  util.poll, util.free_port, util.is_root, util.alive
+local read_file = util.read_file
 
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd)
-  if not p then return nil end
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(content))
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function which(name)
-  local out = capture("command -v " .. shell_quote(name) .. " 2>/dev/null")
-  out = out and out:match("^%s*(.-)%s*$")
-  if out and out ~= "" then return out end
-  return nil
-end
-
-local function poll(timeout, cond, step)
-  local deadline = socket.gettime() + timeout
-  while true do
-    local v = cond()
-    if v ~= nil then return v end
-    if socket.gettime() >= deadline then return nil end
-    socket.sleep(step or 0.02)
-  end
-end
-
--- Repository root from this file's path (spec/support/nginx.lua), made
--- absolute: nginx's workers do not share our working directory.
-local function repo_root()
-  local src = debug.getinfo(1, "S").source
-  local dir = "."
-  if src:sub(1, 1) == "@" then
-    dir = src:sub(2):match("^(.*)/spec/support/[^/]*$") or "."
-    if dir == "" then dir = "." end
-  end
-  if dir:sub(1, 1) ~= "/" then
-    local pwd = os.getenv("PWD") or (capture("pwd") or ""):match("^%s*(.-)%s*$")
-    dir = (dir == ".") and pwd or (pwd .. "/" .. dir)
-  end
-  return dir
-end
-
-M.root = repo_root()
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
-local function is_root()
-  local out = capture("id -u 2>/dev/null")
-  return out and out:match("^%s*0%s*$") ~= nil
-end
+-- Repository root, absolute: nginx's workers do not share our working
+-- directory.
+M.root = util.root
 
 ---------------------------------------------------------------------------
 -- processes
 ---------------------------------------------------------------------------
 
-local HAVE_PROC = exists("/proc/self/stat")
-
-local function alive(pid)
-  if HAVE_PROC then
-    local stat = read_file("/proc/" .. pid .. "/stat")
-    if not stat then return false end
-    local state = stat:match("%) (%a)")
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  return execute("kill -0 " .. pid .. " 2>/dev/null")
-end
-
 local Proc = {}
 Proc.__index = Proc
 local live = {}
 
--- argv with stdout/stderr to files. The child closes every inherited
--- descriptor above 2 (the spec's sockets) before exec, when bash is there.
+-- argv with stdout/stderr to files (util.spawn: the child closes every
+-- inherited descriptor above 2, the spec's sockets, before exec).
 local function spawn(argv, stdout_file, stderr_file)
-  local words = {}
-  for i, w in ipairs(argv) do words[i] = shell_quote(w) end
-  local cmd = table.concat(words, " ")
-  local redir = " </dev/null >" .. shell_quote(stdout_file) .. " 2>" .. shell_quote(stderr_file)
-  local line
-  if HAVE_PROC and which("bash") then
-    local closer = 'for f in /proc/$$/fd/*; do n=${f##*/}; '
-      .. 'if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null; fi; done; exec "$@"'
-    line = "echo $$; exec bash -c " .. shell_quote(closer) .. " bash " .. cmd .. redir
-  else
-    line = "echo $$; exec " .. cmd .. redir
-  end
-  local handle = assert(io.popen(line, "r"))
-  local pid = tonumber(handle:read("*l"))
-  if not pid then
-    handle:close()
-    error("could not start " .. cmd)
-  end
+  local handle, pid, cmd = util.spawn(argv, { stdout = stdout_file, stderr = stderr_file })
   local self = setmetatable({ pid = pid, handle = handle, stdout_file = stdout_file,
     stderr_file = stderr_file, command = cmd, cleanup = {} }, Proc)
   live[self] = true
@@ -189,9 +85,7 @@ function Proc:stop()
 end
 
 function M.stop_all()
-  local list = {}
-  for p in pairs(live) do list[#list + 1] = p end
-  for _, p in ipairs(list) do p:stop() end
+  util.stop_all(live)
 end
 
 ---------------------------------------------------------------------------
@@ -249,14 +143,6 @@ local function fill(template, vars)
   end))
 end
 
-local function port_open(port)
-  local c = socket.tcp()
-  c:settimeout(0.2)
-  local ok = c:connect("127.0.0.1", port)
-  c:close()
-  return ok ~= nil
-end
-
 local Nginx = setmetatable({}, { __index = Proc })
 Nginx.__index = Nginx
 
@@ -269,8 +155,7 @@ function M.start(opts)
   local template = assert(read_file(opts.conf or (M.root .. "/spec/support/nginx/nginx.conf.in")))
   local last_err = ""
   for _ = 1, 5 do
-    local prefix = (capture("mktemp -d 2>/dev/null") or ""):match("^%s*(.-)%s*$")
-    assert(prefix ~= "", "mktemp -d failed")
+    local prefix = util.mkdtemp("lua-smtp-nginx")
     -- workers may run as nobody: the prefix must be theirs to read
     assert(execute("mkdir -p " .. shell_quote(prefix .. "/conf") .. " " .. shell_quote(prefix .. "/logs")
       .. " && chmod 755 " .. shell_quote(prefix) .. " " .. shell_quote(prefix .. "/conf")))
@@ -291,11 +176,7 @@ function M.start(opts)
     proc.cleanup[#proc.cleanup + 1] = function()
       if not os.getenv("KEEP_NGINX_PREFIX") then execute("rm -rf " .. shell_quote(prefix)) end
     end
-    local up = poll(START_TIMEOUT, function()
-      if port_open(port) then return true end
-      if not alive(proc.pid) then return false end
-      return nil
-    end)
+    local up = util.wait_port(port, START_TIMEOUT, proc.pid)
     if up then return proc end
     last_err = proc:error_log() .. proc:errors()
     proc:stop()
@@ -390,12 +271,9 @@ function M.slow_server(opts)
   local proc = spawn(argv, out, err)
   setmetatable(proc, SlowServer)
   proc.cleanup[#proc.cleanup + 1] = function() os.remove(out) os.remove(err) end
-  local port = poll(START_TIMEOUT, function()
-    local p = proc:output():match("PORT (%d+)\n")
-    if p then return tonumber(p) end
-    if not alive(proc.pid) then return false end
-    return nil
-  end)
+  local port = tonumber(util.poll_alive(START_TIMEOUT, proc.pid, function()
+    return proc:output():match("PORT (%d+)\n")
+  end))
   if not port then
     local e = proc:errors()
     proc:stop()

@@ -82,7 +82,7 @@
 -- Works with Lua 5.1 .. 5.4 and LuaJIT.
 
 local socket = require "socket"
-local servers = require "spec.support.servers"
+local util = require "spec.support.util"
 local certs = require "spec.support.certs"
 
 local M = {}
@@ -93,85 +93,15 @@ local POLL = 0.05
 -- helpers
 ---------------------------------------------------------------------------
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote, execute, write_file, capture, tail, alive =
+  util.shell_quote, util.execute, util.write_file, util.capture, util.tail, util.alive
+local function read_file(path) return util.read_file(path) or "" end
+local function poll(timeout, cond) return util.poll(timeout, cond, POLL) end
 
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
+local POSTFIX = util.find_program("postfix", { "/usr/sbin/postfix" })
+local DOVECOT = util.find_program("dovecot", { "/usr/sbin/dovecot" })
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a") or ""
-  f:close()
-  return s
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(content))
-  f:close()
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a") or ""
-  p:close()
-  return out
-end
-
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function poll(timeout, cond)
-  local deadline = socket.gettime() + timeout
-  while true do
-    local v = cond()
-    if v ~= nil then return v end
-    if socket.gettime() >= deadline then return nil end
-    socket.sleep(POLL)
-  end
-end
-
-local function tail(text, n)
-  n = n or 30
-  local lines = {}
-  for line in (text or ""):gmatch("[^\n]*\n?") do
-    if line ~= "" then lines[#lines + 1] = line end
-  end
-  local from = math.max(1, #lines - n + 1)
-  return table.concat(lines, "", from)
-end
-
-local alive = servers.alive
-
-local function which(name)
-  local out = capture("command -v " .. shell_quote(name) .. " 2>/dev/null")
-  out = out:gsub("%s+$", "")
-  if out ~= "" then return out end
-  return nil
-end
-
-local function find_binary(name, fallbacks)
-  local p = which(name)
-  if p then return p end
-  for _, f in ipairs(fallbacks) do
-    if file_exists(f) then return f end
-  end
-  return nil
-end
-
-local POSTFIX = find_binary("postfix", { "/usr/sbin/postfix" })
-local DOVECOT = find_binary("dovecot", { "/usr/sbin/dovecot" })
-
-local IS_ROOT = capture("id -u 2>/dev/null"):match("^0%s*$") ~= nil
+local IS_ROOT = util.is_root()
 
 function M.available()
   return POSTFIX ~= nil and DOVECOT ~= nil and IS_ROOT and certs.available()
@@ -215,23 +145,10 @@ end
 -- child processes (same pattern as spec/support/servers.lua)
 ---------------------------------------------------------------------------
 
-local CLOSER = 'for f in /proc/$$/fd/*; do n=${f##*/}; '
-  .. 'if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null; fi; done; exec "$@"'
-
-local function spawn(argv, out_file, env)
-  local words = {}
-  for i, w in ipairs(argv) do words[i] = shell_quote(w) end
-  local envs = {}
-  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. shell_quote(v) .. " " end
-  local line = "echo $$; exec " .. table.concat(envs) .. "bash -c " .. shell_quote(CLOSER)
-    .. " bash " .. table.concat(words, " ")
-    .. " </dev/null >" .. shell_quote(out_file) .. " 2>&1"
-  local handle = assert(io.popen(line, "r"))
-  local pid = tonumber(handle:read("*l"))
-  if not pid then
-    handle:close()
-    error("could not start " .. table.concat(words, " "))
-  end
+-- { pid =, handle = } of argv started with util.spawn, stdout and stderr
+-- to out_file
+local function spawn(argv, out_file)
+  local handle, pid = util.spawn(argv, { stdout = out_file })
   return { pid = pid, handle = handle }
 end
 
@@ -458,17 +375,6 @@ PF.__index = PF
 
 local live = {}
 
--- reads the greeting of the plain port: proves smtpd works
-local function greets(port)
-  local c = socket.tcp()
-  c:settimeout(2)
-  if not c:connect("127.0.0.1", port) then c:close() return false end
-  local line = c:receive("*l")
-  if line then c:send("QUIT\r\n") end
-  c:close()
-  return line ~= nil and line:match("^220") ~= nil
-end
-
 function PF:log()
   return read_file(self.dir .. "/maillog")
 end
@@ -684,12 +590,7 @@ local function fix_pid_file(path, pid)
 end
 
 -- a fresh directory /tmp/<prefix>.XXXXXX (prefix: "lua-smtp-pf" by default)
-local function mkdtemp(prefix)
-  local out = capture("mktemp -d " .. shell_quote("/tmp/" .. (prefix or "lua-smtp-pf") .. ".XXXXXX")
-    .. " 2>/dev/null"):gsub("%s+$", "")
-  assert(out ~= "", "mktemp -d failed")
-  return out
-end
+local function mkdtemp(prefix) return util.mkdtemp(prefix or "lua-smtp-pf") end
 
 -- The argv that runs a server under setpriv --pdeathsig KILL (when it
 -- works) and, with pidns, as the init of its own PID namespace.
@@ -716,7 +617,7 @@ function PF:_start_postfix(timeout)
     if not alive(self.postfix_proc.pid) then return false end
     -- the master binds every listener before it serves any: one greeting
     -- on the plain port shows all three are there
-    if greets(self.ports.plain) then return true end
+    if util.greets(self.ports.plain) then return true end
     return nil
   end)
   if up and self.pidns then
@@ -755,7 +656,7 @@ local function start_once(opts)
   local used = {}
   for _, name in ipairs({ "plain", "submission", "smtps" }) do
     local p
-    repeat p = servers.free_port() until not used[p]
+    repeat p = util.free_port() until not used[p]
     used[p] = true
     pf.ports[name] = p
   end
@@ -831,21 +732,12 @@ end
 
 function M.start(opts)
   assert(M.available(), "postfix.start: needs root and postfix, dovecot-core, openssl")
-  opts = opts or {}
-  local last
-  for _ = 1, 3 do
-    local pf, err, busy = start_once(opts)
-    if pf then return pf end
-    last = err
-    if not busy then break end
-  end
-  error(last, 2)
+  local pf = util.start_retrying(start_once, opts or {})
+  return pf
 end
 
 function M.stop_all()
-  local list = {}
-  for pf in pairs(live) do list[#list + 1] = pf end
-  for _, pf in ipairs(list) do pf:stop() end
+  util.stop_all(live)
 end
 
 -- The process and file helpers above, for other private servers that are

@@ -5,6 +5,8 @@
 --   local dbg = servers.debug_server{ max_messages = 1 }  -- bin/smtp-debug-server
 --   local sink = servers.sink{ "-d", dir .. "/%M." }      -- Postfix smtp-sink
 --   ... srv.port, srv.pid, srv:received(), dbg:output(), x:wait(t), x:stop()
+--   servers.steps(servers.say("220 hi\r\n"), servers.hear("EHLO x"), ...)
+--   servers.recorder(), servers.find_line(lines, text, plain): transcripts
 --
 -- Each process is started through io.popen as "echo $$; exec SERVER >file",
 -- so the PID we hold is the server itself and this Lua process is its
@@ -16,122 +18,31 @@
 --
 -- Works with Lua 5.1 .. 5.4.
 
-local socket = require "socket"
+local util = require "spec.support.util"
 
 local M = {}
 
-local POLL = 0.02          -- seconds between polls
 local START_TIMEOUT = 5    -- seconds to wait for a server to come up
 
 ---------------------------------------------------------------------------
--- small helpers
+-- small helpers (spec/support/util.lua)
 ---------------------------------------------------------------------------
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local function read_file(path) return util.read_file(path) or "" end
+local tmpname = os.tmpname   -- creates the file on POSIX systems
 
--- os.execute result as a boolean, for Lua 5.1 (number) and 5.2+ (true/nil)
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
+M.root = util.root
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a") or ""
-  f:close()
-  return s
-end
-
-local function write_file(path, content)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(content))
-  f:close()
-end
-
-local function tmpname()
-  local name = os.tmpname()   -- creates the file on POSIX systems
-  return name
-end
-
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
--- Repository root, from this file's location (spec/support/servers.lua).
-local function repo_root()
-  local src = debug.getinfo(1, "S").source
-  if src:sub(1, 1) == "@" then
-    local dir = src:sub(2):match("^(.*)[/\\]spec[/\\]support[/\\][^/\\]*$")
-    if dir and dir ~= "" then return dir end
-    if src:sub(2):match("^spec[/\\]support[/\\]") then return "." end
-  end
-  return "."
-end
-
-M.root = repo_root()
-
-local HAVE_PROC = file_exists("/proc/self/stat")
-
-local function which(name)
-  local p = io.popen("command -v " .. shell_quote(name) .. " 2>/dev/null")
-  if not p then return nil end
-  local out = p:read("*l")
-  p:close()
-  if out and out ~= "" then return out end
-  return nil
-end
-
-local HAVE_BASH = which("bash") ~= nil
+local execute, poll, alive = util.execute, util.poll, util.alive
 
 -- true when started servers do not inherit the spec's descriptors
-M.closes_fds = HAVE_BASH and HAVE_PROC
+M.closes_fds = util.spawn_closes_fds()
 
-local function find_sink()
-  local p = which("smtp-sink")
-  if p then return p end
-  if file_exists("/usr/sbin/smtp-sink") then return "/usr/sbin/smtp-sink" end
-  return nil
-end
-
-M.sink_path = find_sink()
+M.sink_path = util.find_program("smtp-sink", { "/usr/sbin/smtp-sink" })
 M.available = { sink = M.sink_path ~= nil }
 
 -- Is the process with this PID still running?  A zombie counts as dead.
-local function alive(pid)
-  if HAVE_PROC then
-    local f = io.open("/proc/" .. pid .. "/stat", "rb")
-    if not f then return false end
-    local stat = f:read("*a") or ""
-    f:close()
-    local state = stat:match("^%d+ %b() (%a)") or stat:match("%) (%a)")
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  if not execute("kill -0 " .. pid .. " 2>/dev/null") then return false end
-  local p = io.popen("ps -o stat= -p " .. pid .. " 2>/dev/null")
-  local st = p and p:read("*l") or ""
-  if p then p:close() end
-  return not st:match("^%s*Z")
-end
-
 M.alive = alive
-
--- Waits (bounded) until cond() returns non-nil; returns that value, or nil
--- on timeout.  cond() may return false to give up early.
-local function poll(timeout, cond)
-  local deadline = socket.gettime() + timeout
-  while true do
-    local v = cond()
-    if v ~= nil then return v end
-    if socket.gettime() >= deadline then return nil end
-    socket.sleep(POLL)
-  end
-end
 
 ---------------------------------------------------------------------------
 -- process objects
@@ -145,26 +56,7 @@ local live = {}   -- every process started and not yet stopped
 -- Starts argv (an array of words) with stdout/stderr to the given files.
 -- Returns a Proc with pid.
 local function spawn(argv, stdout_file, stderr_file)
-  local words = {}
-  for i, w in ipairs(argv) do words[i] = shell_quote(w) end
-  local cmd = table.concat(words, " ")
-  local redir = " </dev/null >" .. shell_quote(stdout_file) .. " 2>" .. shell_quote(stderr_file)
-  local line
-  if HAVE_BASH and HAVE_PROC then
-    -- bash closes every inherited descriptor above 2, then execs the server
-    local closer = 'for f in /proc/$$/fd/*; do n=${f##*/}; '
-      .. 'if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null; fi; done; exec "$@"'
-    line = "echo $$; exec bash -c " .. shell_quote(closer) .. " bash " .. cmd .. redir
-  else
-    line = "echo $$; exec " .. cmd .. redir
-  end
-  local handle = assert(io.popen(line, "r"))
-  local pid = handle:read("*l")
-  pid = tonumber(pid)
-  if not pid then
-    handle:close()
-    error("could not start " .. cmd)
-  end
+  local handle, pid, cmd = util.spawn(argv, { stdout = stdout_file, stderr = stderr_file })
   local self = setmetatable({
     pid = pid, handle = handle, stdout_file = stdout_file, stderr_file = stderr_file,
     temp_files = { stdout_file, stderr_file }, command = cmd,
@@ -241,19 +133,25 @@ end
 
 -- Waits for a pattern to appear in the output file; returns the capture.
 function Proc:_wait_output(pattern, timeout)
-  return poll(timeout or START_TIMEOUT, function()
-    local m = self:output():match(pattern)
-    if m then return m end
-    if not alive(self.pid) then return false end
-    return nil
-  end)
+  return util.poll_alive(timeout or START_TIMEOUT, self.pid, function() return self:output():match(pattern) end)
+end
+
+-- Waits for the port the process prints (pattern captures it), sets
+-- self.port and returns self; stops it and raises when it does not come up.
+function Proc:_port_from_output(pattern, what)
+  local port = self:_wait_output(pattern)
+  if not port then
+    local err = self:errors()
+    self:stop()
+    error(what .. " did not start: " .. err)
+  end
+  self.port = tonumber(port)
+  return self
 end
 
 -- Stops every process started through this module and not yet stopped.
 function M.stop_all()
-  local list = {}
-  for p in pairs(live) do list[#list + 1] = p end
-  for _, p in ipairs(list) do p:stop() end
+  util.stop_all(live)
 end
 
 ---------------------------------------------------------------------------
@@ -296,15 +194,65 @@ end
 M.serialise = serialise
 
 ---------------------------------------------------------------------------
+-- building fake-server scripts, reading transcripts
+---------------------------------------------------------------------------
+
+-- s with every Lua pattern magic character escaped.
+function M.literal(s) return (s:gsub("%p", "%%%0")) end
+
+-- A Lua pattern matching exactly this line (given with or without CRLF).
+function M.exact(line)
+  return "^" .. M.literal((line:gsub("\r\n$", ""))) .. "$"
+end
+
+-- Script steps: send bytes; expect exactly this command line.
+function M.say(bytes) return { send = bytes } end
+function M.hear(line) return { expect = M.exact(line) } end
+
+-- The server's EHLO reply step: "250-fake.test", then caps (a list), the
+-- last with "250 ".
+function M.ehlo_reply(caps)
+  local lines = { "fake.test" }
+  for _, c in ipairs(caps) do lines[#lines + 1] = c end
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = "250" .. (i < #lines and "-" or " ") .. l .. "\r\n" end
+  return M.say(table.concat(out))
+end
+
+-- Steps, or lists of steps, flattened into one step list.
+function M.steps(...)
+  local out = {}
+  for _, item in ipairs({ ... }) do
+    if item[1] ~= nil and type(item[1]) == "table" then
+      for _, st in ipairs(item) do out[#out + 1] = st end
+    else
+      out[#out + 1] = item
+    end
+  end
+  return out
+end
+
+-- A collector for the `debug` option: the list of lines "kind: text" and
+-- the function to pass as debug.
+function M.recorder()
+  local lines = {}
+  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
+end
+
+-- The index and text of the first line matching pattern (plain: a plain
+-- substring), or nil.
+function M.find_line(lines, pattern, plain)
+  for i, l in ipairs(lines) do
+    if l:find(pattern, 1, plain) then return i, l end
+  end
+  return nil
+end
+
+---------------------------------------------------------------------------
 -- public constructors
 ---------------------------------------------------------------------------
 
-function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+M.free_port = util.free_port
 
 local function lua_cmd()
   return os.getenv("LUA_SERVER") or "lua5.4"
@@ -319,21 +267,14 @@ function M.fake(script)
     source = assert(script, "script expected")
   end
   local script_file, record_file = tmpname(), tmpname()
-  write_file(script_file, source)
-  write_file(record_file, "")
+  util.write_file(script_file, source)
+  util.write_file(record_file, "")
   local proc = spawn({ lua_cmd(), M.root .. "/spec/support/fake_server.lua", script_file, record_file },
     tmpname(), tmpname())
   proc.record_file = record_file
   proc.temp_files[#proc.temp_files + 1] = script_file
   proc.temp_files[#proc.temp_files + 1] = record_file
-  local port = proc:_wait_output("PORT (%d+)\n")
-  if not port then
-    local err = proc:errors()
-    proc:stop()
-    error("fake server did not start: " .. err)
-  end
-  proc.port = tonumber(port)
-  return proc
+  return proc:_port_from_output("PORT (%d+)\n", "fake server")
 end
 
 -- servers.debug_server{ max_messages = N, quiet = bool, port = N, args = {...} }
@@ -347,22 +288,10 @@ function M.debug_server(opts)
   if opts.quiet then argv[#argv + 1] = "--quiet" end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local proc = spawn(argv, tmpname(), tmpname())
-  local port = proc:_wait_output("^listening on [^\n]*:(%d+)\n")
-  if not port then
-    local err = proc:errors()
-    proc:stop()
-    error("smtp-debug-server did not start: " .. err)
-  end
-  proc.port = tonumber(port)
-  return proc
+  return proc:_port_from_output("^listening on [^\n]*:(%d+)\n", "smtp-debug-server")
 end
 
-local function is_root()
-  local p = io.popen("id -u 2>/dev/null")
-  local uid = p and p:read("*l")
-  if p then p:close() end
-  return uid == "0"
-end
+local is_root = util.is_root
 
 -- servers.sink{ ...extra smtp-sink flags } -> object with port, pid
 function M.sink(flags)
@@ -380,15 +309,7 @@ function M.sink(flags)
     argv[#argv + 1] = "127.0.0.1:" .. port
     argv[#argv + 1] = "64"
     local proc = spawn(argv, tmpname(), tmpname())
-    local up = poll(START_TIMEOUT, function()
-      local c = socket.tcp()
-      c:settimeout(0.2)
-      local ok = c:connect("127.0.0.1", port)
-      c:close()
-      if ok then return true end
-      if not alive(proc.pid) then return false end
-      return nil
-    end)
+    local up = util.wait_port(port, START_TIMEOUT, proc.pid)
     if up then
       proc.port = port
       return proc
@@ -414,13 +335,8 @@ function M.sink_unix(flags)
   argv[#argv + 1] = "unix:" .. path
   argv[#argv + 1] = "16"
   local proc = spawn(argv, tmpname(), tmpname())
-  local up = poll(START_TIMEOUT, function()
-    if os.execute("test -S " .. shell_quote(path)) == true or
-        os.execute("test -S " .. shell_quote(path)) == 0 then
-      return true
-    end
-    if not alive(proc.pid) then return false end
-    return nil
+  local up = util.poll_alive(START_TIMEOUT, proc.pid, function()
+    return execute("test -S " .. util.shell_quote(path))
   end)
   if not up then
     local err = proc:errors()
