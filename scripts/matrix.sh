@@ -8,7 +8,8 @@
 # Output: one TAP stream on stdout (numbered, with a closing plan), every
 # test tagged with its interpreter, e.g. "ok 12 - [luajit] engine ...".
 # Callers sum it with grep -c '^ok' / grep -c '^not ok'. Exit status 1
-# when anything failed.
+# when anything failed, and when csrc/, lua/, spec/ or the Makefile
+# changed while it ran (builds or specs from two trees are not a result).
 #
 #   scripts/matrix.sh                          # builds + lua5.1 + luajit
 #   MATRIX_LUAS="lua5.4 luajit" scripts/matrix.sh
@@ -32,6 +33,25 @@ tap_fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 tap_skip() { n=$((n + 1)); echo "ok $n - # SKIP $*"; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+# What the builds and the specs are made of: the tracked C sources, Lua
+# modules, specs and the Makefile as they are in the work tree. A tree that
+# changes while this runs (an edit, a commit or checkout in this work tree)
+# gives builds from different sources, or specs that do not match the
+# builds: one interpreter then fails what another passes. Such a run is
+# reported as failed, not trusted.
+tree_stamp() {
+  git ls-files -z -- csrc lua spec Makefile 2>/dev/null | xargs -0 cat 2>/dev/null | cksum
+}
+stamp=$(tree_stamp)
+check_stamp() {   # $1: the moment, for the message
+  local now
+  now=$(tree_stamp)
+  if [ "$now" != "$stamp" ]; then
+    tap_fail "sources unchanged $1: csrc/, lua/, spec/ or the Makefile changed since the run began; its results mix two trees, run it again"
+    stamp=$now
+  fi
+}
 
 pc_name() {   # pkg-config module for an interpreter name
   case "$1" in
@@ -68,6 +88,8 @@ for l in $BUILDS; do
     tap_ok "links $l: no liblua (NEEDED: ${needed:-none})"
   fi
 done
+
+check_stamp "during the builds"
 
 # ---- specs -----------------------------------------------------------------
 if [ $# -gt 0 ]; then
@@ -120,6 +142,8 @@ for l in $LUAS; do
     fi
   done
 done
+
+check_stamp "during the specs"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
