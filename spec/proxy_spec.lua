@@ -24,17 +24,7 @@ local function raised(f, ...)
   return tostring(err)
 end
 
-local function recorder()
-  local lines = {}
-  return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-end
-
-local function find_line(lines, pattern, plain)
-  for i, l in ipairs(lines) do
-    if l:find(pattern, 1, plain) then return i, l end
-  end
-  return nil
-end
+local recorder, find_line = servers.recorder, servers.find_line
 
 -- Waits (bounded) until the debug server printed n messages; its output.
 local function wait_messages(dbg, n)

@@ -13,7 +13,6 @@ local certs = require "spec.support.certs"
 local postfix = require "spec.support.postfix"
 local lmtp = require "spec.support.dovecot_lmtp"
 
-local have_ssl = pcall(require, "ssl")
 
 local HELO = "client.example"
 local FROM, TO, TO2 = "sender@example.org", "rcpt@example.net", "other@example.net"
@@ -283,12 +282,9 @@ describe("the send report", function()
 
   describe("TLS #tls", function()
     local function need()
-      if not have_ssl then
-        pending("LuaSec is not installed (the fake server needs it for TLS)")
-        return false
-      end
-      if not certs.available() then
-        pending("openssl is not installed")
+      local why = certs.missing(true)
+      if why then
+        pending(why .. " (the fake server needs LuaSec and openssl for TLS)")
         return false
       end
       shared_certs()

@@ -14,6 +14,8 @@
 --                                     Basic when credentials are given
 -- user and pass are percent-decoded (a "@" in a password is "%40").
 local errors = require "smtp.errors"
+local transport = require "smtp.transport"
+local host_port, port_number = transport.host_port, transport.port_number
 
 local M = {}
 
@@ -24,9 +26,6 @@ M.MAX_HTTP_REPLY = 8192
 M.MAX_ADDRESSES = 8
 
 local SCHEMES = { socks5 = true, socks5h = true, http = true }
-
--- The mail server's well-known ports, for a port given by name.
-local SERVICES = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
 
 -- ---- the URL --------------------------------------------------------------------
 
@@ -79,14 +78,10 @@ function M.parse(url)
   return p
 end
 
-local function hostport(host, port)
-  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
-  return host .. ":" .. port
-end
 
 -- "socks5 127.0.0.1:1080", credentials never shown.
 function M.describe(p)
-  return p.scheme .. " " .. hostport(p.host, p.port) ..
+  return p.scheme .. " " .. host_port(p.host, p.port) ..
     (p.user and " (user and password <redacted>)" or "")
 end
 
@@ -95,7 +90,7 @@ end
 function M.key_parts(url)
   local p = M.parse(url)
   if not p then return tostring(url), "" end
-  return p.scheme .. "://" .. hostport(p.host, p.port), p.user and (p.user .. "\0" .. p.password) or ""
+  return p.scheme .. "://" .. host_port(p.host, p.port), p.user and (p.user .. "\0" .. p.password) or ""
 end
 
 -- ---- reading a reply --------------------------------------------------------------
@@ -229,7 +224,7 @@ end
 -- ---- HTTP CONNECT ---------------------------------------------------------------------
 
 local function http_connect(tr, p, dest)
-  local target = hostport(dest.host, dest.port)
+  local target = host_port(dest.host, dest.port)
   local req = "CONNECT " .. target .. " HTTP/1.1\r\nHost: " .. target .. "\r\n"
   if p.user then
     req = req .. "Proxy-Authorization: Basic " ..
@@ -317,7 +312,7 @@ end
 -- connect, or timeout, with info.stage = "connect" and info.proxy = the
 -- scheme).
 function M.connect(p, host, port, timeout, deadline, connect, trace, numeric)
-  local short = p.scheme .. " " .. hostport(p.host, p.port)
+  local short = p.scheme .. " " .. host_port(p.host, p.port)
   -- to: the tunnel's end, when the proxy was asked for one.
   local function fail(kind, text, extra, to)
     local info = { stage = "connect", proxy = p.scheme }
@@ -327,7 +322,7 @@ function M.connect(p, host, port, timeout, deadline, connect, trace, numeric)
     return errors.fail(kind, "proxy " .. short .. (to and (", tunnel to " .. to) or "") .. ": " .. text, info)
   end
   if trace then trace("proxy", "via " .. M.describe(p)) end
-  local nport = tonumber(port) or SERVICES[port]
+  local nport = port_number(port)
   if not nport or nport < 1 or nport > 65535 or nport ~= math.floor(nport) then
     return fail("argument", "the port of the mail server must be a number through a proxy, got " ..
       errors.quote(port))
@@ -365,7 +360,7 @@ function M.connect(p, host, port, timeout, deadline, connect, trace, numeric)
       if trace then trace("proxy", "a pooled tunnel") end
       return tr, ""
     end
-    local to = dest.addr and hostport(show_addr(dest.addr), nport) or hostport(host, nport)
+    local to = dest.addr and host_port(show_addr(dest.addr), nport) or host_port(host, nport)
     local ok, a, b, c = M.handshake(tr, p, dest, timeout, deadline)
     if ok then
       if trace then

@@ -24,6 +24,22 @@ end
 
 M.in_nginx = in_nginx
 
+-- A port as a number: a number, a numeric string or a mail service's name
+-- (what getaddrinfo would take from /etc/services, which nginx and the
+-- event loops do not read); nil for anything else.
+local SERVICES = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
+
+function M.port_number(port)
+  return tonumber(port) or SERVICES[port]
+end
+
+-- "host:port", an IPv6 address in brackets: how every transport, the proxy
+-- code and the send report write a peer.
+function M.host_port(host, port)
+  if host:find(":", 1, true) then return "[" .. host .. "]:" .. tostring(port) end
+  return host .. ":" .. tostring(port)
+end
+
 -- host, port; timeout: seconds per operation; deadline: absolute
 -- smtp.core.now() time or nil; opts: { path = unix socket path } and, for
 -- cosockets, { pool = name, pool_size = n, backlog = n } for nginx's pool;

@@ -379,16 +379,12 @@ function M.describe(name, env)
     end)
 
     describe("TLS", function()
-      local have_ssl = pcall(require, "ssl")
       local tls_srv, implicit_srv, wrong_srv
 
       local function need()
-        if not have_ssl then
-          pending("LuaSec is not installed (the test server needs it for TLS)")
-          return false
-        end
-        if not certs.available() then
-          pending("openssl is not installed")
+        local missing = certs.missing(true)
+        if missing then
+          pending(missing .. " (the test server needs LuaSec and openssl for TLS)")
           return false
         end
         local c = pki()

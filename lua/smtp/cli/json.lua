@@ -15,8 +15,9 @@ local ESC = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
               ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 
 -- Length of the valid UTF-8 sequence at byte i of s (shortest form, no
--- surrogates, at most U+10FFFF), or nil.
-local function utf8_len(s, i)
+-- surrogates, at most U+10FFFF), or nil. smtp-send's terminal filter uses
+-- it too.
+function M.utf8_len(s, i)
   local b = s:byte(i)
   local len
   local lo, hi = 0x80, 0xBF
@@ -57,7 +58,7 @@ local function string_value(s)
       out[#out + 1] = s:sub(i, j - 1)
       i = j
     else
-      local len = utf8_len(s, i)
+      local len = M.utf8_len(s, i)
       if len then
         out[#out + 1] = s:sub(i, i + len - 1)
         i = i + len

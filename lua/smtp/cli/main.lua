@@ -4,6 +4,7 @@ local options = require "smtp.cli.options"
 local config = require "smtp.cli.config"
 local progress = require "smtp.cli.progress"
 local rawmsg = require "smtp.cli.rawmsg"
+local json = require "smtp.cli.json"
 
 local M = {}
 
@@ -131,28 +132,9 @@ local SHORT = { [9] = "\\t", [10] = "\\n", [13] = "\\r" }
 -- The UTF-8 sequence starting at byte i of s when it is one (and not a C1
 -- control, U+0080 to U+009F), as its length; else nil.
 local function utf8_length(s, i)
-  local b = s:byte(i)
-  local len
-  local lo, hi = 0x80, 0xBF
-  if b >= 0xC2 and b <= 0xDF then
-    len = 2
-    if b == 0xC2 then lo = 0xA0 end                     -- C2 80..9F: C1 controls
-  elseif b >= 0xE0 and b <= 0xEF then
-    len = 3
-    if b == 0xE0 then lo = 0xA0 elseif b == 0xED then hi = 0x9F end
-  elseif b >= 0xF0 and b <= 0xF4 then
-    len = 4
-    if b == 0xF0 then lo = 0x90 elseif b == 0xF4 then hi = 0x8F end
-  else
-    return nil
-  end
-  local b2 = s:byte(i + 1)
-  if not b2 or b2 < lo or b2 > hi then return nil end
-  for k = 2, len - 1 do
-    local c = s:byte(i + k)
-    if not c or c < 0x80 or c > 0xBF then return nil end
-  end
-  return len
+  local b, b2 = s:byte(i, i + 1)
+  if b == 0xC2 and b2 and b2 < 0xA0 then return nil end
+  return json.utf8_len(s, i)
 end
 
 -- Text made safe for a terminal: control characters (C0, DEL, and C1 raw
@@ -523,7 +505,6 @@ end
 -- --json: one line for the message: the result with ok = true, or
 -- { ok = false, error =, info = }.
 local function print_json(res, err, info)
-  local json = require "smtp.cli.json"
   local obj
   if res then
     obj = { ok = true }

@@ -30,11 +30,12 @@
 -- in turn.
 local core = require "smtp.core"
 local tls_lua = require "smtp.transport.tls_lua"
+local transport = require "smtp.transport"
+local host_port, port_number = transport.host_port, transport.port_number
 
 local M = {}
 
 local RECV_SIZE = 16384
-local well_known_ports = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
 
 local socket, copas
 
@@ -306,9 +307,7 @@ function Copas:starttls(opts)
   if verify then
     local vok, vwhy = conn:getpeerverification()
     if type(vwhy) == "table" then vwhy = vwhy[1] and (vwhy[1][1] or vwhy[1]) end
-    local cert = conn:getpeercertificate()
-    local der = cert and tls_lua.pem_to_der(cert:pem())
-    local cok, code, msg = tls_lua.check(vok, vwhy, der, name)
+    local cok, code, msg = tls_lua.check(vok, vwhy, self:peer_certificate(), name)
     if not cok then
       self:close()
       return nil, code, msg
@@ -380,7 +379,7 @@ function M.connect(host, port, timeout, deadline, opts)
   if opts and opts.path then
     return nil, "connect", "transport \"copas\" cannot connect to a Unix socket (path)"
   end
-  local nport = tonumber(port) or well_known_ports[port]
+  local nport = port_number(port)
   if not nport then return nil, "connect", "invalid port " .. tostring(port) end
   local self = setmetatable({ timeout = timeout, deadline = deadline, closed = false, tls = false },
     Copas)
@@ -394,7 +393,7 @@ function M.connect(host, port, timeout, deadline, opts)
   end
   local last, code
   for _, a in ipairs(addrs) do
-    local peer = (a.family == "inet6" and "[" .. a.addr .. "]" or a.addr) .. ":" .. nport
+    local peer = host_port(a.addr, nport)
     local sock, cwhy, cerr = self:_connect_one(a.family, a.addr, nport)
     if sock then
       self.peer = peer

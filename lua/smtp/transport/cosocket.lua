@@ -16,6 +16,8 @@
 -- wants right before each operation, so a long exchange cannot overrun the
 -- deadline however many operations it takes.
 local core = require "smtp.core"
+local transport = require "smtp.transport"
+local host_port, port_number = transport.host_port, transport.port_number
 
 local M = {}
 
@@ -34,7 +36,6 @@ local disabled_phases = {
   exit_worker = true, ssl_session_store = true,
 }
 
-local well_known_ports = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
 
 local function phase_error(phase)
   return "cosockets are disabled in nginx's " .. tostring(phase) .. " phase; send mail" ..
@@ -344,8 +345,7 @@ end
 -- address a name resolved to); nil otherwise.
 function Cosocket:peername()
   if not self.address then return nil end
-  if self.address:find(":", 1, true) then return "[" .. self.address .. "]:" .. tostring(self.port) end
-  return self.address .. ":" .. tostring(self.port)
+  return host_port(self.address, self.port)
 end
 
 function Cosocket:close()
@@ -551,7 +551,7 @@ function M.connect(host, port, timeout, deadline, opts)
     return nil, "connect", phase_error(phase) .. " (" .. tostring(sock) .. ")"
   end
   local path = opts and opts.path
-  local nport = path and 0 or tonumber(port) or well_known_ports[port]
+  local nport = path and 0 or port_number(port)
   if not nport then
     return nil, "connect", "invalid port " .. tostring(port)
   end

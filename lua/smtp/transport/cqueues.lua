@@ -16,11 +16,12 @@
 -- own resolver, which yields too.
 local core = require "smtp.core"
 local tls_lua = require "smtp.transport.tls_lua"
+local transport = require "smtp.transport"
+local host_port, port_number = transport.host_port, transport.port_number
 
 local M = {}
 
 local RECV_SIZE = 16384
-local well_known_ports = { smtp = 25, submission = 587, submissions = 465, smtps = 465, lmtp = 24 }
 
 local cqueues, csocket, errno
 
@@ -161,9 +162,7 @@ function Cq:starttls(opts)
   self.ssl = ssl
   if verify then
     local vcode, vtext = ssl:getVerifyResult()
-    local cert = ssl:getPeerCertificate()
-    local der = cert and cert:tostring("DER")
-    local cok, code, msg = tls_lua.check(vcode == 0, vtext, der, name)
+    local cok, code, msg = tls_lua.check(vcode == 0, vtext, self:peer_certificate(), name)
     if not cok then
       self:close()
       return nil, code, msg
@@ -188,7 +187,7 @@ function Cq:peername()
   if self.path then return self.peer end
   local _, addr, port = self.sock:peername()
   if type(addr) ~= "string" then return self.peer end
-  return (addr:find(":", 1, true) and "[" .. addr .. "]" or addr) .. ":" .. tostring(port)
+  return host_port(addr, port)
 end
 
 function Cq:peer_certificate()
@@ -213,10 +212,10 @@ function M.connect(host, port, timeout, deadline, opts)
     return nil, "connect", "transport \"cqueues\" must run in a coroutine of a cqueues controller (cq:wrap)"
   end
   local path = opts and opts.path
-  local nport = path and 0 or tonumber(port) or well_known_ports[port]
+  local nport = path and 0 or port_number(port)
   if not nport then return nil, "connect", "invalid port " .. tostring(port) end
   local self = setmetatable({ timeout = timeout, deadline = deadline, closed = false, tls = false, path = path,
-    peer = path and ("unix:" .. path) or ((host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. nport),
+    peer = path and ("unix:" .. path) or host_port(host, nport),
   }, Cq)
   local left = self:_left()
   if left == false then return nil, "timeout", "connect to " .. self.peer .. ": timed out" end
