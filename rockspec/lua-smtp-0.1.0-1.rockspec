@@ -92,6 +92,7 @@ build = {
       ["smtp.mime"] = "lua/smtp/mime.lua",
       ["smtp.mimetypes"] = "lua/smtp/mimetypes.lua",
       ["smtp.options"] = "lua/smtp/options.lua",
+      ["smtp.proxy"] = "lua/smtp/proxy.lua",
       ["smtp.report"] = "lua/smtp/report.lua",
       ["smtp.session"] = "lua/smtp/session.lua",
       ["smtp.submit"] = "lua/smtp/submit.lua",

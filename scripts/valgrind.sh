@@ -34,7 +34,8 @@ BUDGET=${VALGRIND_BUDGET:-840}
 FILE_TIMEOUT=${VALGRIND_FILE_TIMEOUT:-400}
 LPATH='./lua/?.lua;./lua/?/init.lua;./?.lua'
 VG=(valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite
-    --error-exitcode=99 --trace-children=no --keep-debuginfo=yes --num-callers=30)
+    --error-exitcode=99 --trace-children=no --keep-debuginfo=yes --num-callers=30
+    --suppressions=scripts/valgrind.supp)
 
 n=0 failed=0 vgfail=0
 tap_ok()   { n=$((n + 1)); echo "ok $n - $*"; }
