@@ -17,27 +17,11 @@
 -- so that part needs a system user: add_user(name, password) makes one
 -- (useradd, no home, no shell: root only) and del_user removes it.
 local servers = require "spec.support.servers"
+local util = require "spec.support.util"
+local shell_quote, execute, capture = util.shell_quote, util.execute, util.capture
 local socket = require "socket"
 
 local M = {}
-
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd)
-  if not p then return "" end
-  local out = p:read("*a") or ""
-  p:close()
-  return out
-end
 
 local function find(names)
   for _, n in ipairs(names) do
