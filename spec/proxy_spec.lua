@@ -14,6 +14,7 @@ local socket = require "socket"
 local servers = require "spec.support.servers"
 local proxies = require "spec.support.proxies"
 local certs = require "spec.support.certs"
+local postfix = require "spec.support.postfix"
 
 local HELO = "client.example"
 local FROM, TO = "ann@example.com", "bob@example.org"
@@ -739,5 +740,131 @@ describe("proxy #proxy", function()
         end)
       end
     end
+  end)
+
+  -- The proxy path where the extensions really live together: the private
+  -- Postfix offers PIPELINING, CHUNKING, STARTTLS and (on its submission
+  -- port, after STARTTLS) AUTH from Dovecot. What arrives is read back
+  -- from Postfix's delivery files and compared with what was sent.
+  describe("into the private Postfix (PIPELINING, CHUNKING, STARTTLS, AUTH) #postfix", function()
+    local USER, PASS = "proxied", "pr0xy secret"
+    local pf
+    after_each(function()
+      if pf then pf:stop() end
+      pf = nil
+      postfix.stop_all()
+    end)
+    local function need(have, what)
+      if not have then pending(what .. " is not installed") return false end
+      if not postfix.available() then pending("postfix / dovecot-core are not installed (or not root)") return false end
+      pf = postfix.start{ users = { { USER, PASS } } }
+      return true
+    end
+
+    local function sent_lines(lines)
+      local out = {}
+      for _, l in ipairs(lines) do
+        if l:find("^send: ") then out[#out + 1] = l end
+      end
+      return table.concat(out, "\n")
+    end
+
+    -- Pipelined: MAIL and RCPT are written before the reply to MAIL, and
+    -- the next transaction's MAIL before the reply to BDAT ... LAST.
+    local function pipelined(lines)
+      local function written_before_reply(from, pattern)
+        for i = from + 1, #lines do
+          if lines[i]:find("^reply: ") then return false end
+          if lines[i]:find(pattern) then return i end
+        end
+        return false
+      end
+      local mail = assert(find_line(lines, "^send: 'MAIL FROM:"))
+      local last = assert(find_line(lines, "^send: 'BDAT %d+ LAST"))
+      return written_before_reply(mail, "^send: 'RCPT TO:") and written_before_reply(last, "^send: 'MAIL FROM:")
+        and true
+    end
+
+    local BODIES = { ".a leading dot\r\n..two\r\n.\r\nend\r\n", "second message\r\n",
+                     ("a line of the third message, ~78 KB in all\r\n"):rep(1800) }
+
+    local function check_delivered(n)
+      local msgs = pf:messages(n)
+      assert.equal(n, #msgs)
+      local got = {}
+      for _, m in ipairs(msgs) do
+        local subject = ("\n" .. m.content):match("\nSubject: ([^\n]*)\n")
+        got[subject] = m
+      end
+      for i = 1, n do
+        local m = got["proxied " .. i]
+        assert.is_table(m, "message " .. i .. " missing")
+        assert.equal("rcpt" .. i .. "@example.net", m.recipient)
+        -- delivered with LF line ends (pipe(8)); the body exactly as sent
+        assert.equal(BODIES[i]:gsub("\r\n", "\n"), m.content:match("\n\n(.*)$"))
+      end
+    end
+
+    local function batch()
+      local list = {}
+      for i, body in ipairs(BODIES) do
+        list[i] = { envelope = { from = FROM, to = { "rcpt" .. i .. "@example.net" } },
+                    message = "From: <" .. FROM .. ">\r\nSubject: proxied " .. i .. "\r\n\r\n" .. body }
+      end
+      return list
+    end
+
+    it("socks5h through Dante to the submission port: STARTTLS, AUTH, pipelined BDAT, every message intact",
+      function()
+      if not need(proxies.have_dante, "dante-server") then return end
+      local d = proxies.dante{}
+      finally(function() d:stop() end)
+      local lines, trace = recorder()
+      local s, err = smtp.connect{ host = "localhost", port = pf.ports.submission, tls = "starttls",
+        cafile = pf.certs.ca, user = USER, password = PASS, helo = HELO, timeout = 10, debug = trace,
+        proxy = "socks5h://127.0.0.1:" .. d.port }
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      assert.is_string(s.authenticated)
+      assert.truthy(s.capabilities.PIPELINING and s.capabilities.CHUNKING)
+      local results = s:send_many(batch())
+      s:quit()
+      for i = 1, #BODIES do
+        assert.equal(250, results[i].code, tostring(results[i].error))
+        -- the report names the proxy, not the server's address
+        assert.equal("127.0.0.1", results[i].session.proxy)
+        assert.is_nil(results[i].session.address)
+      end
+      local sent = sent_lines(lines)
+      local _, bdats = sent:gsub("send: 'BDAT %d+ LAST", "")
+      assert.equal(#BODIES, bdats)
+      assert.is_nil(sent:find("send: 'DATA", 1, true), "no DATA on the CHUNKING path")
+      assert.is_true(pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
+      assert.truthy(find_line(lines, "send: 'STARTTLS", true))
+      assert.truthy(find_line(lines, "reply: b'235 ", true))
+      check_delivered(#BODIES)
+    end)
+
+    it("HTTP CONNECT through tinyproxy to the plain port: STARTTLS, then pipelined BDAT", function()
+      if not need(proxies.have_tinyproxy, "tinyproxy") then return end
+      local t = proxies.tinyproxy{ ports = { pf.ports.plain } }
+      finally(function() t:stop() end)
+      local lines, trace = recorder()
+      local s, err = smtp.connect{ host = "localhost", port = pf.ports.plain, tls = "starttls",
+        cafile = pf.certs.ca, helo = HELO, timeout = 10, debug = trace,
+        proxy = "http://127.0.0.1:" .. t.port }
+      assert.is_table(s, err)
+      assert.is_true(s.tls)
+      local results = s:send_many(batch())
+      s:quit()
+      for i = 1, #BODIES do assert.equal(250, results[i].code, tostring(results[i].error)) end
+      local sent = sent_lines(lines)
+      local _, bdats = sent:gsub("send: 'BDAT %d+ LAST", "")
+      assert.equal(#BODIES, bdats)
+      assert.is_nil(sent:find("send: 'DATA", 1, true), "no DATA on the CHUNKING path")
+      assert.is_true(pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
+      assert.equal("127.0.0.1", results[1].session.proxy)
+      check_delivered(#BODIES)
+    end)
   end)
 end)
