@@ -769,22 +769,6 @@ describe("proxy #proxy", function()
       return table.concat(out, "\n")
     end
 
-    -- Pipelined: MAIL and RCPT are written before the reply to MAIL, and
-    -- the next transaction's MAIL before the reply to BDAT ... LAST.
-    local function pipelined(lines)
-      local function written_before_reply(from, pattern)
-        for i = from + 1, #lines do
-          if lines[i]:find("^reply: ") then return false end
-          if lines[i]:find(pattern) then return i end
-        end
-        return false
-      end
-      local mail = assert(find_line(lines, "^send: 'MAIL FROM:"))
-      local last = assert(find_line(lines, "^send: 'BDAT %d+ LAST"))
-      return written_before_reply(mail, "^send: 'RCPT TO:") and written_before_reply(last, "^send: 'MAIL FROM:")
-        and true
-    end
-
     local BODIES = { ".a leading dot\r\n..two\r\n.\r\nend\r\n", "second message\r\n",
                      ("a line of the third message, ~78 KB in all\r\n"):rep(1800) }
 
@@ -839,7 +823,7 @@ describe("proxy #proxy", function()
       local _, bdats = sent:gsub("send: 'BDAT %d+ LAST", "")
       assert.equal(#BODIES, bdats)
       assert.is_nil(sent:find("send: 'DATA", 1, true), "no DATA on the CHUNKING path")
-      assert.is_true(pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
+      assert.is_true(servers.pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
       assert.truthy(find_line(lines, "send: 'STARTTLS", true))
       assert.truthy(find_line(lines, "reply: b'235 ", true))
       check_delivered(#BODIES)
@@ -862,7 +846,7 @@ describe("proxy #proxy", function()
       local _, bdats = sent:gsub("send: 'BDAT %d+ LAST", "")
       assert.equal(#BODIES, bdats)
       assert.is_nil(sent:find("send: 'DATA", 1, true), "no DATA on the CHUNKING path")
-      assert.is_true(pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
+      assert.is_true(servers.pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
       assert.equal("127.0.0.1", results[1].session.proxy)
       check_delivered(#BODIES)
     end)

@@ -19,6 +19,9 @@ local socket = require "socket"
 local servers = require "spec.support.servers"
 local nginx = require "spec.support.nginx"
 local certs = require "spec.support.certs"
+local postfix = require "spec.support.postfix"
+
+local recorder, find_line = servers.recorder, servers.find_line
 
 local M = {}
 
@@ -378,6 +381,127 @@ function M.describe(name, env)
       assert.equal(i1.stage, i2.stage)
     end)
 
+    -- Where the extensions live together: the private Postfix offers
+    -- PIPELINING, CHUNKING and STARTTLS, and AUTH (Dovecot) on its
+    -- submission port after STARTTLS. What arrives is read back from
+    -- Postfix's delivery files.
+    describe("into the private Postfix (PIPELINING, CHUNKING, STARTTLS, AUTH) #postfix", function()
+      local USER, PASS = "looped", "l00p secret"
+      local pf
+      teardown(function()
+        if pf then pf:stop() end
+        pf = nil
+        postfix.stop_all()
+      end)
+      local function need()
+        if not postfix.available() then
+          pending("postfix / dovecot-core are not installed (or not root)")
+          return false
+        end
+        pf = pf or postfix.start{ users = { { USER, PASS } } }
+        pf:clear()
+        return true
+      end
+      local function submission(extra)
+        local o = { transport = name, host = "localhost", port = pf.ports.submission, tls = "starttls",
+                    cafile = pf.certs.ca, user = USER, password = PASS, helo = "client.example", timeout = 15 }
+        for k, v in pairs(extra or {}) do o[k] = v end
+        return o
+      end
+      local function body(i)
+        return ".a leading dot " .. i .. "\n..two\n.\n" .. ("filler line of message " .. i .. "\n"):rep(300 * i)
+      end
+      -- The delivered messages whose Subject starts with prefix, by Subject
+      -- (Postfix's Received: header off, LF line ends), once n of them are
+      -- there (at most 20 s): a failed earlier test's late deliveries do
+      -- not count.
+      local function delivered(prefix, n)
+        local got, count
+        local deadline = socket.gettime() + 20
+        repeat
+          got, count = {}, 0
+          for _, m in ipairs(pf:messages(0)) do
+            local subject = ("\n" .. m.content):match("\nSubject: ([^\n]*)\n")
+            if subject and subject:sub(1, #prefix) == prefix then
+              got[subject], count = m, count + 1
+            end
+          end
+          if count >= n then break end
+          socket.sleep(0.1)
+        until socket.gettime() > deadline
+        return got
+      end
+      local function chunked(lines)
+        local sent = {}
+        for _, l in ipairs(lines) do if l:find("^send: ") then sent[#sent + 1] = l end end
+        sent = table.concat(sent, "\n")
+        local _, bdat_last = sent:gsub("send: 'BDAT %d+ LAST", "")
+        return bdat_last, sent:find("send: 'DATA", 1, true) == nil
+      end
+
+      it("10 concurrent sends over STARTTLS and AUTH, in BDAT chunks, each delivered intact", function()
+        if not need() then return end
+        local d = drivers[name]()
+        local results, transcripts = {}, {}
+        for i = 1, 10 do
+          d.spawn(function()
+            local lines, dbg = recorder()
+            transcripts[i] = lines
+            local r, e = smtp.send(submission{ from = FROM, to = "loop" .. i .. "@example.net",
+              subject = "loop " .. i, text = body(i), debug = dbg })
+            results[i] = r or e
+          end)
+        end
+        assert.is_true(d.run(60), "the loop did not finish in 60 s")
+        for i = 1, 10 do
+          assert.is_table(results[i], "send " .. i .. ": " .. tostring(results[i]))
+          assert.equal(250, results[i].code)
+          assert.is_true(results[i].session.tls.verified)
+          local bdat_last, no_data = chunked(transcripts[i])
+          assert.equal(1, bdat_last)
+          assert.is_true(no_data, "no DATA on the CHUNKING path")
+          assert.truthy(find_line(transcripts[i], "^reply: b'235 "))
+        end
+        local got = delivered("loop ", 10)
+        for i = 1, 10 do
+          local m = got["loop " .. i]
+          assert.is_table(m, "message " .. i .. " not delivered")
+          assert.equal("loop" .. i .. "@example.net", m.recipient)
+          assert.equal(body(i), m.content:match("\n\n(.*)$"))
+        end
+      end)
+
+      it("a session in a thread: send_many of 3 pipelined over BDAT, each delivered intact", function()
+        if not need() then return end
+        local d = drivers[name]()
+        local lines, dbg = recorder()
+        local out = {}
+        d.spawn(function()
+          local s, err = smtp.connect(submission{ debug = dbg })
+          assert(s, err)
+          local list = {}
+          for i = 1, 3 do
+            list[i] = { from = FROM, to = "many" .. i .. "@example.net", subject = "many " .. i, text = body(i) }
+          end
+          out.results = s:send_many(list)
+          out.authenticated = s.authenticated
+          s:quit()
+        end)
+        assert.is_true(d.run(60), "the loop did not finish in 60 s")
+        assert.is_string(out.authenticated)
+        for i = 1, 3 do assert.equal(250, out.results[i].code, tostring(out.results[i].error)) end
+        local bdat_last, no_data = chunked(lines)
+        assert.equal(3, bdat_last)
+        assert.is_true(no_data, "no DATA on the CHUNKING path")
+        assert.is_true(servers.pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
+        local got = delivered("many ", 3)
+        for i = 1, 3 do
+          assert.is_table(got["many " .. i], "message " .. i .. " not delivered")
+          assert.equal(body(i), got["many " .. i].content:match("\n\n(.*)$"))
+        end
+      end)
+    end)
+
     describe("TLS", function()
       local tls_srv, implicit_srv, wrong_srv
 
@@ -396,16 +520,6 @@ function M.describe(name, env)
         return true
       end
 
-      local function recorder()
-        local lines = {}
-        return lines, function(kind, text) lines[#lines + 1] = kind .. ": " .. text end
-      end
-
-      local function find(lines, pattern)
-        for _, l in ipairs(lines) do if l:find(pattern) then return l end end
-        return nil
-      end
-
       it("STARTTLS verified against the test CA, EHLO again, delivered", function()
         if not need() then return end
         local lines, dbg = recorder()
@@ -413,9 +527,9 @@ function M.describe(name, env)
           tls = "starttls", cafile = C.ca, subject = "over starttls", debug = dbg })
         assert.is_table(res, err)
         assert.equal(250, res.code)
-        assert.truthy(find(lines, "^send: 'STARTTLS\\r\\n'"))
-        assert.truthy(find(lines, "^tls: handshake, verifying the certificate for localhost$"))
-        assert.truthy(find(lines, "^tls: TLSv1%.[23] "), table.concat(lines, "\n"))
+        assert.truthy(find_line(lines, "^send: 'STARTTLS\\r\\n'"))
+        assert.truthy(find_line(lines, "^tls: handshake, verifying the certificate for localhost$"))
+        assert.truthy(find_line(lines, "^tls: TLSv1%.[23] "), table.concat(lines, "\n"))
         assert.matches("\nTLS TLSv1%.[23] CLIENT", "\n" .. tls_srv:output())
       end)
 
@@ -484,7 +598,7 @@ function M.describe(name, env)
         local res, err = send_in_loop(name, message{ transport = name, host = "127.0.0.1", port = wrong_srv.port,
           tls = "starttls", verify = false, debug = dbg, subject = "unverified" })
         assert.is_table(res, err)
-        assert.truthy(find(lines, "^tls: handshake WITHOUT certificate verification %(verify = false%)$"))
+        assert.truthy(find_line(lines, "^tls: handshake WITHOUT certificate verification %(verify = false%)$"))
       end)
     end)
   end)

@@ -248,6 +248,27 @@ function M.find_line(lines, pattern, plain)
   return nil
 end
 
+-- Whether a recorded transcript shows pipelining: MAIL and RCPT written
+-- before the reply to MAIL, and (after a BDAT ... LAST, when there is a
+-- next transaction) the next MAIL before the reply to that BDAT.
+function M.pipelined(lines)
+  local function written_before_reply(from, pattern)
+    for i = from + 1, #lines do
+      if lines[i]:find("^reply: ") then return false end
+      if lines[i]:find(pattern) then return true end
+    end
+    return false
+  end
+  local mail = M.find_line(lines, "^send: 'MAIL FROM:")
+  if not mail or not written_before_reply(mail, "^send: 'RCPT TO:") then return false end
+  local last = M.find_line(lines, "^send: 'BDAT %d+ LAST")
+  if not last then return true end
+  for i = last + 1, #lines do
+    if lines[i]:find("^send: 'MAIL FROM:") then return written_before_reply(last, "^send: 'MAIL FROM:") end
+  end
+  return true
+end
+
 ---------------------------------------------------------------------------
 -- public constructors
 ---------------------------------------------------------------------------
