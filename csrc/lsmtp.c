@@ -202,6 +202,38 @@ static int l_time(lua_State *L)
     return 1;
 }
 
+/* core.date(t) -> the RFC 5322 3.3 date-time of t (seconds since the
+ * epoch) in local time with its offset, e.g. "Sat, 28 Nov 2026 20:43:53
+ * +0100". English names whatever the locale; the offset from comparing
+ * localtime_r with gmtime_r (tm_gmtoff is not C99). One call: os.date and
+ * os.time made four, each asking the C library to check the zone file. */
+static int l_date(lua_State *L)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)luaL_checknumber(L, 1);
+    struct tm lt, gt;
+    long offset, day;
+    char out[64];
+    int n;
+    if (localtime_r(&t, &lt) == NULL || gmtime_r(&t, &gt) == NULL)
+        return luaL_argerror(L, 1, "time out of range");
+    if (lt.tm_year != gt.tm_year)
+        day = lt.tm_year < gt.tm_year ? -1 : 1;
+    else
+        day = lt.tm_yday - gt.tm_yday;
+    offset = day * 86400L + (lt.tm_hour - gt.tm_hour) * 3600L + (lt.tm_min - gt.tm_min) * 60L +
+             (lt.tm_sec - gt.tm_sec);
+    n = snprintf(out, sizeof out, "%s, %02d %s %04d %02d:%02d:%02d %c%02ld%02ld", days[lt.tm_wday % 7],
+                 lt.tm_mday, months[lt.tm_mon % 12], lt.tm_year + 1900, lt.tm_hour, lt.tm_min,
+                 lt.tm_sec, offset < 0 ? '-' : '+', labs(offset) / 3600, labs(offset) % 3600 / 60);
+    if (n < 0 || (size_t)n >= sizeof out)
+        return luaL_argerror(L, 1, "time out of range");
+    lua_pushlstring(L, out, (size_t)n);
+    return 1;
+}
+
 /* core.hostname([fqdn]): this machine's name (gethostname), the default
  * for EHLO. With fqdn true, a name without a dot is looked up
  * (getaddrinfo, AI_CANONNAME: /etc/hosts, then DNS, as sendmail and
@@ -264,6 +296,7 @@ static const luaL_Reg misc_functions[] = {
     {"random_hex", l_random_hex},
     {"now", l_now},
     {"time", l_time},
+    {"date", l_date},
     {"valid_address", l_valid_address},
     {"inspect", l_inspect},
     {"hostname", l_hostname},

@@ -118,6 +118,36 @@ static int l_header_is_plain(lua_State *L)
     return 1;
 }
 
+/* core.text_shape(s) -> only_crlf, seven_bit, longest_line (one pass in
+ * C: the Lua patterns it replaces took most of composing a text part). */
+static int l_text_shape(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_text_shape shape;
+    smtp_text_shape_of(s, len, &shape);
+    lua_pushboolean(L, shape.only_crlf);
+    lua_pushboolean(L, shape.seven_bit);
+    lua_pushinteger(L, (lua_Integer)shape.longest_line);
+    return 3;
+}
+
+/* core.crlf(s) -> s with every line end CRLF (s itself when it is so). */
+static int l_crlf(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    smtp_text_shape shape;
+    smtp_buf *b;
+    smtp_text_shape_of(s, len, &shape);
+    if (shape.only_crlf) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    b = new_scratch(L);
+    return push_scratch(L, b, smtp_crlf(s, len, b));
+}
+
 /* The streaming base64 encoder: enc:update(s) -> encoded bytes so far,
  * enc:finish() -> the rest. A file is encoded block by block in constant
  * memory. */
@@ -197,6 +227,8 @@ static const luaL_Reg codec_functions[] = {
     {"qpdecode", l_qpdecode},
     {"encode_words", l_encode_words},
     {"header_is_plain", l_header_is_plain},
+    {"text_shape", l_text_shape},
+    {"crlf", l_crlf},
     {"b64_encoder", l_b64_encoder},
     {NULL, NULL},
 };

@@ -684,3 +684,46 @@ int smtp_header_is_plain(const char *text, size_t len)
     }
     return 1;
 }
+
+void smtp_text_shape_of(const char *text, size_t len, smtp_text_shape *shape)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t i, line_start = 0;
+    shape->only_crlf = 1;
+    shape->seven_bit = 1;
+    shape->longest_line = 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        if (c >= 0x20 && c <= 0x7e)
+            continue;
+        if (c == '\r' && i + 1 < len && p[i + 1] == '\n') {
+            if (i - line_start > shape->longest_line)
+                shape->longest_line = i - line_start;
+            i++;
+            line_start = i + 1;
+        } else if (c == '\r' || c == '\n') {
+            shape->only_crlf = 0; /* bare: the pair check above saw no partner */
+        } else if (c != '\t') {
+            shape->seven_bit = 0;
+        }
+    }
+    if (len - line_start > shape->longest_line)
+        shape->longest_line = len - line_start;
+}
+
+int smtp_crlf(const char *text, size_t len, smtp_buf *out)
+{
+    size_t i, span = 0;
+    int rc;
+    for (i = 0; i < len; i++) {
+        if (text[i] != '\r' && text[i] != '\n')
+            continue;
+        if ((rc = smtp_buf_append(out, text + span, i - span)) != 0 ||
+            (rc = smtp_buf_append(out, "\r\n", 2)) != 0)
+            return rc;
+        if (text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')
+            i++;
+        span = i + 1;
+    }
+    return smtp_buf_append(out, text + span, len - span);
+}

@@ -76,4 +76,21 @@ int smtp_encode_words(const char *text, size_t len, size_t first_col, smtp_buf *
  * and spaces only, and no sequence that looks like an encoded word. */
 int smtp_header_is_plain(const char *text, size_t len);
 
+/* The shape of a body, for choosing its transfer encoding (RFC 2045 2.7):
+ * only_crlf: every CR is followed by LF and every LF follows a CR;
+ * seven_bit: printable ASCII, TAB, CR and LF only (no NUL, no other
+ * control, no octet over 127); longest_line: the most octets between two
+ * CRLF pairs (or an end of the text), a bare CR or LF counting as one. */
+typedef struct smtp_text_shape {
+    int only_crlf;
+    int seven_bit;
+    size_t longest_line;
+} smtp_text_shape;
+void smtp_text_shape_of(const char *text, size_t len, smtp_text_shape *shape);
+
+/* Text in canonical form (RFC 2046 4.1.1): CRLF, a bare CR and a bare LF
+ * each become CRLF; nothing else changes (no final CRLF is added). On
+ * SMTP_E_LIMIT or SMTP_E_NOMEM out may hold part of the text. */
+int smtp_crlf(const char *text, size_t len, smtp_buf *out);
+
 #endif

@@ -80,10 +80,24 @@ local function worker_usage(ngx_srv)
   for _, pid in ipairs(workers(ngx_srv)) do
     local status = read_file("/proc/" .. pid .. "/status") or ""
     local fds = util.capture("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")
+    -- utime and stime (fields 14 and 15 of stat, after the command in parentheses)
+    local utime, stime = (read_file("/proc/" .. pid .. "/stat") or ""):match("^%d+ %b() %a" .. (" %S+"):rep(10) ..
+      " (%d+) (%d+)")
     out[#out + 1] = { pid = pid, rss = tonumber(status:match("VmRSS:%s*(%d+)")) or 0,
-                      fds = tonumber(fds:match("%d+")) or 0 }
+                      fds = tonumber(fds:match("%d+")) or 0,
+                      ticks = (tonumber(utime) or 0) + (tonumber(stime) or 0) }
   end
   return out
+end
+
+-- CPU seconds the workers used between two worker_usage snapshots.
+local CLOCK_TICKS = tonumber(util.capture("getconf CLK_TCK 2>/dev/null"):match("%d+")) or 100
+local function cpu_seconds(before, after)
+  local ticks = 0
+  for i, w in ipairs(after) do
+    if before[i] and before[i].pid == w.pid then ticks = ticks + w.ticks - before[i].ticks end
+  end
+  return ticks / CLOCK_TICKS
 end
 
 local function usage_text(u)
@@ -409,6 +423,8 @@ local function run_one(env, kind)
     string.format("  throughput %.0f requests/s (%.1f s)%s", a.throughput, elapsed,
       drained and "" or "; Postfix's queue did NOT drain"),
     "  workers before: " .. usage_text(before) .. "; after: " .. usage_text(after),
+    string.format("  workers' CPU time: %.0f us per request (user + system, all workers)",
+      cpu_seconds(before, after) / n * 1e6),
     string.format("  /ping probe: %d answers, worst %.1f ms, p99 %.1f ms, over 50 ms %d, failed %d",
       a.probe.count or 0, a.probe.worst or 0, a.probe.p99 or 0, a.probe.over50 or 0, a.probe.failures or 0),
   }

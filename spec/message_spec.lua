@@ -183,6 +183,28 @@ describe("smtp.message", function()
       assert.equal(message.date(t), header_value(text_of{ date = t }, "Date"))
     end)
 
+    it("gives the local offset of the zone in force (TZ), across a day and a year boundary", function()
+      -- a child process per zone (TZ is read once per process), under this
+      -- interpreter and its build; POSIX TZ strings need no zone files
+      local interp = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+      local function date_in(tz, t)
+        local cmd = string.format("TZ='%s' %s -e 'package.path = \"./lua/?.lua;./lua/?/init.lua;\" .. package.path " ..
+          "package.cpath = \"./build/%s/?.so;\" .. package.cpath io.write(require(\"smtp.message\").date(%d))'",
+          tz, interp, interp, t)
+        local p = assert(io.popen(cmd))
+        local out = p:read("*a")
+        p:close()
+        return out
+      end
+      assert.equal("Thu, 01 Jan 1970 00:00:00 +0000", date_in("UTC0", 0))
+      assert.equal("Thu, 01 Jan 1970 05:30:00 +0530", date_in("XST-5:30", 0))
+      assert.equal("Wed, 31 Dec 1969 16:00:00 -0800", date_in("PST8", 0))
+      assert.equal("Wed, 31 Dec 1969 20:30:01 -0330", date_in("NST3:30", 1))
+      -- summer time by the rule: +0200 in May, +0100 in January
+      assert.equal("Thu, 28 May 2026 22:26:40 +0200", date_in("CET-1CEST,M3.5.0,M10.5.0/3", 1780000000))
+      assert.equal("Sat, 02 Jan 2027 01:00:00 +0100", date_in("CET-1CEST,M3.5.0,M10.5.0/3", 1798848000))
+    end)
+
     it("makes a unique Message-ID at the sender's domain, or at message_id_domain", function()
       local a = build{ message_id = false, from = "A <a@mail.example.org>" }
       local b = build{ message_id = false, from = "A <a@mail.example.org>" }

@@ -900,8 +900,55 @@ static void test_is_plain(void)
     CHECK(smtp_header_is_plain("a=?b", 2), "plain: only len bytes are examined");
 }
 
+/* ---- smtp_text_shape_of, smtp_crlf ------------------------------------- */
+
+static void shape_is(const char *text, size_t len, int only_crlf, int seven_bit, size_t longest,
+                     const char *what)
+{
+    smtp_text_shape sh;
+    smtp_text_shape_of(text, len, &sh);
+    CHECK(sh.only_crlf == only_crlf && sh.seven_bit == seven_bit && sh.longest_line == longest, what);
+}
+
+static void crlf_is(const char *text, const char *want, const char *what)
+{
+    smtp_buf out;
+    smtp_buf_init(&out, 1024);
+    CHECK(smtp_crlf(text, strlen(text), &out) == 0 && smtp_buf_len(&out) == strlen(want) &&
+          memcmp(smtp_buf_ptr(&out), want, strlen(want)) == 0, what);
+    smtp_buf_free(&out);
+}
+
+static void test_text_shape(void)
+{
+    shape_is("", 0, 1, 1, 0, "shape: empty");
+    shape_is("abc", 3, 1, 1, 3, "shape: one line without an end");
+    shape_is("ab\r\ncdef\r\n", 10, 1, 1, 4, "shape: CRLF lines, longest 4");
+    shape_is("ab\ncd", 5, 0, 1, 5, "shape: a bare LF counts in its line");
+    shape_is("ab\r", 3, 0, 1, 3, "shape: a CR at the very end is bare");
+    shape_is("\r\r\n", 3, 0, 1, 1, "shape: CR before CRLF");
+    shape_is("\n", 1, 0, 1, 1, "shape: a lone LF");
+    shape_is("a\tb", 3, 1, 1, 3, "shape: TAB is 7bit");
+    shape_is("a\0b", 3, 1, 0, 3, "shape: NUL is not 7bit");
+    shape_is("\x7f", 1, 1, 0, 1, "shape: DEL is not 7bit");
+    shape_is("caf\xc3\xa9\r\n", 7, 1, 0, 5, "shape: 8-bit");
+    shape_is("\x0c", 1, 1, 0, 1, "shape: form feed is a control");
+    crlf_is("", "", "crlf: empty");
+    crlf_is("a\nb\rc\r\nd", "a\r\nb\r\nc\r\nd", "crlf: LF, CR and CRLF each become CRLF");
+    crlf_is("\n\r", "\r\n\r\n", "crlf: LF CR is two line ends");
+    crlf_is("\r\n\r", "\r\n\r\n", "crlf: a final bare CR");
+    crlf_is("x", "x", "crlf: no line end, none added");
+    {
+        smtp_buf out;
+        smtp_buf_init(&out, 3);
+        CHECK(smtp_crlf("ab\ncd", 5, &out) == SMTP_E_LIMIT, "crlf: the buffer's limit holds");
+        smtp_buf_free(&out);
+    }
+}
+
 int main(void)
 {
+    test_text_shape();
     test_b64_vectors();
     test_b64_decode_edges();
     test_b64_line_lengths();

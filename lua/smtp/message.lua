@@ -18,20 +18,9 @@ end
 
 -- ---- Date and Message-ID ------------------------------------------------------------
 
-local days = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
-local months = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
-
 -- RFC 5322 3.3 date with the local offset, e.g. "Sat, 28 Nov 2026 20:43:53 +0100".
 function M.date(t)
-  t = t or os.time()
-  local l, u = os.date("*t", t), os.date("!*t", t)
-  l.isdst = false
-  local offset = os.difftime(os.time(l), os.time(u))
-  local sign = offset < 0 and "-" or "+"
-  offset = math.abs(offset)
-  return string.format("%s, %02d %s %04d %02d:%02d:%02d %s%02d%02d",
-    days[l.wday], l.day, months[l.month], l.year, l.hour, l.min, l.sec,
-    sign, math.floor(offset / 3600), math.floor(offset % 3600 / 60))
+  return core.date(t or os.time())
 end
 
 -- A unique id: 96 random bits and the time, at the sender's domain.

@@ -39,32 +39,16 @@ function M.base64_size(n)
   return chars + 2 * math.ceil(chars / B64_LINE)
 end
 
--- Text in canonical form (RFC 2046 4.1.1): every line end CRLF.
-function M.crlf(text)
-  return (text:gsub("\r\n", "\n"):gsub("\r", "\n"):gsub("\n", "\r\n"))
-end
-
-local function longest_line(s)
-  local longest, pos = 0, 1
-  while true do
-    local e = s:find("\r\n", pos, true)
-    local len = (e or #s + 1) - pos
-    if len > longest then longest = len end
-    if not e then return longest end
-    pos = e + 2
-  end
-end
-
--- Line ends only as CRLF pairs: then text encodings keep the bytes exactly.
-local function only_crlf(s)
-  return not (s:find("\r[^\n]") or s:find("\r$") or s:find("[^\r]\n") or s:find("^\n"))
-end
+-- Text in canonical form (RFC 2046 4.1.1): every line end CRLF
+-- (core.crlf: CRLF, a bare CR and a bare LF each become CRLF).
+M.crlf = core.crlf
 
 -- RFC 2045 2.7 7bit data: ASCII without NUL (and here without other
--- controls than tab), CR and LF only as CRLF, lines of at most 998 octets.
+-- controls than tab), CR and LF only as CRLF, lines of at most max_line
+-- octets. core.text_shape gives all three in one pass: -> 7bit, only CRLF.
 local function is_7bit(s, max_line)
-  return not s:find("[%z\1-\8\11-\12\14-\31\127-\255]") and only_crlf(s)
-    and longest_line(s) <= max_line
+  local only_crlf, seven_bit, longest = core.text_shape(s)
+  return seven_bit and only_crlf and longest <= max_line, only_crlf
 end
 
 -- Encodes in-memory data with the lightest encoding that keeps every
@@ -74,8 +58,9 @@ end
 -- (soft line breaks), as Python's email package does, so that relays that
 -- wrap long lines (Haraka splits at 990) cannot damage the message.
 local function encode_memory(data, is_text)
-  if is_7bit(data, is_text and header.SOFT_LIMIT or header.HARD_LIMIT) then return data, "7bit" end
-  if is_text and only_crlf(data) then
+  local seven_bit, only_crlf = is_7bit(data, is_text and header.SOFT_LIMIT or header.HARD_LIMIT)
+  if seven_bit then return data, "7bit" end
+  if is_text and only_crlf then
     local qp = core.qpencode(data)
     if #qp <= M.base64_size(#data) then return qp, "quoted-printable" end
   end
