@@ -387,20 +387,12 @@ function M.describe(name, env)
     -- Postfix's delivery files.
     describe("into the private Postfix (PIPELINING, CHUNKING, STARTTLS, AUTH) #postfix", function()
       local USER, PASS = "looped", "l00p secret"
+      local need_postfix, stop_postfix = postfix.shared{ users = { { USER, PASS } } }
       local pf
-      teardown(function()
-        if pf then pf:stop() end
-        pf = nil
-        postfix.stop_all()
-      end)
+      teardown(stop_postfix)
       local function need()
-        if not postfix.available() then
-          pending("postfix / dovecot-core are not installed (or not root)")
-          return false
-        end
-        pf = pf or postfix.start{ users = { { USER, PASS } } }
-        pf:clear()
-        return true
+        pf = need_postfix(pending)
+        return pf ~= nil
       end
       local function submission(extra)
         local o = { transport = name, host = "localhost", port = pf.ports.submission, tls = "starttls",
@@ -410,33 +402,6 @@ function M.describe(name, env)
       end
       local function body(i)
         return ".a leading dot " .. i .. "\n..two\n.\n" .. ("filler line of message " .. i .. "\n"):rep(300 * i)
-      end
-      -- The delivered messages whose Subject starts with prefix, by Subject
-      -- (Postfix's Received: header off, LF line ends), once n of them are
-      -- there (at most 20 s): a failed earlier test's late deliveries do
-      -- not count.
-      local function delivered(prefix, n)
-        local got, count
-        local deadline = socket.gettime() + 20
-        repeat
-          got, count = {}, 0
-          for _, m in ipairs(pf:messages(0)) do
-            local subject = ("\n" .. m.content):match("\nSubject: ([^\n]*)\n")
-            if subject and subject:sub(1, #prefix) == prefix then
-              got[subject], count = m, count + 1
-            end
-          end
-          if count >= n then break end
-          socket.sleep(0.1)
-        until socket.gettime() > deadline
-        return got
-      end
-      local function chunked(lines)
-        local sent = {}
-        for _, l in ipairs(lines) do if l:find("^send: ") then sent[#sent + 1] = l end end
-        sent = table.concat(sent, "\n")
-        local _, bdat_last = sent:gsub("send: 'BDAT %d+ LAST", "")
-        return bdat_last, sent:find("send: 'DATA", 1, true) == nil
       end
 
       it("10 concurrent sends over STARTTLS and AUTH, in BDAT chunks, each delivered intact", function()
@@ -457,12 +422,12 @@ function M.describe(name, env)
           assert.is_table(results[i], "send " .. i .. ": " .. tostring(results[i]))
           assert.equal(250, results[i].code)
           assert.is_true(results[i].session.tls.verified)
-          local bdat_last, no_data = chunked(transcripts[i])
-          assert.equal(1, bdat_last)
-          assert.is_true(no_data, "no DATA on the CHUNKING path")
+          local last_chunks, data = servers.last_chunks_and_data(transcripts[i])
+          assert.equal(1, last_chunks)
+          assert.equal(0, data, "no DATA on the CHUNKING path")
           assert.truthy(find_line(transcripts[i], "^reply: b'235 "))
         end
-        local got = delivered("loop ", 10)
+        local got = pf:by_subject("loop ", 10)
         for i = 1, 10 do
           local m = got["loop " .. i]
           assert.is_table(m, "message " .. i .. " not delivered")
@@ -490,11 +455,11 @@ function M.describe(name, env)
         assert.is_true(d.run(60), "the loop did not finish in 60 s")
         assert.is_string(out.authenticated)
         for i = 1, 3 do assert.equal(250, out.results[i].code, tostring(out.results[i].error)) end
-        local bdat_last, no_data = chunked(lines)
-        assert.equal(3, bdat_last)
-        assert.is_true(no_data, "no DATA on the CHUNKING path")
+        local last_chunks, data = servers.last_chunks_and_data(lines)
+        assert.equal(3, last_chunks)
+        assert.equal(0, data, "no DATA on the CHUNKING path")
         assert.is_true(servers.pipelined(lines), "MAIL+RCPT, BDAT LAST+MAIL written together")
-        local got = delivered("many ", 3)
+        local got = pf:by_subject("many ", 3)
         for i = 1, 3 do
           assert.is_table(got["many " .. i], "message " .. i .. " not delivered")
           assert.equal(body(i), got["many " .. i].content:match("\n\n(.*)$"))

@@ -48,6 +48,10 @@
 --       A message for k recipients is delivered k times (one per recipient).
 --       Raises an error with the maillog tail on timeout.  n = 0: no wait.
 --   pf:clear()                       removes delivered messages
+--   pf:by_subject(prefix, n, timeout) the delivered messages whose Subject
+--                                    starts with prefix, by Subject, once n
+--                                    are there
+--   postfix.shared(opts)             need, stop: one instance for a block
 --   pf:pids()                        live PIDs of this instance (masters and
 --                                    all their descendants)
 --   pf:restart_postfix(pause)        stops Postfix (queue kept), waits, starts it
@@ -738,6 +742,52 @@ end
 
 function M.stop_all()
   util.stop_all(live)
+end
+
+-- One instance shared by the tests of a block, started at the first need:
+--   local need, stop = postfix.shared{ users = ... }
+--   it(..., function() local pf = need(pending) if not pf then return end ... end)
+--   teardown(stop)
+-- need(pending) -> the instance with its deliveries cleared, or nil after
+-- pending(why) when Postfix cannot run here.
+function M.shared(opts)
+  local pf
+  local function need(pending)
+    if not M.available() then
+      pending("postfix / dovecot-core are not installed (or not root)")
+      return nil
+    end
+    pf = pf or M.start(opts)
+    pf:clear()
+    return pf
+  end
+  local function stop()
+    if pf then pf:stop() end
+    pf = nil
+    M.stop_all()
+  end
+  return need, stop
+end
+
+-- The delivered messages whose Subject starts with prefix, by Subject,
+-- once n of them are there (at most timeout seconds, default 20): a failed
+-- earlier test's late deliveries do not count, as they would with
+-- pf:messages(n).
+function PF:by_subject(prefix, n, timeout)
+  local got, count
+  local deadline = socket.gettime() + (timeout or 20)
+  repeat
+    got, count = {}, 0
+    for _, m in ipairs(self:messages(0)) do
+      local subject = ("\n" .. m.content):match("\nSubject: ([^\n]*)\n")
+      if subject and subject:sub(1, #prefix) == prefix then
+        got[subject], count = m, count + 1
+      end
+    end
+    if count >= n then break end
+    socket.sleep(POLL)
+  until socket.gettime() > deadline
+  return got
 end
 
 -- The process and file helpers above, for other private servers that are

@@ -248,6 +248,17 @@ function M.find_line(lines, pattern, plain)
   return nil
 end
 
+-- How a recorded transcript sent its messages: the number of BDAT ...
+-- LAST commands and of DATA commands.
+function M.last_chunks_and_data(lines)
+  local last, data = 0, 0
+  for _, l in ipairs(lines) do
+    if l:find("^send: 'BDAT %d+ LAST") then last = last + 1 end
+    if l:find("^send: 'DATA\\r\\n'") then data = data + 1 end
+  end
+  return last, data
+end
+
 -- Whether a recorded transcript shows pipelining: MAIL and RCPT written
 -- before the reply to MAIL, and (after a BDAT ... LAST, when there is a
 -- next transaction) the next MAIL before the reply to that BDAT.
