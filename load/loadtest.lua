@@ -253,7 +253,7 @@ local function account(run, n, recs, counts, strays, gen)
     unknown = { [0] = 0, [1] = 0 },
     accepted_missing = 0, accepted_dup = 0, not_sent_delivered = 0, unknown_dup = 0,
     no_record = 0, no_record_delivered = 0, strays = strays, redelivered = 0,
-    retried_stale = 0, reused = 0, not_sent_by = {}, examples = {},
+    retried_stale = 0, retried_by = {}, reused = 0, not_sent_by = {}, examples = {},
   }
   local function example(what, id, r)
     if #a.examples < 10 then
@@ -281,7 +281,12 @@ local function account(run, n, recs, counts, strays, gen)
       if d > 0 then a.no_record_delivered = a.no_record_delivered + 1 end
       example("no record", id)
     else
-      if r.retried then a.retried_stale = a.retried_stale + 1 end
+      if r.retried then
+        a.retried_stale = a.retried_stale + 1
+        -- after the retry: accepted, not_sent (the fresh connection failed
+        -- too: the first failure stands, with retry_error) or unknown
+        a.retried_by[r.outcome] = (a.retried_by[r.outcome] or 0) + 1
+      end
       if r.reused then a.reused = a.reused + 1 end
       if r.outcome == "accepted" then
         if d == 1 then a.accepted_once = a.accepted_once + 1
@@ -314,8 +319,9 @@ local function account(run, n, recs, counts, strays, gen)
       #by > 0 and table.concat(by, ", ") or "none"),
     string.format("  unknown (data_end): delivered once   %6d", a.unknown[1]),
     string.format("  unknown (data_end): not delivered    %6d", a.unknown[0]),
-    string.format("  retried on a fresh connection (stale pooled one) %d; sessions from the pool %d",
-      a.retried_stale, a.reused),
+    string.format("  retried on a fresh connection (stale pooled one) %d (then accepted %d, not sent %d," ..
+      " unknown %d); sessions from the pool %d", a.retried_stale, a.retried_by.accepted or 0,
+      a.retried_by.not_sent or 0, a.retried_by.unknown or 0, a.reused),
     string.format("  one queue file delivered twice by Postfix (one submission, counted once above) %d",
       a.redelivered),
     string.format("  VIOLATIONS %d: accepted but missing %d, accepted but duplicated %d," ..
